@@ -1,0 +1,182 @@
+//! The storage engine: chunks in, chunks out, durably. One cheap `Engine` handle (an `Arc`) is
+//! shared by every request; everything it owns is behind it.
+
+mod ingest;
+mod objects;
+mod read;
+mod table;
+
+pub mod fsck;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rocksdb::WriteBatch;
+
+pub use ingest::{Admit, AdmitAll, Ingested};
+pub use objects::{Precondition, PreconditionFailed};
+pub use read::ByteRange;
+pub use table::ChunkTable;
+
+use crate::chunk::{ChunkingParams, Cutter};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::pack::{Packs, SealedPack};
+use crate::store::keys::{self, AccountId, PackRecord};
+use crate::store::{Db, CF_PACKS};
+
+/// Everything the engine needs to know, passed in explicitly (see `config` for the file form).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub chunking: ChunkingParams,
+    pub zstd_level: i32,
+    pub pack_target_size: u64,
+    pub pack_idle_seal: Duration,
+    /// BLAKE3-check every chunk on the hot read path. fsck and GC always check.
+    pub verify_reads: bool,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            chunking: ChunkingParams::default(),
+            zstd_level: 3,
+            pack_target_size: 64 << 20,
+            pack_idle_seal: Duration::from_secs(60),
+            verify_reads: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Stripes of per-account locks. Commits of one account are serialized (its refcounts and
+/// usage are read-modify-write); accounts that share a stripe merely wait for each other.
+/// A fixed array needs no cleanup, unlike a map of per-account locks.
+const ACCOUNT_STRIPES: usize = 256;
+
+struct Inner {
+    config: EngineConfig,
+    cutter: Cutter,
+    db: Db,
+    packs: Packs,
+    table: ChunkTable,
+    metrics: Arc<Metrics>,
+    /// std Mutex: held on blocking threads for one read-modify-write and its synced batch.
+    account_locks: Vec<Mutex<()>>,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Engine {
+    /// Open (or create) the store under `config.data_dir`, recovering any pack a crash left
+    /// unsealed. Blocking: call before serving, or from a blocking thread.
+    pub fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self> {
+        let cutter = Cutter::new(config.chunking).map_err(|e| crate::error::Error::corrupt(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::open(&config.data_dir.join("db"))?;
+        let id_floor = last_pack_id(&db);
+        let (packs, recovered) = Packs::open(&config.data_dir.join("packs"), config.pack_target_size, id_floor)?;
+        let inner = Inner {
+            config,
+            cutter,
+            db,
+            packs,
+            table: ChunkTable::default(),
+            metrics,
+            account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        let engine = Engine { inner: Arc::new(inner) };
+        for p in recovered {
+            engine.record_sealed(&p)?;
+        }
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn packs(&self) -> &Packs {
+        &self.inner.packs
+    }
+
+    pub fn table(&self) -> &ChunkTable {
+        &self.inner.table
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn chunking(&self) -> ChunkingParams {
+        self.inner.cutter.params()
+    }
+
+    pub(crate) fn lock_account(&self, a: &AccountId) -> MutexGuard<'_, ()> {
+        let stripe = u16::from_le_bytes([a.0[0], a.0[1]]) as usize % ACCOUNT_STRIPES;
+        self.inner.account_locks[stripe].lock().expect("account lock poisoned")
+    }
+
+    /// Write the `packs` record of a pack that was just sealed.
+    pub(crate) fn record_sealed(&self, p: &SealedPack) -> Result<()> {
+        let live = p.entries.iter().map(|e| e.end() - e.offset).sum();
+        let rec = PackRecord { size: p.size, entries: p.entries.len() as u32, live_bytes: live };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db().cf(CF_PACKS), keys::pack_key(p.id), keys::encode_pack(&rec));
+        self.db().commit(batch)?;
+        self.metrics().packs_sealed.inc();
+        Ok(())
+    }
+
+    /// Seal the open pack if it has sat idle; blocking.
+    pub fn seal_idle(&self) -> Result<()> {
+        if let Some(p) = self.packs().seal_if_idle(self.config().pack_idle_seal)? {
+            self.record_sealed(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the open pack and flush the database: the clean-shutdown path. Blocking.
+    pub fn close(&self) -> Result<()> {
+        if let Some(p) = self.packs().seal_now()? {
+            self.record_sealed(&p)?;
+        }
+        self.db().flush()
+    }
+
+    /// Seal idle packs once a second until the returned task is aborted.
+    pub fn spawn_idle_sealer(&self) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let e = engine.clone();
+                match tokio::task::spawn_blocking(move || e.seal_idle()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::error!(error = %err, "sealing an idle pack failed"),
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+}
+
+fn last_pack_id(db: &Db) -> u64 {
+    let mut it = db.raw().raw_iterator_cf(db.cf(CF_PACKS));
+    it.seek_to_last();
+    it.key().and_then(|k| k.try_into().ok()).map_or(0, u64::from_be_bytes)
+}

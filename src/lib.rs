@@ -1,0 +1,9 @@
+//! cairn: the storage backend of a consumer cloud. See DESIGN.md in docs/ for the shape.
+
+pub mod chunk;
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod pack;
+pub mod store;

@@ -1,0 +1,455 @@
+//! Key and value encodings of every column family, in one place.
+//!
+//! Values start with a format byte so that a later layout can be told apart from this one.
+//! Decoders take untrusted bytes (a damaged database is untrusted) and return `None` or an
+//! error, never panic; the fuzz target `index_values` drives each of them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::chunk::ChunkId;
+use crate::codec::Compression;
+use crate::pack::format::EntryInfo;
+
+/// An account's id: 128 random bits, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub [u8; 16]);
+
+impl AccountId {
+    pub fn random() -> Self {
+        AccountId(rand::random())
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountId({self})")
+    }
+}
+
+impl FromStr for AccountId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut out = [0u8; 16];
+        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(());
+        }
+        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
+        Ok(AccountId(out))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn id(&mut self) -> Option<ChunkId> {
+        Some(ChunkId(self.take(32)?.try_into().ok()?))
+    }
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// ---- chunks: chunk id -> where it is, how many accounts hold it --------------------------------
+
+/// One indexed chunk. `refs` counts the accounts that hold it (not the manifests): it changes
+/// only when an account's own count moves between zero and non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub pack: u64,
+    pub entry: EntryInfo,
+    pub refs: u64,
+    /// Unix seconds when `refs` last became zero (or the chunk was first stored): GC's clock.
+    pub zero_since: u64,
+}
+
+const CHUNK_V1: u8 = 1;
+const CHUNK_RECORD_LEN: usize = 1 + 8 + 8 + 4 + 4 + 1 + 8 + 8;
+
+pub fn encode_chunk(r: &ChunkRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(CHUNK_RECORD_LEN);
+    b.push(CHUNK_V1);
+    b.extend_from_slice(&r.pack.to_le_bytes());
+    b.extend_from_slice(&r.entry.offset.to_le_bytes());
+    b.extend_from_slice(&r.entry.raw_len.to_le_bytes());
+    b.extend_from_slice(&r.entry.stored_len.to_le_bytes());
+    b.push(r.entry.compression as u8);
+    b.extend_from_slice(&r.refs.to_le_bytes());
+    b.extend_from_slice(&r.zero_since.to_le_bytes());
+    b
+}
+
+/// `None` for bytes that are not a chunk record. The key supplies the id.
+pub fn decode_chunk(id: ChunkId, v: &[u8]) -> Option<ChunkRecord> {
+    let mut r = Reader(v);
+    if r.u8()? != CHUNK_V1 {
+        return None;
+    }
+    let pack = r.u64()?;
+    let offset = r.u64()?;
+    let raw_len = r.u32()?;
+    let stored_len = r.u32()?;
+    let compression = Compression::from_u8(r.u8()?)?;
+    let refs = r.u64()?;
+    let zero_since = r.u64()?;
+    r.done().then_some(ChunkRecord {
+        pack,
+        entry: EntryInfo { id, offset, raw_len, stored_len, compression },
+        refs,
+        zero_since,
+    })
+}
+
+/// Merge operands of the `chunks` column family. Every change to a chunk record after its
+/// first write is one of these, so that accounts, GC and compaction never read-modify-write
+/// the same key and can never lose each other's updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkOp {
+    /// First store. Ignored if a record already exists (the first location wins).
+    Insert(ChunkRecord),
+    /// An account started (+1) or stopped (-1) holding the chunk, at unix time `at`.
+    Refs { delta: i64, at: u64 },
+    /// Compaction copied the chunk; applies only if it is still where compaction found it.
+    Move { from_pack: u64, from_offset: u64, to_pack: u64, to_offset: u64 },
+    /// GC: drop the record if it is still unreferenced and has been since before `before`.
+    Forget { before: u64 },
+}
+
+pub fn encode_op(op: &ChunkOp) -> Vec<u8> {
+    let mut b = Vec::with_capacity(CHUNK_RECORD_LEN + 1);
+    match op {
+        ChunkOp::Insert(r) => {
+            b.push(1);
+            b.extend_from_slice(&encode_chunk(r));
+        }
+        ChunkOp::Refs { delta, at } => {
+            b.push(2);
+            b.extend_from_slice(&delta.to_le_bytes());
+            b.extend_from_slice(&at.to_le_bytes());
+        }
+        ChunkOp::Move { from_pack, from_offset, to_pack, to_offset } => {
+            b.push(3);
+            for v in [from_pack, from_offset, to_pack, to_offset] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        ChunkOp::Forget { before } => {
+            b.push(4);
+            b.extend_from_slice(&before.to_le_bytes());
+        }
+    }
+    b
+}
+
+pub fn decode_op(id: ChunkId, v: &[u8]) -> Option<ChunkOp> {
+    let mut r = Reader(v);
+    let op = match r.u8()? {
+        1 => return decode_chunk(id, r.take(CHUNK_RECORD_LEN)?).filter(|_| r.done()).map(ChunkOp::Insert),
+        2 => ChunkOp::Refs { delta: r.i64()?, at: r.u64()? },
+        3 => ChunkOp::Move { from_pack: r.u64()?, from_offset: r.u64()?, to_pack: r.u64()?, to_offset: r.u64()? },
+        4 => ChunkOp::Forget { before: r.u64()? },
+        _ => return None,
+    };
+    r.done().then_some(op)
+}
+
+/// Fold operands into a record. Total: an operand that cannot apply (a reference to a chunk
+/// that is gone, a move of a chunk that moved again) is dropped, and fsck reports the drift
+/// it leaves. An absent record is `None`; the merge operator stores that as an empty value.
+pub fn apply_op(rec: Option<ChunkRecord>, op: ChunkOp) -> Option<ChunkRecord> {
+    match (rec, op) {
+        (None, ChunkOp::Insert(new)) => Some(new),
+        (Some(r), ChunkOp::Insert(_)) => Some(r),
+        (Some(mut r), ChunkOp::Refs { delta, at }) => {
+            let refs = r.refs.saturating_add_signed(delta);
+            if refs == 0 && r.refs != 0 {
+                r.zero_since = at;
+            }
+            r.refs = refs;
+            Some(r)
+        }
+        (Some(mut r), ChunkOp::Move { from_pack, from_offset, to_pack, to_offset }) => {
+            if r.pack == from_pack && r.entry.offset == from_offset {
+                r.pack = to_pack;
+                r.entry.offset = to_offset;
+            }
+            Some(r)
+        }
+        (Some(r), ChunkOp::Forget { before }) => (r.refs != 0 || r.zero_since >= before).then_some(r),
+        (None, _) => None,
+    }
+}
+
+pub fn chunk_key(id: &ChunkId) -> [u8; 32] {
+    id.0
+}
+
+pub fn chunk_id_from_key(k: &[u8]) -> Option<ChunkId> {
+    Some(ChunkId(k.try_into().ok()?))
+}
+
+// ---- packs: pack id -> size and liveness ---------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PackRecord {
+    pub size: u64,
+    pub entries: u32,
+    /// Stored bytes (entry headers included) of entries that the index points at.
+    pub live_bytes: u64,
+}
+
+const PACK_V1: u8 = 1;
+
+pub fn pack_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub fn encode_pack(p: &PackRecord) -> Vec<u8> {
+    let mut b = vec![PACK_V1];
+    b.extend_from_slice(&p.size.to_le_bytes());
+    b.extend_from_slice(&p.entries.to_le_bytes());
+    b.extend_from_slice(&p.live_bytes.to_le_bytes());
+    b
+}
+
+pub fn decode_pack(v: &[u8]) -> Option<PackRecord> {
+    let mut r = Reader(v);
+    if r.u8()? != PACK_V1 {
+        return None;
+    }
+    let p = PackRecord { size: r.u64()?, entries: r.u32()?, live_bytes: r.u64()? };
+    r.done().then_some(p)
+}
+
+// ---- account_chunks: account ++ chunk -> references within the account ------------------------
+
+pub fn account_chunk_key(a: &AccountId, id: &ChunkId) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&a.0);
+    k[16..].copy_from_slice(&id.0);
+    k
+}
+
+pub fn split_account_chunk_key(k: &[u8]) -> Option<(AccountId, ChunkId)> {
+    if k.len() != 48 {
+        return None;
+    }
+    Some((AccountId(k[..16].try_into().ok()?), ChunkId(k[16..].try_into().ok()?)))
+}
+
+pub fn encode_count(n: u64) -> [u8; 8] {
+    n.to_le_bytes()
+}
+
+pub fn decode_count(v: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(v.try_into().ok()?))
+}
+
+// ---- usage: account -> bytes charged -------------------------------------------------------------
+
+/// `used` is what the quota charges (distinct chunks plus sync payloads); the per-service
+/// figures are logical sizes for the user's display and may add up to more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub used: u64,
+    pub drive: u64,
+    pub backups: u64,
+    pub sync: u64,
+}
+
+const USAGE_V1: u8 = 1;
+
+pub fn encode_usage(u: &Usage) -> Vec<u8> {
+    let mut b = vec![USAGE_V1];
+    for v in [u.used, u.drive, u.backups, u.sync] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+pub fn decode_usage(v: &[u8]) -> Option<Usage> {
+    let mut r = Reader(v);
+    if r.u8()? != USAGE_V1 {
+        return None;
+    }
+    let u = Usage { used: r.u64()?, drive: r.u64()?, backups: r.u64()?, sync: r.u64()? };
+    r.done().then_some(u)
+}
+
+// ---- objects: account ++ namespace ++ name -> manifest -------------------------------------------
+
+/// Which service an object belongs to; part of the key, so each service lists its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Namespace {
+    Drive = 1,
+    Backup = 2,
+    /// Chunks uploaded one by one through the chunk API, waiting for a manifest.
+    Staged = 3,
+    /// Engine-level objects of tests and benches.
+    Scratch = 9,
+}
+
+pub fn object_key(a: &AccountId, ns: Namespace, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17 + name.len());
+    k.extend_from_slice(&a.0);
+    k.push(ns as u8);
+    k.extend_from_slice(name);
+    k
+}
+
+pub fn object_prefix(a: &AccountId, ns: Namespace) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..16].copy_from_slice(&a.0);
+    k[16] = ns as u8;
+    k
+}
+
+/// A stored object: whole-content size and hash, and its chunks in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub size: u64,
+    pub hash: [u8; 32],
+    pub chunks: Vec<(ChunkId, u32)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRecord {
+    pub version: u64,
+    /// Unix milliseconds of the last write.
+    pub modified: i64,
+    pub manifest: Manifest,
+}
+
+const OBJECT_V1: u8 = 1;
+/// A manifest with more chunks than this is not a plausible record; keeps a damaged length
+/// from allocating without bound (2^24 chunks of 256 KiB is 4 TiB).
+const MAX_CHUNKS: usize = 1 << 24;
+
+pub fn encode_object(o: &ObjectRecord) -> Vec<u8> {
+    let m = &o.manifest;
+    let mut b = Vec::with_capacity(1 + 8 + 8 + 8 + 32 + 4 + m.chunks.len() * 36);
+    b.push(OBJECT_V1);
+    b.extend_from_slice(&o.version.to_le_bytes());
+    b.extend_from_slice(&o.modified.to_le_bytes());
+    b.extend_from_slice(&m.size.to_le_bytes());
+    b.extend_from_slice(&m.hash);
+    b.extend_from_slice(&(m.chunks.len() as u32).to_le_bytes());
+    for (id, len) in &m.chunks {
+        b.extend_from_slice(&id.0);
+        b.extend_from_slice(&len.to_le_bytes());
+    }
+    b
+}
+
+pub fn decode_object(v: &[u8]) -> Option<ObjectRecord> {
+    let mut r = Reader(v);
+    if r.u8()? != OBJECT_V1 {
+        return None;
+    }
+    let version = r.u64()?;
+    let modified = r.i64()?;
+    let size = r.u64()?;
+    let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
+    let n = r.u32()? as usize;
+    if n > MAX_CHUNKS || r.0.len() != n * 36 {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(n);
+    for _ in 0..n {
+        chunks.push((r.id()?, r.u32()?));
+    }
+    let total: u64 = chunks.iter().map(|(_, l)| u64::from(*l)).sum();
+    (total == size).then_some(ObjectRecord { version, modified, manifest: Manifest { size, hash, chunks } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(refs: u64) -> ChunkRecord {
+        ChunkRecord {
+            pack: 3,
+            entry: EntryInfo { id: ChunkId([7; 32]), offset: 24, raw_len: 100, stored_len: 60, compression: Compression::Zstd },
+            refs,
+            zero_since: 5,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = rec(2);
+        assert_eq!(decode_chunk(r.entry.id, &encode_chunk(&r)), Some(r));
+        for op in [
+            ChunkOp::Insert(r),
+            ChunkOp::Refs { delta: -1, at: 9 },
+            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4 },
+            ChunkOp::Forget { before: 77 },
+        ] {
+            assert_eq!(decode_op(r.entry.id, &encode_op(&op)), Some(op));
+        }
+        let u = Usage { used: 1, drive: 2, backups: 3, sync: 4 };
+        assert_eq!(decode_usage(&encode_usage(&u)), Some(u));
+        let p = PackRecord { size: 10, entries: 2, live_bytes: 8 };
+        assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
+        let o = ObjectRecord {
+            version: 4,
+            modified: 1_700_000_000_000,
+            manifest: Manifest { size: 30, hash: [1; 32], chunks: vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)] },
+        };
+        assert_eq!(decode_object(&encode_object(&o)), Some(o));
+    }
+
+    #[test]
+    fn refs_track_zero_since_and_forget_respects_it() {
+        let r = apply_op(Some(rec(1)), ChunkOp::Refs { delta: -1, at: 50 }).unwrap();
+        assert_eq!((r.refs, r.zero_since), (0, 50));
+        assert!(apply_op(Some(r), ChunkOp::Forget { before: 50 }).is_some());
+        assert!(apply_op(Some(r), ChunkOp::Forget { before: 51 }).is_none());
+        let held = apply_op(Some(r), ChunkOp::Refs { delta: 1, at: 60 }).unwrap();
+        assert!(apply_op(Some(held), ChunkOp::Forget { before: 1000 }).is_some());
+    }
+
+    #[test]
+    fn moves_apply_only_from_where_they_were_planned() {
+        let r = rec(1);
+        let moved = apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
+        assert_eq!(moved.pack, 8);
+        let stale = apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
+        assert_eq!(stale.pack, 8);
+    }
+
+    #[test]
+    fn truncated_values_decode_to_none() {
+        let bytes = encode_chunk(&rec(1));
+        for n in 0..bytes.len() {
+            assert!(decode_chunk(ChunkId([0; 32]), &bytes[..n]).is_none());
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The RocksDB database: one instance, one column family per kind of record.
+//!
+//! Invariant: every change that touches more than one key goes through one `WriteBatch`, and
+//! every write that acknowledges something to a client is synced (`commit`). Unsynced writes
+//! (`write_unsynced`) are only for records that nothing depends on until a later synced write,
+//! which, being later in the same WAL, makes them durable too.
+
+pub mod keys;
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, MergeOperands, Options, WriteBatch, WriteOptions, DB};
+
+use crate::chunk::ChunkId;
+use crate::error::{Error, Result};
+use keys::ChunkRecord;
+
+pub const CF_CHUNKS: &str = "chunks";
+pub const CF_PACKS: &str = "packs";
+pub const CF_ACCOUNT_CHUNKS: &str = "account_chunks";
+pub const CF_OBJECTS: &str = "objects";
+pub const CF_SYNC: &str = "sync";
+pub const CF_SYNC_LOG: &str = "sync_log";
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_IDENTIFIERS: &str = "identifiers";
+pub const CF_SESSIONS: &str = "sessions";
+pub const CF_CODES: &str = "codes";
+pub const CF_EVENTS: &str = "events";
+pub const CF_USAGE: &str = "usage";
+
+pub const ALL_CFS: [&str; 12] = [
+    CF_CHUNKS,
+    CF_PACKS,
+    CF_ACCOUNT_CHUNKS,
+    CF_OBJECTS,
+    CF_SYNC,
+    CF_SYNC_LOG,
+    CF_ACCOUNTS,
+    CF_IDENTIFIERS,
+    CF_SESSIONS,
+    CF_CODES,
+    CF_EVENTS,
+    CF_USAGE,
+];
+
+pub struct Db {
+    db: DB,
+}
+
+/// The `chunks` merge operator: fold `ChunkOp`s into the record in order. An absent record is
+/// stored as an empty value (a merge must produce some value); readers treat empty as absent.
+fn merge_chunk(key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let id = keys::chunk_id_from_key(key).unwrap_or(ChunkId([0; 32]));
+    let mut rec = existing.and_then(|v| keys::decode_chunk(id, v));
+    for op in ops {
+        if let Some(op) = keys::decode_op(id, op) {
+            rec = keys::apply_op(rec, op);
+        }
+    }
+    Some(rec.map(|r| keys::encode_chunk(&r)).unwrap_or_default())
+}
+
+/// Operands are never combined ahead of the base value: `Refs` and `Forget` do not commute,
+/// and RocksDB simply keeps operands it was not allowed to combine.
+fn no_partial_merge(_: &[u8], _: Option<&[u8]>, _: &MergeOperands) -> Option<Vec<u8>> {
+    None
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            if *name == CF_CHUNKS {
+                o.set_merge_operator("cairn.chunk.v1", merge_chunk, no_partial_merge);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Db { db })
+    }
+
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is created at open")
+    }
+
+    pub fn raw(&self) -> &DB {
+        &self.db
+    }
+
+    /// Apply a batch durably: when this returns, the batch survives power loss.
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut o = WriteOptions::default();
+        o.set_sync(true);
+        self.db.write_opt(batch, &o)?;
+        Ok(())
+    }
+
+    pub fn write_unsynced(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_CHUNKS), keys::chunk_key(id))? {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => keys::decode_chunk(*id, &v)
+                .map(Some)
+                .ok_or_else(|| Error::corrupt(format!("index record of chunk {id} is unreadable"))),
+        }
+    }
+
+    pub fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkRecord>>> {
+        let cf = self.cf(CF_CHUNKS);
+        let found = self.db.multi_get_cf(ids.iter().map(|id| (cf, keys::chunk_key(id))));
+        ids.iter()
+            .zip(found)
+            .map(|(id, v)| match v? {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) => keys::decode_chunk(*id, &v)
+                    .map(Some)
+                    .ok_or_else(|| Error::corrupt(format!("index record of chunk {id} is unreadable"))),
+            })
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}

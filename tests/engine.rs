@@ -1,0 +1,166 @@
+//! The storage engine through its library API, on a real data directory: round trips, dedup,
+//! concurrency, corruption.
+
+use bytes::Bytes;
+use cairn::chunk::ChunkingParams;
+use cairn::engine::{Engine, EngineConfig, Precondition};
+use cairn::metrics::Metrics;
+use cairn::store::keys::{AccountId, Namespace};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn open(dir: &std::path::Path, pack_size: u64) -> Engine {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.pack_target_size = pack_size;
+    Engine::open(cfg, Arc::new(Metrics::new())).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn round_trip(e: &Engine, data: &[u8]) {
+    let ing = e.ingest_bytes(Bytes::copy_from_slice(data)).await.unwrap();
+    assert_eq!(ing.manifest.size, data.len() as u64);
+    assert_eq!(&ing.manifest.hash, blake3::hash(data).as_bytes());
+    let back = e.read_all(ing.manifest.chunks.clone()).await.unwrap();
+    assert!(back == data, "round trip of {} bytes differs", data.len());
+}
+
+#[test]
+fn round_trips_at_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 64 << 20);
+    let p = ChunkingParams::default();
+    rt().block_on(async {
+        for n in [0, 1, p.min as usize, p.avg as usize, p.max as usize, p.max as usize + 1, 3 * p.max as usize] {
+            round_trip(&e, &noise(n, n as u64)).await;
+        }
+        round_trip(&e, &vec![0u8; 5 << 20]).await; // all zeros: every chunk is `max` and the same
+        round_trip(&e, "text ".repeat(300_000).as_bytes()).await;
+    });
+}
+
+#[test]
+fn multi_pack_input_round_trips_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(9 << 20, 99);
+    let account = AccountId([1; 16]);
+    {
+        let e = open(dir.path(), 1 << 20); // tiny packs: the input spans many
+        rt().block_on(async {
+            let ing = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
+            e.put_object(&account, Namespace::Scratch, b"big", ing, u64::MAX, Precondition::None).unwrap().unwrap();
+        });
+        assert!(e.packs().list().unwrap().len() >= 8);
+        e.close().unwrap();
+    }
+    let e = open(dir.path(), 1 << 20);
+    let obj = e.get_object(&account, Namespace::Scratch, b"big").unwrap().unwrap();
+    let back = rt().block_on(e.read_all(obj.manifest.chunks)).unwrap();
+    assert!(back == data);
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn random_sizes_round_trip(len in 0usize..1_500_000, seed in any::<u64>(), text in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path(), 4 << 20);
+        let data = if text { format!("{seed} lorem ipsum ").repeat(len / 16 + 1).into_bytes()[..len].to_vec() } else { noise(len, seed) };
+        rt().block_on(round_trip(&e, &data));
+    }
+}
+
+#[test]
+fn the_same_64_mib_is_stored_once_and_an_insert_adds_under_1_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 64 << 20);
+    let data = noise(64 << 20, 5);
+    rt().block_on(async {
+        let first = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
+        assert!(first.new_stored_bytes >= 64 << 20);
+        let again = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
+        assert_eq!(again.new_chunks, 0);
+        assert_eq!(again.new_stored_bytes, 0);
+        assert_eq!(again.manifest, first.manifest);
+
+        let mut edited = data.clone();
+        edited.insert(32 << 20, 0x42);
+        let third = e.ingest_bytes(Bytes::from(edited.clone())).await.unwrap();
+        assert!(third.new_stored_bytes < 1 << 20, "one inserted byte added {} bytes", third.new_stored_bytes);
+        assert!(e.read_all(third.manifest.chunks).await.unwrap() == edited);
+    });
+}
+
+#[test]
+fn concurrent_ingests_of_the_same_new_data_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 64 << 20);
+    let data = Bytes::from(noise(8 << 20, 11));
+    rt().block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (e, d) = (e.clone(), data.clone());
+                tokio::spawn(async move { e.ingest_bytes(d).await.unwrap() })
+            })
+            .collect();
+        let mut new_chunks = 0;
+        let mut stored = 0;
+        let mut manifests = Vec::new();
+        for t in tasks {
+            let ing = t.await.unwrap();
+            new_chunks += ing.new_chunks;
+            stored += ing.new_stored_bytes;
+            manifests.push(ing.manifest.clone());
+        }
+        let distinct = manifests[0].chunks.iter().map(|c| c.0).collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(new_chunks as usize, distinct, "every chunk stored exactly once");
+        assert!(stored < (8 << 20) + (1 << 20));
+        assert!(manifests.iter().all(|m| *m == manifests[0]));
+    });
+    e.close().unwrap();
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert_eq!(report.entries_checked as usize, report.chunks_indexed as usize, "no duplicate entries in packs");
+}
+
+#[test]
+fn a_flipped_byte_is_an_error_never_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 64 << 20);
+    let data = noise(2 << 20, 21);
+    let account = AccountId([2; 16]);
+    let chunks = rt().block_on(async {
+        let ing = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
+        let chunks = ing.manifest.chunks.clone();
+        e.put_object(&account, Namespace::Scratch, b"f", ing, u64::MAX, Precondition::None).unwrap().unwrap();
+        chunks
+    });
+    e.close().unwrap();
+    let pack = e.packs().path(e.packs().list().unwrap()[0]);
+    drop(e);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[200_000] ^= 0x01; // inside the data of an early entry
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let e = open(dir.path(), 64 << 20);
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert!(!report.problems.is_empty(), "fsck must see the flipped byte");
+    let read = rt().block_on(e.read_all(chunks));
+    assert!(read.is_err(), "a damaged chunk must fail the read");
+}
