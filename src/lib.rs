@@ -1,9 +1,12 @@
 //! cairn: the storage backend of a consumer cloud. See DESIGN.md in docs/ for the shape.
 
 pub mod chunk;
+pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod metrics;
 pub mod pack;
 pub mod store;

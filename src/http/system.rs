@@ -1,0 +1,54 @@
+//! Endpoints and middleware that belong to no service: health, metrics, chunking parameters,
+//! request accounting.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// Clients chunk with exactly these parameters so that their chunks dedup against ours.
+pub async fn chunking(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let p = app.engine.chunking();
+    Json(json!({ "algorithm": "fastcdc-2020", "min": p.min, "avg": p.avg, "max": p.max }))
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method")
+}
+
+/// Refuse oversized header blocks with `431` (hyper is configured with room to spare, so the
+/// limit and its JSON answer are ours), and count responses by status class.
+pub async fn count_and_limit_headers(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let resp = if header_bytes > app.config.max_header_bytes {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers are over {} bytes", app.config.max_header_bytes),
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    let class = match resp.status().as_u16() {
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    };
+    app.metrics.requests.with_label_values(&[class]).inc();
+    resp
+}
