@@ -114,7 +114,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 .get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes())
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: acknowledged {name} is gone"));
-            let back = rt.block_on(engine.read_all(obj.manifest.chunks)).unwrap();
+            let chunks = engine.object_chunks(&ACCOUNT, Namespace::Scratch, name.as_bytes(), &obj).unwrap();
+            let back = rt.block_on(engine.read_all(chunks)).unwrap();
             assert!(back == content(r, i), "round {round}: {name} reads back different bytes");
         }
         let report = fsck::check(&engine).unwrap();

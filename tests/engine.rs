@@ -70,7 +70,8 @@ fn multi_pack_input_round_trips_after_reopen() {
     }
     let e = open(dir.path(), 1 << 20);
     let obj = e.get_object(&account, Namespace::Scratch, b"big").unwrap().unwrap();
-    let back = rt().block_on(e.read_all(obj.manifest.chunks)).unwrap();
+    let chunks = e.object_chunks(&account, Namespace::Scratch, b"big", &obj).unwrap();
+    let back = rt().block_on(e.read_all(chunks)).unwrap();
     assert!(back == data);
     let report = cairn::engine::fsck::check(&e).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -163,4 +164,32 @@ fn a_flipped_byte_is_an_error_never_wrong_bytes() {
     assert!(!report.problems.is_empty(), "fsck must see the flipped byte");
     let read = rt().block_on(e.read_all(chunks));
     assert!(read.is_err(), "a damaged chunk must fail the read");
+}
+
+#[test]
+fn long_chunk_lists_are_stored_in_segments_and_books_balance() {
+    // ~38 000 chunks of ~1.3 KiB: more than two segments of 16 384.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.chunking = ChunkingParams { min: 512, avg: 1024, max: 2048 };
+    let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
+    let account = AccountId([3; 16]);
+    let data = noise(50_000 * 1024, 8);
+    rt().block_on(async {
+        let ing = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
+        let n = ing.manifest.chunks.len();
+        assert!(n > 2 * 16_384, "{n} chunks");
+        let rec = e.put_object(&account, Namespace::Drive, b"long", ing, u64::MAX, Precondition::None).unwrap().unwrap();
+        assert_eq!(rec.chunk_count as usize, n);
+        assert!(rec.tail_segments() >= 2);
+        let chunks = e.object_chunks(&account, Namespace::Drive, b"long", &rec).unwrap();
+        assert!(e.read_all(chunks).await.unwrap() == data);
+    });
+    assert_eq!(e.usage(&account).unwrap().drive, data.len() as u64);
+    assert!(cairn::engine::fsck::check(&e).unwrap().ok());
+    e.delete_object(&account, Namespace::Drive, b"long", Precondition::None).unwrap().unwrap().unwrap();
+    let u = e.usage(&account).unwrap();
+    assert_eq!((u.used, u.drive), (0, 0));
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert!(report.ok(), "{:?}", &report.problems[..report.problems.len().min(5)]);
 }

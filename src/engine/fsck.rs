@@ -92,13 +92,27 @@ fn scan_objects(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, report: &mut 
     let mut held: Holdings = HashMap::new();
     for item in e.db().raw().iterator_cf(e.db().cf(CF_OBJECTS), IteratorMode::Start) {
         let (k, v) = item?;
+        if k.get(16) == Some(&0xFF) {
+            continue; // a continuation segment, read through its object below
+        }
         report.objects_checked += 1;
         let name = String::from_utf8_lossy(k.get(17..).unwrap_or_default()).into_owned();
-        let (Some(account), Some(obj)) = (k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId), keys::decode_object(&v)) else {
-            report.problems.push(format!("object {name:?}: unreadable record"));
+        let Some((account, ns, raw_name)) = keys::split_object_key(&k) else {
+            report.problems.push(format!("object key {name:?}: unreadable"));
             continue;
         };
-        for (id, len) in &obj.manifest.chunks {
+        let chunks = match keys::decode_object(&v).map(|rec| e.object_chunks(&account, ns, raw_name, &rec)) {
+            Some(Ok(chunks)) => chunks,
+            Some(Err(err)) => {
+                report.problems.push(format!("object {name:?} of {account}: {err}"));
+                continue;
+            }
+            None => {
+                report.problems.push(format!("object {name:?} of {account}: unreadable record"));
+                continue;
+            }
+        };
+        for (id, len) in &chunks {
             match index.get(id) {
                 None => report.problems.push(format!("object {name:?} of {account}: chunk {id} is not in the index")),
                 Some(r) if r.entry.raw_len != *len => report.problems.push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),

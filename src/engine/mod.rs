@@ -9,13 +9,14 @@ mod table;
 pub mod fsck;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::WriteBatch;
 
 pub use ingest::{Admit, AdmitAll, Ingested};
-pub use objects::{Precondition, PreconditionFailed};
+pub use objects::{Listed, Precondition, PreconditionFailed};
 pub use read::ByteRange;
 pub use table::ChunkTable;
 
@@ -70,6 +71,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// std Mutex: held on blocking threads for one read-modify-write and its synced batch.
     account_locks: Vec<Mutex<()>>,
+    /// The last object version handed out (see `next_version`).
+    last_version: AtomicU64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -93,6 +96,7 @@ impl Engine {
             table: ChunkTable::default(),
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
+            last_version: AtomicU64::new(0),
         };
         let engine = Engine { inner: Arc::new(inner) };
         for p in recovered {

@@ -1,22 +1,23 @@
-//! Committing, reading and deleting objects (an account's named manifests), with the
+//! Committing, reading, listing and deleting objects (an account's named manifests), with the
 //! reference counts and usage that go with them, in one synced batch each.
 //!
 //! Invariants, for every account A and chunk C (fsck recomputes and checks each):
 //! - `account_chunks[A ++ C]` = occurrences of C in A's manifests; absent when zero.
 //! - `chunks[C].refs` = number of accounts with a non-zero `account_chunks[_ ++ C]`.
-//! - `usage[A].used` = sum of the raw lengths of the distinct chunks A holds.
+//! - `usage[A].used` = sum of the raw lengths of the distinct chunks A holds (+ sync bytes).
 //!
 //! All three change in the batch that changes the manifest, under A's lock, so they cannot
 //! drift; the global count is a merge operand, so different accounts never contend for it.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
-use rocksdb::WriteBatch;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Refusal, Result};
-use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage};
+use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
 use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_USAGE};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
@@ -42,7 +43,7 @@ impl Precondition {
     }
 }
 
-/// Changes to one account's books, gathered into a batch before it is written.
+/// Changes to one account's books, gathered before they go into a batch.
 pub(crate) struct Books<'a> {
     engine: &'a Engine,
     account: AccountId,
@@ -115,11 +116,32 @@ impl<'a> Books<'a> {
     }
 }
 
+/// One object in a listing.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub name: Vec<u8>,
+    pub record: ObjectRecord,
+}
+
 impl Engine {
     pub fn usage(&self, account: &AccountId) -> Result<Usage> {
         match self.db().get(CF_USAGE, &account.0)? {
             None => Ok(Usage::default()),
             Some(v) => keys::decode_usage(&v).ok_or_else(|| Error::corrupt("unreadable usage record")),
+        }
+    }
+
+    /// A version number never handed out before: wall-clock microseconds, bumped past the
+    /// last one so that it grows even if the clock does not.
+    fn next_version(&self) -> u64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1000;
+        let mut last = self.inner.last_version.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.inner.last_version.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
         }
     }
 
@@ -130,8 +152,33 @@ impl Engine {
         }
     }
 
+    /// The whole chunk list of an object, continuation segments included.
+    pub fn object_chunks(&self, account: &AccountId, ns: Namespace, name: &[u8], rec: &ObjectRecord) -> Result<Vec<(ChunkId, u32)>> {
+        let mut chunks = rec.head.clone();
+        for seg in 0..rec.tail_segments() {
+            chunks.extend(self.segment(account, ns, name, rec.version, seg)?);
+        }
+        if chunks.len() as u64 != rec.chunk_count {
+            return Err(Error::corrupt("object chunk list is shorter than its record says"));
+        }
+        Ok(chunks)
+    }
+
+    pub(crate) fn segment(&self, account: &AccountId, ns: Namespace, name: &[u8], version: u64, seg: u32) -> Result<Vec<(ChunkId, u32)>> {
+        let key = keys::segment_key(account, ns, name, version, seg);
+        let v = self.db().get(CF_OBJECTS, &key)?.ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
+        keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))
+    }
+
+    fn delete_segments(&self, batch: &mut WriteBatch, account: &AccountId, ns: Namespace, name: &[u8], rec: &ObjectRecord) {
+        for seg in 0..rec.tail_segments() {
+            batch.delete_cf(self.db().cf(CF_OBJECTS), keys::segment_key(account, ns, name, rec.version, seg));
+        }
+    }
+
     /// Make an ingested upload the object `name`, replacing any previous version, durably.
-    /// Blocking. Returns the new record, or `Ok(Err(PreconditionFailed))` with nothing changed.
+    /// Chunks the account had staged for this upload are released in the same batch. Blocking.
+    /// Returns the new record, or `Ok(Err(PreconditionFailed))` with nothing changed.
     pub fn put_object(
         &self,
         account: &AccountId,
@@ -146,20 +193,33 @@ impl Engine {
         if !pre.check(old.as_ref()) {
             return Ok(Err(PreconditionFailed));
         }
-        let manifest: Manifest = ingested.manifest.clone();
+        let manifest: &Manifest = &ingested.manifest;
         let mut books = Books::open(self, *account)?;
+        let mut batch = WriteBatch::default();
         books.add(&manifest.chunks, 1);
         books.service(ns, manifest.size as i64);
         if let Some(o) = &old {
-            books.add(&o.manifest.chunks, -1);
-            books.service(ns, -(o.manifest.size as i64));
+            books.add(&self.object_chunks(account, ns, name, o)?, -1);
+            books.service(ns, -(o.size as i64));
+            self.delete_segments(&mut batch, account, ns, name, o);
         }
-        let mut batch = WriteBatch::default();
+        if ns != Namespace::Staged {
+            self.unstage_into(&mut batch, &mut books, account, &manifest.chunks)?;
+        }
         books.write_into(&mut batch, limit)?;
+        let version = self.next_version();
+        let (head, tail) = manifest.chunks.split_at(manifest.chunks.len().min(SEGMENT_CHUNKS));
+        for (seg, part) in tail.chunks(SEGMENT_CHUNKS).enumerate() {
+            let key = keys::segment_key(account, ns, name, version, seg as u32);
+            batch.put_cf(self.db().cf(CF_OBJECTS), key, keys::encode_segment(part));
+        }
         let record = ObjectRecord {
-            version: old.as_ref().map_or(1, |o| o.version + 1),
+            version,
             modified: now_millis(),
-            manifest,
+            size: manifest.size,
+            hash: manifest.hash,
+            chunk_count: manifest.chunks.len() as u64,
+            head: head.to_vec(),
         };
         batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
         self.db().commit(batch)?;
@@ -167,7 +227,23 @@ impl Engine {
         Ok(Ok(record))
     }
 
-    /// Delete an object and release its references. Blocking. `Ok(None)` if there was none.
+    /// Release staged records of `chunks`: the object being committed now holds them.
+    fn unstage_into(&self, batch: &mut WriteBatch, books: &mut Books<'_>, account: &AccountId, chunks: &[(ChunkId, u32)]) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&(ChunkId, u32)> = chunks.iter().filter(|(id, _)| seen.insert(*id)).collect();
+        let cf = self.db().cf(CF_OBJECTS);
+        let staged_keys: Vec<Vec<u8>> = distinct.iter().map(|(id, _)| keys::object_key(account, Namespace::Staged, &id.0)).collect();
+        let found = self.db().raw().multi_get_cf(staged_keys.iter().map(|k| (cf, k)));
+        for ((id, len), (key, v)) in distinct.into_iter().zip(staged_keys.iter().zip(found)) {
+            if v?.is_some() {
+                books.add(&[(*id, *len)], -1);
+                batch.delete_cf(cf, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete an object and release its references. Blocking. `Ok(Ok(None))` if there was none.
     pub fn delete_object(
         &self,
         account: &AccountId,
@@ -183,16 +259,100 @@ impl Engine {
             return Ok(Err(PreconditionFailed));
         }
         let mut books = Books::open(self, *account)?;
-        books.add(&old.manifest.chunks, -1);
-        books.service(ns, -(old.manifest.size as i64));
+        books.add(&self.object_chunks(account, ns, name, &old)?, -1);
+        books.service(ns, -(old.size as i64));
         let mut batch = WriteBatch::default();
         books.write_into(&mut batch, u64::MAX)?;
+        self.delete_segments(&mut batch, account, ns, name, &old);
         batch.delete_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name));
         self.db().commit(batch)?;
         Ok(Ok(Some(old)))
     }
+
+    /// Objects of one namespace whose names start with `prefix`, in byte order, strictly after
+    /// `after`, at most `limit`. Blocking.
+    pub fn list_objects(&self, account: &AccountId, ns: Namespace, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Listed>> {
+        let base = keys::object_prefix(account, ns);
+        let mut start = keys::object_key(account, ns, prefix);
+        if let Some(a) = after {
+            let from = keys::object_key(account, ns, a);
+            if from > start {
+                start = from;
+                start.push(0); // the smallest key strictly after `after`
+            }
+        }
+        let mut out = Vec::new();
+        let it = self.db().raw().iterator_cf(self.db().cf(CF_OBJECTS), IteratorMode::From(&start, Direction::Forward));
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&base) || !k[base.len()..].starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            let record = keys::decode_object(&v).ok_or_else(|| Error::corrupt("unreadable object record"))?;
+            out.push(Listed { name: k[base.len()..].to_vec(), record });
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` the account holds (in any object, staged chunks included). Blocking.
+    pub fn holds(&self, account: &AccountId, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let cf = self.db().cf(CF_ACCOUNT_CHUNKS);
+        let keys: Vec<[u8; 48]> = ids.iter().map(|id| keys::account_chunk_key(account, id)).collect();
+        self.db().raw().multi_get_cf(keys.iter().map(|k| (cf, k))).into_iter().map(|v| Ok(v?.is_some())).collect()
+    }
+
+    /// Remove every object the account has and release every reference it holds, adding the
+    /// deletions to `batch`; then let `more` add its own (the account's identity records), and
+    /// commit it all as one durable step. Blocking.
+    pub fn purge_account(&self, account: &AccountId, more: impl FnOnce(&mut WriteBatch) -> Result<()>) -> Result<()> {
+        let _books_are_ours = self.lock_account(account);
+        let db = self.db();
+        let mut batch = WriteBatch::default();
+        let now = unix_now();
+        let mut ac_start = account.0.to_vec();
+        ac_start.resize(48, 0);
+        for item in db.raw().iterator_cf(db.cf(CF_ACCOUNT_CHUNKS), IteratorMode::From(&ac_start, Direction::Forward)) {
+            let (k, _) = item?;
+            let Some((owner, id)) = keys::split_account_chunk_key(&k) else { break };
+            if owner != *account {
+                break;
+            }
+            batch.delete_cf(db.cf(CF_ACCOUNT_CHUNKS), &k);
+            batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(&id), keys::encode_op(&ChunkOp::Refs { delta: -1, at: now }));
+        }
+        let mut end = account.0.to_vec();
+        end.push(0xFF);
+        end.extend_from_slice(&[0xFF; 40]);
+        batch.delete_range_cf(db.cf(CF_OBJECTS), account.0.to_vec(), end);
+        batch.delete_cf(db.cf(CF_USAGE), account.0);
+        more(&mut batch)?;
+        db.commit(batch)
+    }
+
+    /// Drop staged chunks older than `ttl_secs` that no manifest claimed. Blocking.
+    pub fn expire_staged(&self, ttl_secs: u64) -> Result<u64> {
+        let horizon = now_millis() - (ttl_secs as i64) * 1000;
+        let accounts: Vec<AccountId> = self
+            .db()
+            .raw()
+            .iterator_cf(self.db().cf(CF_USAGE), IteratorMode::Start)
+            .filter_map(|item| item.ok().and_then(|(k, _)| k.as_ref().try_into().ok().map(AccountId)))
+            .collect();
+        let mut expired = 0;
+        for account in accounts {
+            for item in self.list_objects(&account, Namespace::Staged, b"", None, usize::MAX)? {
+                if item.record.modified < horizon {
+                    let pre = Precondition::IfVersion(item.record.version);
+                    if let Ok(Some(_)) = self.delete_object(&account, Namespace::Staged, &item.name, pre)? {
+                        expired += 1;
+                    }
+                }
+            }
+        }
+        Ok(expired)
+    }
 }
 
 pub(crate) fn now_millis() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -316,6 +316,26 @@ pub enum Namespace {
     Scratch = 9,
 }
 
+impl Namespace {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Namespace::Drive),
+            2 => Some(Namespace::Backup),
+            3 => Some(Namespace::Staged),
+            9 => Some(Namespace::Scratch),
+            _ => None,
+        }
+    }
+}
+
+/// Split an `objects` key into account, namespace and name; `None` for segment keys and
+/// garbage.
+pub fn split_object_key(k: &[u8]) -> Option<(AccountId, Namespace, &[u8])> {
+    let account = AccountId(k.get(..16)?.try_into().ok()?);
+    let ns = Namespace::from_u8(*k.get(16)?)?;
+    Some((account, ns, &k[17..]))
+}
+
 pub fn object_key(a: &AccountId, ns: Namespace, name: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + name.len());
     k.extend_from_slice(&a.0);
@@ -331,7 +351,7 @@ pub fn object_prefix(a: &AccountId, ns: Namespace) -> [u8; 17] {
     k
 }
 
-/// A stored object: whole-content size and hash, and its chunks in order.
+/// An object's content as an upload produces it: size and hash of the whole, chunks in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     pub size: u64,
@@ -339,32 +359,70 @@ pub struct Manifest {
     pub chunks: Vec<(ChunkId, u32)>,
 }
 
+/// Chunks per stored segment of a chunk list: 16 384 × 36 B ≈ 576 KiB per value, so that a
+/// 50 GiB file (≈ 800 000 chunks) is 50 values of modest size rather than one of 29 MiB.
+pub const SEGMENT_CHUNKS: usize = 16 * 1024;
+
+/// A stored object. The first `SEGMENT_CHUNKS` chunks live in the record itself (most files
+/// have far fewer); the rest in continuation segments under `segment_key`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRecord {
+    /// Unique across the whole store and never reused, so an `ETag` of a deleted and
+    /// recreated file cannot match the old one.
     pub version: u64,
     /// Unix milliseconds of the last write.
     pub modified: i64,
-    pub manifest: Manifest,
+    pub size: u64,
+    pub hash: [u8; 32],
+    pub chunk_count: u64,
+    pub head: Vec<(ChunkId, u32)>,
+}
+
+impl ObjectRecord {
+    pub fn tail_segments(&self) -> u32 {
+        (self.chunk_count.saturating_sub(self.head.len() as u64)).div_ceil(SEGMENT_CHUNKS as u64) as u32
+    }
 }
 
 const OBJECT_V1: u8 = 1;
-/// A manifest with more chunks than this is not a plausible record; keeps a damaged length
-/// from allocating without bound (2^24 chunks of 256 KiB is 4 TiB).
-const MAX_CHUNKS: usize = 1 << 24;
+/// More chunks than this is not a plausible object (2^32 chunks of 256 KiB is 1 PiB); keeps a
+/// damaged count from meaning anything.
+const MAX_CHUNKS: u64 = 1 << 32;
 
-pub fn encode_object(o: &ObjectRecord) -> Vec<u8> {
-    let m = &o.manifest;
-    let mut b = Vec::with_capacity(1 + 8 + 8 + 8 + 32 + 4 + m.chunks.len() * 36);
-    b.push(OBJECT_V1);
-    b.extend_from_slice(&o.version.to_le_bytes());
-    b.extend_from_slice(&o.modified.to_le_bytes());
-    b.extend_from_slice(&m.size.to_le_bytes());
-    b.extend_from_slice(&m.hash);
-    b.extend_from_slice(&(m.chunks.len() as u32).to_le_bytes());
-    for (id, len) in &m.chunks {
+fn put_chunks(b: &mut Vec<u8>, chunks: &[(ChunkId, u32)]) {
+    b.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for (id, len) in chunks {
         b.extend_from_slice(&id.0);
         b.extend_from_slice(&len.to_le_bytes());
     }
+}
+
+fn get_chunks(r: &mut Reader<'_>) -> Option<Vec<(ChunkId, u32)>> {
+    let n = r.u32()? as usize;
+    if n > SEGMENT_CHUNKS || r.0.len() != n * 36 {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.id()?;
+        let len = r.u32()?;
+        if len == 0 {
+            return None;
+        }
+        chunks.push((id, len));
+    }
+    Some(chunks)
+}
+
+pub fn encode_object(o: &ObjectRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(1 + 8 + 8 + 8 + 32 + 8 + 4 + o.head.len() * 36);
+    b.push(OBJECT_V1);
+    b.extend_from_slice(&o.version.to_le_bytes());
+    b.extend_from_slice(&o.modified.to_le_bytes());
+    b.extend_from_slice(&o.size.to_le_bytes());
+    b.extend_from_slice(&o.hash);
+    b.extend_from_slice(&o.chunk_count.to_le_bytes());
+    put_chunks(&mut b, &o.head);
     b
 }
 
@@ -377,16 +435,44 @@ pub fn decode_object(v: &[u8]) -> Option<ObjectRecord> {
     let modified = r.i64()?;
     let size = r.u64()?;
     let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
-    let n = r.u32()? as usize;
-    if n > MAX_CHUNKS || r.0.len() != n * 36 {
+    let chunk_count = r.u64()?;
+    let head = get_chunks(&mut r)?;
+    if chunk_count > MAX_CHUNKS || head.len() as u64 != chunk_count.min(SEGMENT_CHUNKS as u64) {
         return None;
     }
-    let mut chunks = Vec::with_capacity(n);
-    for _ in 0..n {
-        chunks.push((r.id()?, r.u32()?));
+    let head_total: u64 = head.iter().map(|(_, l)| u64::from(*l)).sum();
+    let consistent = if chunk_count == head.len() as u64 { head_total == size } else { head_total < size };
+    consistent.then_some(ObjectRecord { version, modified, size, hash, chunk_count, head })
+}
+
+/// Continuation segment `seg` (from 0) of an object version's chunk list. The key sorts
+/// after every namespace of the account (0xFF), so listings never meet it.
+pub fn segment_key(a: &AccountId, ns: Namespace, name: &[u8], version: u64, seg: u32) -> [u8; 45] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[ns as u8]);
+    h.update(name);
+    let mut k = [0u8; 45];
+    k[..16].copy_from_slice(&a.0);
+    k[16] = 0xFF;
+    k[17..33].copy_from_slice(&h.finalize().as_bytes()[..16]);
+    k[33..41].copy_from_slice(&version.to_be_bytes());
+    k[41..45].copy_from_slice(&seg.to_be_bytes());
+    k
+}
+
+pub fn encode_segment(chunks: &[(ChunkId, u32)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(1 + 4 + chunks.len() * 36);
+    b.push(OBJECT_V1);
+    put_chunks(&mut b, chunks);
+    b
+}
+
+pub fn decode_segment(v: &[u8]) -> Option<Vec<(ChunkId, u32)>> {
+    let mut r = Reader(v);
+    if r.u8()? != OBJECT_V1 {
+        return None;
     }
-    let total: u64 = chunks.iter().map(|(_, l)| u64::from(*l)).sum();
-    (total == size).then_some(ObjectRecord { version, modified, manifest: Manifest { size, hash, chunks } })
+    get_chunks(&mut r)
 }
 
 #[cfg(test)]
@@ -418,12 +504,10 @@ mod tests {
         assert_eq!(decode_usage(&encode_usage(&u)), Some(u));
         let p = PackRecord { size: 10, entries: 2, live_bytes: 8 };
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
-        let o = ObjectRecord {
-            version: 4,
-            modified: 1_700_000_000_000,
-            manifest: Manifest { size: 30, hash: [1; 32], chunks: vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)] },
-        };
+        let chunks = vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)];
+        let o = ObjectRecord { version: 4, modified: 1_700_000_000_000, size: 30, hash: [1; 32], chunk_count: 2, head: chunks.clone() };
         assert_eq!(decode_object(&encode_object(&o)), Some(o));
+        assert_eq!(decode_segment(&encode_segment(&chunks)), Some(chunks));
     }
 
     #[test]
