@@ -20,8 +20,8 @@ pub enum Error {
     /// A chunk was refused by the caller's admission check (quota, size).
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
-    #[error("the store is shutting down")]
-    ShuttingDown,
+    #[error("the body hashes to {actual}, not {expected}")]
+    HashMismatch { expected: ChunkId, actual: ChunkId },
 }
 
 /// Why the caller of an ingest stopped it at a chunk; carried back unchanged.

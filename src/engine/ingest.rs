@@ -25,9 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{unix_now, Engine};
 use crate::chunk::{ChunkId, Cutter};
 use crate::codec::{self, SealedChunk};
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Result};
 use crate::pack::Appended;
-use crate::store::keys::{self, ChunkOp, ChunkRecord, Manifest};
+use crate::store::keys::{self, AccountId, ChunkOp, ChunkRecord, Manifest};
 use crate::store::CF_CHUNKS;
 
 const FRAME_QUEUE: usize = 16;
@@ -39,14 +39,14 @@ const INDEX_EVERY: usize = 256;
 /// The caller's say over each distinct chunk of an upload, in order, before it is stored:
 /// quota charging lives here. Returning a refusal ends the ingest with that refusal.
 pub trait Admit: Send + 'static {
-    fn admit(&mut self, id: &ChunkId, raw_len: u32) -> Result<(), Refusal>;
+    fn admit(&mut self, id: &ChunkId, raw_len: u32) -> Result<()>;
 }
 
 /// Admits everything (engine-level callers and tests).
 pub struct AdmitAll;
 
 impl Admit for AdmitAll {
-    fn admit(&mut self, _: &ChunkId, _: u32) -> Result<(), Refusal> {
+    fn admit(&mut self, _: &ChunkId, _: u32) -> Result<()> {
         Ok(())
     }
 }
@@ -59,6 +59,13 @@ pub struct Ingested {
     pub new_stored_bytes: u64,
     /// Held for its `Drop`, which unpins.
     _pins: Pins,
+}
+
+/// Why a client's chunk list cannot become an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adoption {
+    Missing(Vec<ChunkId>),
+    WrongSize { id: ChunkId, size: u32, actual: u32 },
 }
 
 /// Pins held by one upload, released on drop whatever way the upload ends.
@@ -132,6 +139,50 @@ impl Engine {
         }
         self.metrics().ingest_seconds.observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Store one chunk exactly as given (the chunk API: the client chose the cut), if it hashes
+    /// to `expected`. Blocking.
+    pub fn ingest_chunk(&self, raw: Bytes, expected: &ChunkId, admit: impl Admit) -> Result<Ingested> {
+        let sealed = codec::seal(raw, self.config().zstd_level);
+        if sealed.id != *expected {
+            return Err(Error::HashMismatch { expected: *expected, actual: sealed.id });
+        }
+        self.metrics().ingest_bytes.inc_by(sealed.raw.len() as u64);
+        let mut writer = Writer::new(self.clone(), admit);
+        writer.take(sealed)?;
+        writer.finish()
+    }
+
+    /// Adopt a client's chunk list as an upload: every chunk must be one the account holds
+    /// (those it does not are returned as missing), with the length the index has. The chunks
+    /// are pinned first, so GC cannot take one between this check and the commit; the
+    /// whole-content hash is computed by reading them back, which also verifies them. Blocking.
+    pub fn adopt_chunks(&self, account: &AccountId, chunks: Vec<(ChunkId, u32)>) -> Result<std::result::Result<Ingested, Adoption>> {
+        let mut pins = Pins::new(self.clone());
+        let mut distinct: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for id in &distinct {
+            pins.add(*id);
+        }
+        let held = self.holds(account, &distinct)?;
+        let missing: Vec<ChunkId> = distinct.iter().zip(held).filter(|(_, h)| !h).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            return Ok(Err(Adoption::Missing(missing)));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        for (id, len) in &chunks {
+            let rec = self.db().chunk(id)?.ok_or(Error::MissingChunk(*id))?;
+            if rec.entry.raw_len != *len {
+                return Ok(Err(Adoption::WrongSize { id: *id, size: *len, actual: rec.entry.raw_len }));
+            }
+            hasher.update(&self.packs().read_chunk(rec.pack, &rec.entry, true)?);
+            size += u64::from(*len);
+        }
+        let manifest = Manifest { size, hash: *hasher.finalize().as_bytes(), chunks };
+        Ok(Ok(Ingested { manifest, new_chunks: 0, new_stored_bytes: 0, _pins: pins }))
     }
 
     /// Ingest an in-memory buffer (tests, benches, small records).
@@ -216,6 +267,10 @@ impl<A: Admit> Writer<A> {
         if aborted.load(Ordering::Acquire) {
             return Err(Error::Body("aborted".into()));
         }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Result<Ingested> {
         self.flush()?;
         let manifest = Manifest {
             size: self.size,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::WriteBatch;
 
-pub use ingest::{Admit, AdmitAll, Ingested};
+pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
 pub use objects::{Listed, Precondition, PreconditionFailed};
 pub use read::ByteRange;
 pub use table::ChunkTable;

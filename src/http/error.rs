@@ -95,6 +95,9 @@ impl From<Error> for ApiError {
         match e {
             Error::Refused(Refusal::Quota { used, limit }) => ApiError::quota(used, limit),
             Error::Refused(Refusal::TooLarge { limit }) => ApiError::too_large(limit),
+            Error::HashMismatch { expected, actual } => {
+                ApiError::bad_request("hash_mismatch", format!("the body hashes to {actual}, not {expected}"))
+            }
             Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
