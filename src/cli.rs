@@ -127,7 +127,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, m)).await??;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(App { config: config.clone(), engine: engine.clone(), metrics });
+        let plans = crate::quota::Plans(config.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect());
+        let app = Arc::new(App {
+            config: config.clone(),
+            engine: engine.clone(),
+            metrics,
+            plans,
+            reservations: Default::default(),
+        });
         let sealer = engine.spawn_idle_sealer();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;

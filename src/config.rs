@@ -84,6 +84,10 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Seconds a shutdown waits for open requests before it seals and flushes anyway.
     pub shutdown_grace_secs: u64,
+    /// How long a chunk uploaded through the chunk API waits for a manifest to claim it.
+    pub staged_ttl_secs: u64,
+    /// How often the server looks for expired staged chunks.
+    pub staged_sweep_secs: u64,
     /// Plan name to quota. `free` is always present (5 GiB unless set here).
     pub plans: BTreeMap<String, ByteSize>,
 }
@@ -101,6 +105,8 @@ impl Default for Config {
             verify_reads: true,
             max_header_bytes: 32 * 1024,
             shutdown_grace_secs: 30,
+            staged_ttl_secs: 24 * 3600,
+            staged_sweep_secs: 600,
             plans: BTreeMap::new(),
         }
     }

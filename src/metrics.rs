@@ -13,6 +13,16 @@ pub struct Metrics {
     pub packs_sealed: IntCounter,
     pub requests: IntCounterVec,
     pub ingest_seconds: Histogram,
+    pub upload_seconds: Histogram,
+    pub download_seconds: Histogram,
+    pub quota_refusals: IntCounter,
+}
+
+fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
+    let buckets = prometheus::exponential_buckets(0.001, 4.0, 10).expect("valid buckets");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -27,12 +37,6 @@ impl Metrics {
         let requests = IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
             .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("unique metric");
-        let ingest_seconds = Histogram::with_opts(
-            HistogramOpts::new("cairn_ingest_seconds", "Time to ingest one body")
-                .buckets(prometheus::exponential_buckets(0.001, 4.0, 10).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(ingest_seconds.clone())).expect("unique metric");
         Metrics {
             ingest_bytes: counter(&registry, "cairn_ingest_bytes_total", "Raw bytes received by ingests"),
             chunks_new: counter(&registry, "cairn_chunks_new_total", "Chunks written to packs"),
@@ -41,7 +45,10 @@ impl Metrics {
             read_bytes: counter(&registry, "cairn_read_bytes_total", "Raw bytes served by reads"),
             packs_sealed: counter(&registry, "cairn_packs_sealed_total", "Packs sealed"),
             requests,
-            ingest_seconds,
+            ingest_seconds: histogram(&registry, "cairn_ingest_seconds", "Time to ingest one body"),
+            upload_seconds: histogram(&registry, "cairn_upload_seconds", "Drive uploads, request to commit"),
+            download_seconds: histogram(&registry, "cairn_download_seconds", "Drive downloads, request to last byte"),
+            quota_refusals: counter(&registry, "cairn_quota_refusals_total", "Writes refused with 507"),
             registry,
         }
     }

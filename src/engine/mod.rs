@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rocksdb::WriteBatch;
 
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
-pub use objects::{Listed, Precondition, PreconditionFailed};
+pub use objects::{Listed, Precondition, PreconditionFailed, Put};
 pub use read::ByteRange;
 pub use table::ChunkTable;
 

@@ -26,6 +26,8 @@ use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_USAGE};
 pub enum Precondition {
     None,
     IfVersion(u64),
+    /// `If-Match: *`
+    IfExists,
     IfAbsent,
 }
 
@@ -34,10 +36,11 @@ pub enum Precondition {
 pub struct PreconditionFailed;
 
 impl Precondition {
-    fn check(self, current: Option<&ObjectRecord>) -> bool {
+    pub fn check(self, current: Option<&ObjectRecord>) -> bool {
         match self {
             Precondition::None => true,
             Precondition::IfVersion(v) => current.is_some_and(|o| o.version == v),
+            Precondition::IfExists => current.is_some(),
             Precondition::IfAbsent => current.is_none(),
         }
     }
@@ -116,6 +119,14 @@ impl<'a> Books<'a> {
     }
 }
 
+/// A committed write.
+#[derive(Clone, Debug)]
+pub struct Put {
+    pub record: ObjectRecord,
+    /// Whether an earlier version was replaced (HTTP 200 rather than 201).
+    pub replaced: bool,
+}
+
 /// One object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -187,7 +198,7 @@ impl Engine {
         ingested: Ingested,
         limit: u64,
         pre: Precondition,
-    ) -> Result<std::result::Result<ObjectRecord, PreconditionFailed>> {
+    ) -> Result<std::result::Result<Put, PreconditionFailed>> {
         let _books_are_ours = self.lock_account(account);
         let old = self.get_object(account, ns, name)?;
         if !pre.check(old.as_ref()) {
@@ -224,7 +235,7 @@ impl Engine {
         batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
         self.db().commit(batch)?;
         drop(ingested); // unpin only once the references are durable
-        Ok(Ok(record))
+        Ok(Ok(Put { record, replaced: old.is_some() }))
     }
 
     /// Release staged records of `chunks`: the object being committed now holds them.
