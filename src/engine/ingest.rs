@@ -359,6 +359,7 @@ impl<A: Admit> Writer<A> {
             engine.db().write_unsynced(batch)
         })();
         engine.table().release(self.pending.iter().map(|a| &a.entry.id));
+        engine.packs().settle(&self.pending);
         self.pending.clear();
         result
     }
@@ -369,5 +370,6 @@ impl<A> Drop for Writer<A> {
     /// bytes in a pack, and another upload may store those chunks anew.
     fn drop(&mut self) {
         self.engine.table().release(self.pending.iter().map(|a| &a.entry.id));
+        self.engine.packs().settle(&self.pending);
     }
 }

@@ -1,6 +1,7 @@
 //! The storage engine: chunks in, chunks out, durably. One cheap `Engine` handle (an `Arc`) is
 //! shared by every request; everything it owns is behind it.
 
+mod gc;
 mod ingest;
 mod objects;
 mod read;
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::WriteBatch;
 
+pub use gc::{live_share, GcOptions, GcReport};
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
 pub use objects::{Listed, Precondition, PreconditionFailed, Put};
 pub use read::ByteRange;
@@ -73,6 +75,8 @@ struct Inner {
     account_locks: Vec<Mutex<()>>,
     /// The last object version handed out (see `next_version`).
     last_version: AtomicU64,
+    /// One collection at a time. std Mutex: held on a blocking thread for a whole run.
+    gc_lock: Mutex<()>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -97,6 +101,7 @@ impl Engine {
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
             last_version: AtomicU64::new(0),
+            gc_lock: Mutex::new(()),
         };
         let engine = Engine { inner: Arc::new(inner) };
         for p in recovered {

@@ -39,7 +39,7 @@ impl Engine {
     /// Blocking.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let rec = self.db().chunk(id)?.ok_or(Error::MissingChunk(*id))?;
-        self.packs().read_chunk(rec.pack, &rec.entry, true)
+        self.read_piece(id, rec.entry.raw_len)
     }
 
     /// Stream `range` of the object made of `chunks`. An error (a missing or damaged chunk)
@@ -80,7 +80,15 @@ impl Engine {
         if rec.entry.raw_len != len {
             return Err(Error::corrupt(format!("chunk {id}: manifest says {len} bytes, index {}", rec.entry.raw_len)));
         }
-        self.packs().read_chunk(rec.pack, &rec.entry, self.config().verify_reads)
+        match self.packs().read_chunk(rec.pack, &rec.entry, self.config().verify_reads) {
+            // Compaction moved the chunk and deleted its old pack between our lookup and our
+            // read: look it up again.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                let moved = self.db().chunk(id)?.ok_or(Error::MissingChunk(*id))?;
+                self.packs().read_chunk(moved.pack, &moved.entry, self.config().verify_reads)
+            }
+            other => other,
+        }
     }
 
     /// Read a whole object into memory (tests and small objects).

@@ -52,6 +52,9 @@ pub struct Packs {
     next_id: AtomicU64,
     /// Read handles, opened on first use. Positioned reads need no lock on the file itself.
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Entries appended but not yet indexed (or abandoned), per pack. A pack with any is not
+    /// "quiet": GC must not judge its liveness from the index, which does not know them yet.
+    unindexed: Mutex<HashMap<u64, u64>>,
 }
 
 fn pack_name(id: u64) -> String {
@@ -95,6 +98,7 @@ impl Packs {
             sync_lock: Mutex::new(()),
             next_id: AtomicU64::new(next),
             readers: Mutex::new(HashMap::new()),
+            unindexed: Mutex::new(HashMap::new()),
         };
         Ok((packs, recovered))
     }
@@ -124,8 +128,31 @@ impl Packs {
         }
         let p = slot.as_mut().expect("just opened");
         let entry = p.append(chunk)?;
+        *self.unindexed.lock().expect("unindexed poisoned").entry(p.id).or_insert(0) += 1;
         let appended = Appended { pack_id: p.id, entry, file: p.file.clone(), synced: p.synced.clone() };
         Ok((appended, sealed))
+    }
+
+    /// The appender is done with these entries: indexed, or abandoned as dead bytes.
+    pub fn settle<'a>(&self, done: impl IntoIterator<Item = &'a Appended>) {
+        let mut unindexed = self.unindexed.lock().expect("unindexed poisoned");
+        for a in done {
+            if let Some(n) = unindexed.get_mut(&a.pack_id) {
+                *n -= 1;
+                if *n == 0 {
+                    unindexed.remove(&a.pack_id);
+                }
+            }
+        }
+    }
+
+    /// Sealed packs with no entry waiting to be indexed. Once quiet, a pack stays quiet: it
+    /// takes no more appends.
+    pub fn quiet(&self) -> Result<Vec<u64>> {
+        let open = self.open_pack_id();
+        let ids = self.list()?;
+        let unindexed = self.unindexed.lock().expect("unindexed poisoned");
+        Ok(ids.into_iter().filter(|id| Some(*id) != open && !unindexed.contains_key(id)).collect())
     }
 
     /// Make an append durable. Cheap when another caller's sync (or a seal) already covered it.

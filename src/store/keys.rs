@@ -137,7 +137,7 @@ pub enum ChunkOp {
     Refs { delta: i64, at: u64 },
     /// Compaction copied the chunk; applies only if it is still where compaction found it.
     Move { from_pack: u64, from_offset: u64, to_pack: u64, to_offset: u64 },
-    /// GC: drop the record if it is still unreferenced and has been since before `before`.
+    /// GC: drop the record if it is still unreferenced and has been since `before` or earlier.
     Forget { before: u64 },
 }
 
@@ -201,7 +201,7 @@ pub fn apply_op(rec: Option<ChunkRecord>, op: ChunkOp) -> Option<ChunkRecord> {
             }
             Some(r)
         }
-        (Some(r), ChunkOp::Forget { before }) => (r.refs != 0 || r.zero_since >= before).then_some(r),
+        (Some(r), ChunkOp::Forget { before }) => (r.refs != 0 || r.zero_since > before).then_some(r),
         (None, _) => None,
     }
 }
@@ -514,8 +514,8 @@ mod tests {
     fn refs_track_zero_since_and_forget_respects_it() {
         let r = apply_op(Some(rec(1)), ChunkOp::Refs { delta: -1, at: 50 }).unwrap();
         assert_eq!((r.refs, r.zero_since), (0, 50));
-        assert!(apply_op(Some(r), ChunkOp::Forget { before: 50 }).is_some());
-        assert!(apply_op(Some(r), ChunkOp::Forget { before: 51 }).is_none());
+        assert!(apply_op(Some(r), ChunkOp::Forget { before: 49 }).is_some());
+        assert!(apply_op(Some(r), ChunkOp::Forget { before: 50 }).is_none());
         let held = apply_op(Some(r), ChunkOp::Refs { delta: 1, at: 60 }).unwrap();
         assert!(apply_op(Some(held), ChunkOp::Forget { before: 1000 }).is_some());
     }

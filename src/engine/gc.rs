@@ -1,0 +1,214 @@
+//! Garbage collection and pack compaction, online or offline.
+//!
+//! 1. Forget: chunks unreferenced for longer than the grace period leave the index. Each batch
+//!    of `Forget` operands is written with the chunk table locked, skipping pinned or claimed
+//!    chunks; an upload must pin a chunk before it looks it up, so no upload can be about to
+//!    reference a chunk that is forgotten. `Forget` itself applies only if the chunk is still
+//!    unreferenced, so a reference committed meanwhile wins.
+//! 2. Liveness: one scan of the index gives each pack's live bytes exactly; `packs` records are
+//!    rewritten from it.
+//! 3. Compaction: a sealed pack whose live share is below the threshold has its live chunks
+//!    copied into the open pack, made durable, and its index entries moved in one synced batch
+//!    (`Move` operands, which apply only if the chunk is still where it was found); then the
+//!    old pack is deleted. A crash at any step leaves every chunk readable from one of the two
+//!    packs; a pack left with no live entries is deleted by the next run.
+//!
+//! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). Locks
+//! that uploads also take (the chunk table, the pack lock) are held for one batch of at most
+//! `FORGET_BATCH` map lookups, or one append, at a time.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::Serialize;
+
+use super::{unix_now, Engine};
+use crate::chunk::ChunkId;
+use crate::error::Result;
+use crate::pack::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
+use crate::store::keys::{self, ChunkOp, PackRecord};
+use crate::store::{CF_CHUNKS, CF_PACKS};
+
+const FORGET_BATCH: usize = 1024;
+
+/// What an operator asks of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    pub grace_secs: u64,
+    /// Rewrite sealed packs whose live share is below this (0 to 1; 1.0 reclaims every dead
+    /// byte, 0 never compacts).
+    pub compact_below: f64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { grace_secs: 3600, compact_below: 0.5 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct GcReport {
+    pub chunks_freed: u64,
+    /// Pack bytes given back to the disk: deleted packs less the bytes copied out of them.
+    pub bytes_freed: u64,
+    pub packs_rewritten: u64,
+    pub packs_deleted: u64,
+}
+
+/// Share of a pack's entry bytes that are live. A pack's header, table and trailer are not
+/// entry bytes, so a pack with nothing dead has share 1.0 and is never rewritten.
+pub fn live_share(rec: &PackRecord) -> f64 {
+    let overhead = (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(rec.entries) * TABLE_RECORD_LEN as u64;
+    let data = rec.size.saturating_sub(overhead);
+    if data == 0 {
+        return 0.0;
+    }
+    rec.live_bytes as f64 / data as f64
+}
+
+impl Engine {
+    /// One full collection. Blocking; safe while the server serves.
+    pub fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+        let _one_at_a_time = self.inner.gc_lock.lock().expect("gc lock poisoned");
+        let started = Instant::now();
+        let mut report = GcReport { chunks_freed: self.forget_garbage(opts.grace_secs)?, ..Default::default() };
+        // Quiet packs are taken before the index is scanned: a pack an upload is still
+        // indexing into must not look empty to us.
+        let quiet = self.packs().quiet()?;
+        let (records, live) = self.pack_liveness()?;
+        for (pack, rec) in &records {
+            let entries = live.get(pack).map(Vec::as_slice).unwrap_or_default();
+            if !quiet.contains(pack) {
+                continue;
+            }
+            if entries.is_empty() || live_share(rec) < opts.compact_below {
+                let copied = self.rewrite_pack(*pack, entries)?;
+                if !entries.is_empty() {
+                    report.packs_rewritten += 1;
+                }
+                report.packs_deleted += 1;
+                report.bytes_freed += rec.size.saturating_sub(copied);
+            }
+        }
+        tracing::info!(?report, secs = started.elapsed().as_secs_f64(), "gc finished");
+        Ok(report)
+    }
+
+    /// Phase 1. Returns how many chunks left the index.
+    fn forget_garbage(&self, grace_secs: u64) -> Result<u64> {
+        let horizon = unix_now().saturating_sub(grace_secs);
+        let db = self.db();
+        let mut candidates = Vec::new();
+        for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some(id) = keys::chunk_id_from_key(&k) else { continue };
+            if let Some(rec) = keys::decode_chunk(id, &v) {
+                if rec.refs == 0 && rec.zero_since <= horizon {
+                    candidates.push(id);
+                }
+            }
+        }
+        let mut freed = 0;
+        for batch_ids in candidates.chunks(FORGET_BATCH) {
+            let forgotten: Vec<ChunkId> = self.table().with_busy_check(|busy| -> Result<Vec<ChunkId>> {
+                let mut batch = WriteBatch::default();
+                let ids: Vec<ChunkId> = batch_ids.iter().filter(|id| !busy(id)).copied().collect();
+                for id in &ids {
+                    batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(id), keys::encode_op(&ChunkOp::Forget { before: horizon }));
+                }
+                db.write_unsynced(batch)?;
+                Ok(ids)
+            })?;
+            freed += db.chunks(&forgotten)?.iter().filter(|r| r.is_none()).count() as u64;
+        }
+        db.raw().flush_wal(true)?;
+        Ok(freed)
+    }
+
+    /// Phase 2: every pack on disk with its exact live bytes, and the live entries of each.
+    fn pack_liveness(&self) -> Result<(Vec<(u64, PackRecord)>, HashMap<u64, Vec<EntryInfo>>)> {
+        let db = self.db();
+        let mut live: HashMap<u64, Vec<EntryInfo>> = HashMap::new();
+        for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some(id) = keys::chunk_id_from_key(&k) else { continue };
+            if let Some(rec) = keys::decode_chunk(id, &v) {
+                live.entry(rec.pack).or_default().push(rec.entry);
+            }
+        }
+        let open = self.packs().open_pack_id();
+        let mut records = Vec::new();
+        let mut batch = WriteBatch::default();
+        let on_disk = self.packs().list()?;
+        for &pack in &on_disk {
+            if Some(pack) == open {
+                continue;
+            }
+            let entries = match crate::pack::read_sealed(&self.packs().path(pack)) {
+                Ok(entries) => entries.len() as u32,
+                Err(e) => {
+                    tracing::warn!(pack, error = %e, "gc skips a pack it cannot read; fsck reports it");
+                    continue;
+                }
+            };
+            let size = std::fs::metadata(self.packs().path(pack))?.len();
+            let live_bytes = live.get(&pack).map_or(0, |es| es.iter().map(|e| ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)).sum());
+            let rec = PackRecord { size, entries, live_bytes };
+            batch.put_cf(db.cf(CF_PACKS), keys::pack_key(pack), keys::encode_pack(&rec));
+            records.push((pack, rec));
+        }
+        // Records of packs that are gone (deleted by a run that crashed before its last step).
+        for item in db.raw().iterator_cf(db.cf(CF_PACKS), IteratorMode::Start) {
+            let (k, _) = item?;
+            if let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) {
+                if !on_disk.contains(&id) {
+                    batch.delete_cf(db.cf(CF_PACKS), k);
+                }
+            }
+        }
+        db.commit(batch)?;
+        Ok((records, live))
+    }
+
+    /// Phase 3 for one pack: copy `entries` out, move their index entries, delete the pack.
+    /// Returns the stored bytes written into the new pack.
+    fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo]) -> Result<u64> {
+        let mut copied = 0;
+        for group in entries.chunks(FORGET_BATCH) {
+            let mut batch = WriteBatch::default();
+            let mut last = None;
+            let mut appended_all = Vec::with_capacity(group.len());
+            for e in group {
+                // Copy the stored form as it is (no recompression), after checking it.
+                let stored = self.packs().read_stored(pack, e)?;
+                let raw = crate::codec::unseal(e.compression, stored.clone(), e.raw_len as usize)
+                    .map_err(|err| crate::error::Error::corrupt(format!("chunk {} in pack {pack}: {err}", e.id)))?;
+                if ChunkId::of(&raw) != e.id {
+                    return Err(crate::error::Error::corrupt(format!("chunk {} in pack {pack} fails its hash", e.id)));
+                }
+                let sealed = crate::codec::SealedChunk { id: e.id, raw: raw.into(), compression: e.compression, stored: stored.into() };
+                let (appended, sealed_pack) = self.packs().append(&sealed)?;
+                if let Some(p) = sealed_pack {
+                    self.record_sealed(&p)?;
+                }
+                copied += appended.entry.end() - appended.entry.offset;
+                let op = ChunkOp::Move { from_pack: pack, from_offset: e.offset, to_pack: appended.pack_id, to_offset: appended.entry.offset };
+                batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
+                appended_all.push(appended.clone());
+                last = Some(appended);
+            }
+            if let Some(a) = &last {
+                self.packs().sync(a)?; // copies durable before the index points at them
+            }
+            let committed = self.db().commit(batch);
+            self.packs().settle(&appended_all);
+            committed?;
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.db().cf(CF_PACKS), keys::pack_key(pack));
+        self.db().commit(batch)?;
+        self.packs().remove(pack)?;
+        Ok(copied)
+    }
+}
