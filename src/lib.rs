@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod pack;
 pub mod quota;
 pub mod store;
+pub mod sync;

@@ -18,7 +18,7 @@ use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Refusal, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_USAGE};
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -331,10 +331,14 @@ impl Engine {
             batch.delete_cf(db.cf(CF_ACCOUNT_CHUNKS), &k);
             batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(&id), keys::encode_op(&ChunkOp::Refs { delta: -1, at: now }));
         }
-        let mut end = account.0.to_vec();
-        end.push(0xFF);
-        end.extend_from_slice(&[0xFF; 40]);
-        batch.delete_range_cf(db.cf(CF_OBJECTS), account.0.to_vec(), end);
+        // Every key of the account sorts below the next account id.
+        let end = match u128::from_be_bytes(account.0).checked_add(1) {
+            Some(next) => next.to_be_bytes().to_vec(),
+            None => vec![0xFF; 64],
+        };
+        batch.delete_range_cf(db.cf(CF_OBJECTS), account.0.to_vec(), end.clone());
+        batch.delete_range_cf(db.cf(CF_SYNC), account.0.to_vec(), end.clone());
+        batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
         more(&mut batch)?;
         db.commit(batch)

@@ -6,6 +6,7 @@
 //! which, being later in the same WAL, makes them durable too.
 
 pub mod keys;
+pub mod sync_keys;
 
 use std::path::Path;
 

@@ -1,0 +1,202 @@
+//! `/v1/sync`: records with versions, a per-account change feed, atomic batches.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::auth::Authed;
+use super::error::ApiError;
+use super::json::JsonBody;
+use super::AppState;
+use crate::drive;
+use crate::sync::{self, Expect, Op, SyncError, View};
+
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        let msg = e.to_string();
+        match e {
+            SyncError::BadCollection => ApiError::bad_request("bad_collection", msg),
+            SyncError::BadId => ApiError::bad_request("bad_id", msg),
+            SyncError::TooLarge => ApiError::too_large(sync::MAX_PAYLOAD as u64),
+            SyncError::BatchTooLarge => ApiError::bad_request("batch_too_large", msg),
+            SyncError::NotFound => ApiError::not_found(),
+            SyncError::Conflict { current } => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg)
+                .with("current", current.map_or(Value::Null, |v| view_json(&v))),
+            SyncError::Conflicts(ids) => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg).with("conflicts", ids),
+            SyncError::ResyncRequired => ApiError::new(StatusCode::GONE, "resync_required", msg),
+            SyncError::Engine(e) => e.into(),
+        }
+    }
+}
+
+fn view_json(v: &View) -> Value {
+    let payload = v.payload.as_deref().and_then(|p| RawValue::from_string(p.to_string()).ok());
+    json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq, "deleted": v.deleted, "payload": payload })
+}
+
+/// Run sync work off the runtime, mapping its errors.
+async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T, SyncError> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
+    }
+}
+
+fn expectation(headers: &HeaderMap) -> Expect {
+    let get = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::trim);
+    if let Some(m) = get(header::IF_MATCH) {
+        return Expect::Version(m.split(',').find_map(drive::parse_etag).unwrap_or(u64::MAX));
+    }
+    if get(header::IF_NONE_MATCH) == Some("*") {
+        return Expect::Absent;
+    }
+    Expect::Any
+}
+
+fn parse_version(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => s.trim_matches('"').parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+pub async fn summary(State(app): State<AppState>, authed: Authed) -> Result<Json<Value>, ApiError> {
+    let s = app.sync.clone();
+    let all = run(move || s.summary(&authed.account)).await?;
+    let collections: serde_json::Map<String, Value> =
+        all.into_iter().map(|(name, m)| (name, json!({ "count": m.count, "bytes": m.bytes, "seq": m.seq }))).collect();
+    Ok(Json(json!({ "collections": collections })))
+}
+
+#[derive(Deserialize)]
+pub struct FeedQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn feed(State(app): State<AppState>, authed: Authed, Path(collection): Path<String>, Query(q): Query<FeedQuery>) -> Result<Json<Value>, ApiError> {
+    sync::check_collection(&collection)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, sync::MAX_FEED);
+    let s = app.sync.clone();
+    let feed = run(move || s.feed(&authed.account, &collection, q.since.unwrap_or(0), limit)).await?;
+    let records: Vec<Value> = feed.records.iter().map(view_json).collect();
+    Ok(Json(json!({ "records": records, "next": feed.next, "more": feed.more })))
+}
+
+pub async fn get(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+    sync::check_collection(&collection)?;
+    sync::check_id(&id)?;
+    let s = app.sync.clone();
+    let v = run(move || s.get(&authed.account, &collection, &id)).await?;
+    let etag = drive::etag(v.version);
+    if headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok()).is_some_and(|l| drive::tag_list_matches(l, v.version)) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag)], Json(view_json(&v))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PutBody {
+    payload: Box<RawValue>,
+}
+
+/// One write with the API's single-record conflict answer: 412 with the current record.
+async fn write_one(app: &AppState, authed: &Authed, collection: String, id: String, op: Op) -> Result<View, ApiError> {
+    let (s, account) = (app.sync.clone(), authed.account);
+    let (_, limit) = app.plan_and_limit(&account).await?;
+    let result = run(move || match s.apply(&account, &collection, vec![op], limit) {
+        Err(SyncError::Conflicts(_)) => {
+            let current = s.get(&account, &collection, &id).ok().map(Box::new);
+            Err(SyncError::Conflict { current })
+        }
+        other => other,
+    })
+    .await
+    .map_err(|e| app.refusal_counted_api(e))?;
+    result.into_iter().next().ok_or_else(ApiError::not_found)
+}
+
+pub async fn put(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap, JsonBody(body): JsonBody<PutBody>) -> Result<Response, ApiError> {
+    sync::check_collection(&collection)?;
+    sync::check_id(&id)?;
+    let payload = body.payload.get().as_bytes().to_vec();
+    if payload.len() > sync::MAX_PAYLOAD {
+        return Err(SyncError::TooLarge.into());
+    }
+    let op = Op::Put { id: id.clone(), payload, expect: expectation(&headers) };
+    let v = write_one(&app, &authed, collection, id, op).await?;
+    let etag = drive::etag(v.version);
+    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq })))).into_response())
+}
+
+pub async fn delete(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    sync::check_collection(&collection)?;
+    sync::check_id(&id)?;
+    let s = app.sync.clone();
+    let (account, c, i) = (authed.account, collection.clone(), id.clone());
+    if run(move || s.get(&account, &c, &i)).await.is_err() {
+        return Err(ApiError::not_found()); // absent or already a tombstone
+    }
+    let op = Op::Delete { id: id.clone(), expect: expectation(&headers) };
+    let v = write_one(&app, &authed, collection, id, op).await?;
+    Ok(Json(json!({ "version": v.version.to_string(), "seq": v.seq })))
+}
+
+#[derive(Deserialize)]
+pub struct BatchBody {
+    #[serde(default)]
+    put: Vec<BatchPut>,
+    #[serde(default)]
+    delete: Vec<BatchDelete>,
+}
+
+#[derive(Deserialize)]
+struct BatchPut {
+    id: String,
+    payload: Box<RawValue>,
+    if_version: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BatchDelete {
+    id: String,
+    if_version: Option<Value>,
+}
+
+fn expect_from(v: Option<&Value>) -> Result<Expect, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(Expect::Any),
+        Some(v) => parse_version(v).map(Expect::Version).ok_or_else(|| ApiError::bad_request("bad_version", "if_version is a version this server gave")),
+    }
+}
+
+pub async fn batch(State(app): State<AppState>, authed: Authed, Path(collection): Path<String>, JsonBody(body): JsonBody<BatchBody>) -> Result<Json<Value>, ApiError> {
+    sync::check_collection(&collection)?;
+    if body.put.len() + body.delete.len() > sync::MAX_BATCH {
+        return Err(SyncError::BatchTooLarge.into());
+    }
+    let mut ops = Vec::with_capacity(body.put.len() + body.delete.len());
+    for p in body.put {
+        sync::check_id(&p.id)?;
+        let payload = p.payload.get().as_bytes().to_vec();
+        if payload.len() > sync::MAX_PAYLOAD {
+            return Err(SyncError::TooLarge.into());
+        }
+        ops.push(Op::Put { expect: expect_from(p.if_version.as_ref())?, id: p.id, payload });
+    }
+    for d in body.delete {
+        sync::check_id(&d.id)?;
+        ops.push(Op::Delete { expect: expect_from(d.if_version.as_ref())?, id: d.id });
+    }
+    let (_, limit) = app.plan_and_limit(&authed.account).await?;
+    let s = app.sync.clone();
+    let account = authed.account;
+    let views = run(move || s.apply(&account, &collection, ops, limit)).await.map_err(|e| app.refusal_counted_api(e))?;
+    let records: Vec<Value> = views.iter().map(|v| json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq, "deleted": v.deleted })).collect();
+    Ok(Json(json!({ "records": records })))
+}
