@@ -1,29 +1,38 @@
-//! Checking the store against itself, and rebuilding the chunk index from the packs alone.
+//! Checking the store against itself, repairing its books, and rebuilding the chunk index
+//! from the packs alone.
 //!
 //! `check` re-reads every pack and verifies every entry, then holds the index, the per-account
-//! reference counts, the global counts and usage up against what the manifests imply. It only
-//! reads; each disagreement becomes one line in `problems`.
+//! reference counts, the global counts and usage up against what the manifests and sync
+//! records imply. The database is read through one snapshot, taken before the packs are
+//! read, so a check of a live server sees one consistent state (packs only gain entries
+//! meanwhile, and the collection lock keeps compaction from deleting any). It only reads; each
+//! disagreement becomes one line in `problems`. `repair` then rewrites the books from what it
+//! recomputed.
 
 use std::collections::{HashMap, HashSet};
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, Snapshot, WriteBatch};
 use serde::Serialize;
 
 use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pack::format::EntryInfo;
-use crate::pack::{self, format};
-use crate::store::keys::{self, AccountId, ChunkRecord};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_USAGE};
+use crate::pack;
+use crate::store::keys::{self, AccountId, ChunkRecord, Namespace, Usage};
+use crate::store::sync_keys;
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_USAGE};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    pub ok: bool,
     pub packs_checked: u64,
     pub entries_checked: u64,
     pub chunks_indexed: u64,
     pub objects_checked: u64,
     pub problems: Vec<String>,
+    /// Records rewritten by `repair`.
+    pub repaired: u64,
 }
 
 impl Report {
@@ -32,19 +41,24 @@ impl Report {
     }
 }
 
+/// What the manifests and records say the books should be.
+#[derive(Default)]
+struct Truth {
+    /// Occurrences of each chunk in each account's manifests.
+    held: HashMap<(AccountId, ChunkId), u64>,
+    usage: HashMap<AccountId, Usage>,
+}
+
 /// Every verified entry of every pack, by (pack, offset).
 fn scan_packs(e: &Engine, report: &mut Report) -> Result<HashMap<(u64, u64), EntryInfo>> {
     let mut found = HashMap::new();
+    let open = e.packs().open_pack_id();
     for id in e.packs().list()? {
         let path = e.packs().path(id);
         report.packs_checked += 1;
-        if let Ok(bytes) = std::fs::read(&path) {
-            match format::parse_header(&bytes) {
-                Ok(h) if h.pack_id != id => report.problems.push(format!("pack {id}: header says pack {}", h.pack_id)),
-                _ => {}
-            }
-            if format::parse_sealed(&bytes).is_err() && e.packs().open_pack_id() != Some(id) {
-                report.problems.push(format!("pack {id}: not sealed, or its table is damaged"));
+        if Some(id) != open {
+            if let Err(err) = pack::read_sealed(&path) {
+                report.problems.push(format!("pack {id}: not sealed, or its table is damaged: {err}"));
             }
         }
         let scanned = pack::verified_entries(&path, |entry, why| {
@@ -61,12 +75,12 @@ fn scan_packs(e: &Engine, report: &mut Report) -> Result<HashMap<(u64, u64), Ent
     Ok(found)
 }
 
-fn scan_index(e: &Engine, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut Report) -> Result<HashMap<ChunkId, ChunkRecord>> {
+fn scan_index(e: &Engine, snap: &Snapshot<'_>, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut Report) -> Result<HashMap<ChunkId, ChunkRecord>> {
     let mut index = HashMap::new();
-    for item in e.db().raw().iterator_cf(e.db().cf(CF_CHUNKS), IteratorMode::Start) {
+    for item in snap.iterator_cf(e.db().cf(CF_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
         if v.is_empty() {
-            continue; // forgotten by GC; compaction drops it
+            continue; // forgotten by GC; RocksDB's compaction drops it
         }
         let Some(id) = keys::chunk_id_from_key(&k) else {
             report.problems.push(format!("index key of {} bytes", k.len()));
@@ -85,48 +99,78 @@ fn scan_index(e: &Engine, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut
     Ok(index)
 }
 
-/// Occurrences of each chunk in each account's manifests, and each account's logical sizes.
-type Holdings = HashMap<(AccountId, ChunkId), u64>;
+fn object_chunks(e: &Engine, snap: &Snapshot<'_>, key: &[u8], rec: &keys::ObjectRecord) -> Result<Vec<(ChunkId, u32)>> {
+    let (account, ns, name) = keys::split_object_key(key).ok_or_else(|| Error::corrupt("unreadable object key"))?;
+    let mut chunks = rec.head.clone();
+    for seg in 0..rec.tail_segments() {
+        let k = keys::segment_key(&account, ns, name, rec.version, seg);
+        let v = snap.get_cf(e.db().cf(CF_OBJECTS), k)?.ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
+        chunks.extend(keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))?);
+    }
+    if chunks.len() as u64 != rec.chunk_count {
+        return Err(Error::corrupt("chunk list shorter than its record says"));
+    }
+    Ok(chunks)
+}
 
-fn scan_objects(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, report: &mut Report) -> Result<Holdings> {
-    let mut held: Holdings = HashMap::new();
-    for item in e.db().raw().iterator_cf(e.db().cf(CF_OBJECTS), IteratorMode::Start) {
+fn scan_objects(e: &Engine, snap: &Snapshot<'_>, index: &HashMap<ChunkId, ChunkRecord>, truth: &mut Truth, report: &mut Report) -> Result<()> {
+    for item in snap.iterator_cf(e.db().cf(CF_OBJECTS), IteratorMode::Start) {
         let (k, v) = item?;
         if k.get(16) == Some(&0xFF) {
-            continue; // a continuation segment, read through its object below
+            continue; // a continuation segment, read through its object
         }
         report.objects_checked += 1;
         let name = String::from_utf8_lossy(k.get(17..).unwrap_or_default()).into_owned();
-        let Some((account, ns, raw_name)) = keys::split_object_key(&k) else {
+        let Some((account, ns, _)) = keys::split_object_key(&k) else {
             report.problems.push(format!("object key {name:?}: unreadable"));
             continue;
         };
-        let chunks = match keys::decode_object(&v).map(|rec| e.object_chunks(&account, ns, raw_name, &rec)) {
-            Some(Ok(chunks)) => chunks,
-            Some(Err(err)) => {
+        let Some(rec) = keys::decode_object(&v) else {
+            report.problems.push(format!("object {name:?} of {account}: unreadable record"));
+            continue;
+        };
+        let chunks = match object_chunks(e, snap, &k, &rec) {
+            Ok(chunks) => chunks,
+            Err(err) => {
                 report.problems.push(format!("object {name:?} of {account}: {err}"));
                 continue;
             }
-            None => {
-                report.problems.push(format!("object {name:?} of {account}: unreadable record"));
-                continue;
-            }
         };
+        let u = truth.usage.entry(account).or_default();
+        match ns {
+            Namespace::Drive => u.drive += rec.size,
+            Namespace::Backup => u.backups += rec.size,
+            Namespace::Staged | Namespace::Scratch => {}
+        }
         for (id, len) in &chunks {
             match index.get(id) {
                 None => report.problems.push(format!("object {name:?} of {account}: chunk {id} is not in the index")),
                 Some(r) if r.entry.raw_len != *len => report.problems.push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),
                 Some(_) => {}
             }
-            *held.entry((account, *id)).or_default() += 1;
+            *truth.held.entry((account, *id)).or_default() += 1;
         }
     }
-    Ok(held)
+    Ok(())
 }
 
-fn check_books(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, held: &Holdings, report: &mut Report) -> Result<()> {
-    let mut recorded: Holdings = HashMap::new();
-    for item in e.db().raw().iterator_cf(e.db().cf(CF_ACCOUNT_CHUNKS), IteratorMode::Start) {
+fn scan_sync(e: &Engine, snap: &Snapshot<'_>, truth: &mut Truth) -> Result<()> {
+    for item in snap.iterator_cf(e.db().cf(CF_SYNC), IteratorMode::Start) {
+        let (k, v) = item?;
+        if let (Some((_, 0, _)), Some(rec)) = (sync_keys::split_sync_key(&k), sync_keys::decode_record(&v)) {
+            if !rec.deleted {
+                let account = AccountId(k[..16].try_into().expect("16 bytes"));
+                truth.usage.entry(account).or_default().sync += rec.payload.len() as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compare the books with the truth; also fills in each account's `used`.
+fn check_books(e: &Engine, snap: &Snapshot<'_>, index: &HashMap<ChunkId, ChunkRecord>, truth: &mut Truth, report: &mut Report) -> Result<()> {
+    let mut recorded: HashMap<(AccountId, ChunkId), u64> = HashMap::new();
+    for item in snap.iterator_cf(e.db().cf(CF_ACCOUNT_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
         match (keys::split_account_chunk_key(&k), keys::decode_count(&v)) {
             (Some(key), Some(n)) => {
@@ -135,24 +179,26 @@ fn check_books(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, held: &Holding
             _ => report.problems.push("unreadable account refcount".into()),
         }
     }
-    for (key, n) in held {
+    for (key, n) in &truth.held {
         let got = recorded.get(key).copied().unwrap_or(0);
         if got != *n {
             report.problems.push(format!("account {} chunk {}: refcount {got}, manifests say {n}", key.0, key.1));
         }
     }
     for (key, n) in &recorded {
-        if !held.contains_key(key) {
+        if !truth.held.contains_key(key) {
             report.problems.push(format!("account {} chunk {}: refcount {n} but no manifest holds it", key.0, key.1));
         }
     }
     let mut holders: HashMap<ChunkId, u64> = HashMap::new();
-    let mut used: HashMap<AccountId, u64> = HashMap::new();
-    for (account, id) in held.keys() {
+    for (account, id) in truth.held.keys() {
         *holders.entry(*id).or_default() += 1;
         if let Some(r) = index.get(id) {
-            *used.entry(*account).or_default() += u64::from(r.entry.raw_len);
+            truth.usage.entry(*account).or_default().used += u64::from(r.entry.raw_len);
         }
+    }
+    for u in truth.usage.values_mut() {
+        u.used += u.sync;
     }
     for (id, r) in index {
         let want = holders.get(id).copied().unwrap_or(0);
@@ -160,32 +206,85 @@ fn check_books(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, held: &Holding
             report.problems.push(format!("chunk {id}: global refcount {} but {want} accounts hold it", r.refs));
         }
     }
-    let mut accounts: HashSet<AccountId> = used.keys().copied().collect();
-    for item in e.db().raw().iterator_cf(e.db().cf(CF_USAGE), IteratorMode::Start) {
+    let mut seen = HashSet::new();
+    for item in snap.iterator_cf(e.db().cf(CF_USAGE), IteratorMode::Start) {
         let (k, v) = item?;
         let (Some(account), Some(u)) = (k.as_ref().try_into().ok().map(AccountId), keys::decode_usage(&v)) else {
             report.problems.push("unreadable usage record".into());
             continue;
         };
-        accounts.remove(&account);
-        let want = used.get(&account).copied().unwrap_or(0);
-        if u.used < want || u.used - want > u.sync {
-            report.problems.push(format!("account {account}: usage {} but its chunks add up to {want} (+{} sync)", u.used, u.sync));
+        seen.insert(account);
+        let want = truth.usage.get(&account).copied().unwrap_or_default();
+        if u != want {
+            report.problems.push(format!("account {account}: usage {u:?} but its data adds up to {want:?}"));
         }
     }
-    for account in accounts {
-        report.problems.push(format!("account {account}: holds chunks but has no usage record"));
+    for (account, u) in &truth.usage {
+        if !seen.contains(account) && *u != Usage::default() {
+            report.problems.push(format!("account {account}: holds data but has no usage record"));
+        }
     }
     Ok(())
 }
 
-/// Check everything; never writes.
-pub fn check(e: &Engine) -> Result<Report> {
+fn run(e: &Engine, truth: &mut Truth) -> Result<Report> {
+    let _no_compaction = e.inner.gc_lock.lock().expect("gc lock poisoned");
+    let snap = e.db().raw().snapshot();
     let mut report = Report::default();
     let entries = scan_packs(e, &mut report)?;
-    let index = scan_index(e, &entries, &mut report)?;
-    let held = scan_objects(e, &index, &mut report)?;
-    check_books(e, &index, &held, &mut report)?;
+    let index = scan_index(e, &snap, &entries, &mut report)?;
+    scan_objects(e, &snap, &index, truth, &mut report)?;
+    scan_sync(e, &snap, truth)?;
+    check_books(e, &snap, &index, truth, &mut report)?;
+    report.ok = report.ok();
+    Ok(report)
+}
+
+/// Check everything; never writes.
+pub fn check(e: &Engine) -> Result<Report> {
+    run(e, &mut Truth::default())
+}
+
+/// Check, then set every per-account count, global count and usage record to what the
+/// manifests and records imply. Damaged packs and index entries are reported, not repaired
+/// (`rebuild_index` is the tool for an index). Offline only: run it on a stopped server.
+pub fn repair(e: &Engine) -> Result<Report> {
+    let mut truth = Truth::default();
+    let mut report = run(e, &mut truth)?;
+    let db = e.db();
+    let mut batch = WriteBatch::default();
+    for item in db.raw().iterator_cf(db.cf(CF_ACCOUNT_CHUNKS), IteratorMode::Start) {
+        batch.delete_cf(db.cf(CF_ACCOUNT_CHUNKS), item?.0);
+    }
+    for item in db.raw().iterator_cf(db.cf(CF_USAGE), IteratorMode::Start) {
+        batch.delete_cf(db.cf(CF_USAGE), item?.0);
+    }
+    let mut holders: HashMap<ChunkId, u64> = HashMap::new();
+    for ((account, id), n) in &truth.held {
+        batch.put_cf(db.cf(CF_ACCOUNT_CHUNKS), keys::account_chunk_key(account, id), keys::encode_count(*n));
+        *holders.entry(*id).or_default() += 1;
+        report.repaired += 1;
+    }
+    for (account, u) in &truth.usage {
+        batch.put_cf(db.cf(CF_USAGE), account.0, keys::encode_usage(u));
+        report.repaired += 1;
+    }
+    let now = unix_now();
+    for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
+        let (k, v) = item?;
+        let Some(id) = keys::chunk_id_from_key(&k) else { continue };
+        let Some(mut rec) = keys::decode_chunk(id, &v) else { continue };
+        let want = holders.get(&id).copied().unwrap_or(0);
+        if rec.refs != want {
+            rec.refs = want;
+            if want == 0 {
+                rec.zero_since = now;
+            }
+            batch.put_cf(db.cf(CF_CHUNKS), &k, keys::encode_chunk(&rec));
+            report.repaired += 1;
+        }
+    }
+    db.commit(batch)?;
     Ok(report)
 }
 

@@ -5,6 +5,7 @@ mod gc;
 mod ingest;
 mod objects;
 mod read;
+mod stats;
 mod table;
 
 pub mod fsck;
@@ -20,6 +21,7 @@ pub use gc::{live_share, GcOptions, GcReport};
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
 pub use objects::{Listed, Precondition, PreconditionFailed, Put};
 pub use read::ByteRange;
+pub use stats::Stats;
 pub use table::ChunkTable;
 
 use crate::chunk::{ChunkingParams, Cutter};
