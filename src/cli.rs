@@ -7,8 +7,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ByteSize, Config};
-use crate::engine::{fsck, Engine, EngineConfig};
+use crate::engine::{Engine, GcOptions};
 use crate::http::{self, App};
+use crate::ops;
 use crate::metrics::Metrics;
 
 #[derive(Parser)]
@@ -22,8 +23,60 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Check packs, index, reference counts and usage of a stopped server's data directory.
+    /// Check packs, index, reference counts and usage.
     Fsck(FsckArgs),
+    /// Collect garbage: forget unreferenced chunks, compact sparse packs.
+    Gc(GcArgs),
+    /// Accounts, chunks, packs, bytes charged and bytes stored.
+    Stats(StatsArgs),
+}
+
+/// Where an operator command runs: a running server, or a stopped one's data directory.
+#[derive(Args)]
+struct TargetArgs {
+    /// A running server's base URL; the admin token comes from --admin-token or
+    /// CAIRN_ADMIN_TOKEN.
+    #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+    server: Option<String>,
+    #[arg(long, env = "CAIRN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A stopped server's data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<ops::Target> {
+        match (&self.server, &self.data_dir) {
+            (Some(url), _) => {
+                let token = self.admin_token.clone().ok_or_else(|| anyhow::anyhow!("--server needs the admin token (CAIRN_ADMIN_TOKEN)"))?;
+                Ok(ops::Target::Server { url: url.clone(), token })
+            }
+            (None, Some(dir)) => Ok(ops::Target::DataDir(dir.clone())),
+            (None, None) => anyhow::bail!("give --server URL or --data-dir DIR"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Seconds a chunk must have been unreferenced before it goes.
+    #[arg(long, default_value_t = 3600)]
+    grace_seconds: u64,
+    /// Rewrite packs whose live share is below this (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    compact_below: f64,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 #[derive(Args)]
@@ -49,14 +102,14 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct FsckArgs {
-    #[arg(long, env = "CAIRN_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Throw the chunk index away and rebuild it from the packs alone, then check.
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Throw the chunk index away and rebuild it from the packs alone, then check (offline).
     #[arg(long)]
     rebuild_index: bool,
-    /// Print the report as JSON.
+    /// Set reference counts and usage to what the manifests imply (offline).
     #[arg(long)]
-    json: bool,
+    repair: bool,
 }
 
 fn parse_plan(s: &str) -> Result<(String, ByteSize), String> {
@@ -95,7 +148,13 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Fsck(args) => run_fsck(args),
+        Command::Fsck(a) => a.target.target().and_then(|t| {
+            ops::fsck(t, ops::FsckFlags { rebuild_index: a.rebuild_index, repair: a.repair, json: a.target.json })
+        }),
+        Command::Gc(a) => a.target.target().and_then(|t| {
+            ops::gc(t, GcOptions { grace_secs: a.grace_seconds, compact_below: a.compact_below }, a.target.json)
+        }),
+        Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
     };
     match result {
         Ok(code) => code,
@@ -159,30 +218,4 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
         }
     })
-}
-
-fn run_fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
-    let engine = Engine::open(EngineConfig::new(&args.data_dir), Arc::new(Metrics::new()))?;
-    if args.rebuild_index {
-        let n = fsck::rebuild_index(&engine)?;
-        eprintln!("rebuilt the chunk index from the packs: {n} chunks");
-    }
-    let report = fsck::check(&engine)?;
-    engine.close()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for p in &report.problems {
-            println!("problem: {p}");
-        }
-        println!(
-            "{} packs, {} entries, {} indexed chunks, {} objects checked: {}",
-            report.packs_checked,
-            report.entries_checked,
-            report.chunks_indexed,
-            report.objects_checked,
-            if report.ok() { "ok".to_string() } else { format!("{} problems", report.problems.len()) }
-        );
-    }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics. One registry per server (not the global default), so tests that run
 //! several servers in one process do not collide.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -16,6 +16,12 @@ pub struct Metrics {
     pub upload_seconds: Histogram,
     pub download_seconds: Histogram,
     pub quota_refusals: IntCounter,
+    pub gc_runs: IntCounter,
+    pub gc_chunks_freed: IntCounter,
+    pub gc_bytes_reclaimed: IntCounter,
+    pub gc_packs_rewritten: IntCounter,
+    pub gc_seconds: Histogram,
+    pub fsck_problems: IntGauge,
 }
 
 fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
@@ -49,8 +55,26 @@ impl Metrics {
             upload_seconds: histogram(&registry, "cairn_upload_seconds", "Drive uploads, request to commit"),
             download_seconds: histogram(&registry, "cairn_download_seconds", "Drive downloads, request to last byte"),
             quota_refusals: counter(&registry, "cairn_quota_refusals_total", "Writes refused with 507"),
+            gc_runs: counter(&registry, "cairn_gc_runs_total", "Garbage collections run"),
+            gc_chunks_freed: counter(&registry, "cairn_gc_chunks_freed_total", "Chunks removed from the index by GC"),
+            gc_bytes_reclaimed: counter(&registry, "cairn_gc_bytes_reclaimed_total", "Pack bytes given back to the disk"),
+            gc_packs_rewritten: counter(&registry, "cairn_gc_packs_rewritten_total", "Packs compacted"),
+            gc_seconds: histogram(&registry, "cairn_gc_seconds", "Duration of a garbage collection"),
+            fsck_problems: {
+                let g = IntGauge::new("cairn_fsck_problems", "Problems found by the last fsck").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry,
         }
+    }
+
+    pub fn record_gc(&self, r: &crate::engine::GcReport, took: std::time::Duration) {
+        self.gc_runs.inc();
+        self.gc_chunks_freed.inc_by(r.chunks_freed);
+        self.gc_bytes_reclaimed.inc_by(r.bytes_freed);
+        self.gc_packs_rewritten.inc_by(r.packs_rewritten);
+        self.gc_seconds.observe(took.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

@@ -1,0 +1,66 @@
+//! `/admin/*`: the operators' API. Every route takes the admin token (`Admin`); without a
+//! configured token the routes do not exist.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::json::JsonBody;
+use super::{blocking, AppState};
+use crate::engine::{fsck, GcOptions};
+use crate::store::keys::AccountId;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    grace_seconds: Option<u64>,
+    compact_below: Option<f64>,
+}
+
+pub fn gc_options(body: &GcBody) -> Result<GcOptions, ApiError> {
+    let defaults = GcOptions::default();
+    let compact_below = body.compact_below.unwrap_or(defaults.compact_below);
+    if !(0.0..=1.0).contains(&compact_below) {
+        return Err(ApiError::bad_request("bad_compact_below", "compact_below is a share from 0 to 1"));
+    }
+    Ok(GcOptions { grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs), compact_below })
+}
+
+pub async fn gc(State(app): State<AppState>, _: Admin, body: Option<JsonBody<GcBody>>) -> Result<Json<Value>, ApiError> {
+    let opts = gc_options(&body.map(|b| b.0).unwrap_or_default())?;
+    let engine = app.engine.clone();
+    let started = std::time::Instant::now();
+    let report = blocking(move || engine.gc(opts)).await?;
+    app.metrics.record_gc(&report, started.elapsed());
+    Ok(Json(serde_json::to_value(report).expect("plain struct")))
+}
+
+pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let engine = app.engine.clone();
+    let report = blocking(move || fsck::check(&engine)).await?;
+    app.metrics.fsck_problems.set(report.problems.len() as i64);
+    Ok(Json(json!({ "ok": report.ok, "problems": report.problems, "packs_checked": report.packs_checked, "chunks_indexed": report.chunks_indexed })))
+}
+
+pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let engine = app.engine.clone();
+    let stats = blocking(move || engine.stats()).await?;
+    Ok(Json(serde_json::to_value(stats).expect("plain struct")))
+}
+
+#[derive(Deserialize)]
+pub struct PlanBody {
+    plan: String,
+}
+
+pub async fn set_plan(State(app): State<AppState>, _: Admin, Path(id): Path<String>, JsonBody(body): JsonBody<PlanBody>) -> Result<Json<Value>, ApiError> {
+    let Some(limit) = app.plans.limit(&body.plan) else {
+        return Err(ApiError::bad_request("unknown_plan", format!("no plan is called {:?}", body.plan)).with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
+    };
+    let account: AccountId = id.parse().map_err(|_| ApiError::not_found())?;
+    app.set_plan(&account, &body.plan).await?;
+    Ok(Json(json!({ "plan": body.plan, "limit": limit })))
+}
