@@ -125,3 +125,88 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     eprintln!("{} acknowledged objects survived {rounds} kills", acked.len());
     assert!(acked.len() as u64 > rounds, "the child acknowledged too little to prove anything: {}", acked.len());
 }
+
+#[test]
+#[ignore = "run only as the child process of sigkill_during_compaction_loses_nothing_acknowledged"]
+fn compaction_child() {
+    let dir = std::env::var("CAIRN_CRASH_DIR").expect("CAIRN_CRASH_DIR");
+    let round: u64 = std::env::var("CAIRN_CRASH_ROUND").unwrap().parse().unwrap();
+    let engine = Engine::open(config(dir.as_ref()), Arc::new(Metrics::new())).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // A collector that never stops, so kills land inside forgets, copies, moves and deletes.
+    let collector = {
+        let e = engine.clone();
+        std::thread::spawn(move || loop {
+            e.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+        })
+    };
+    rt.block_on(async {
+        for i in 0.. {
+            let ing = engine.ingest_bytes(Bytes::from(content(round, i))).await.unwrap();
+            let e = engine.clone();
+            let name = format!("r{round}-{i}");
+            tokio::task::spawn_blocking(move || {
+                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap();
+                if i >= 2 {
+                    // Deleting makes garbage, so there is always something to compact.
+                    e.delete_object(&ACCOUNT, Namespace::Scratch, format!("r{round}-{}", i - 2).as_bytes(), Precondition::None).unwrap().unwrap();
+                }
+            })
+            .await
+            .unwrap();
+            println!("ACK {round} {i}");
+        }
+    });
+    drop(collector);
+}
+
+#[test]
+fn sigkill_during_compaction_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Per round, the last two acknowledged objects are the ones not yet deleted.
+    let mut survivors: Vec<(u64, u64)> = Vec::new();
+    let rounds = 20u64;
+    for round in 0..rounds {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "compaction_child", "--nocapture", "--test-threads=1"])
+            .env("CAIRN_CRASH_DIR", tmp.path())
+            .env("CAIRN_CRASH_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200 + (round * 7919 % 17) * 50));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let acked: Vec<u64> = out
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| l.trim().strip_prefix("ACK ").map(|r| r.split(' ').nth(1).unwrap().parse().unwrap()))
+            .collect();
+        if let Some(&last) = acked.last() {
+            survivors.extend([last.checked_sub(1), Some(last)].into_iter().flatten().map(|i| (round, i)));
+        }
+
+        let engine = Engine::open(config(tmp.path()), Arc::new(Metrics::new())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for &(r, i) in &survivors {
+            let name = format!("r{r}-{i}");
+            let obj = engine.get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes()).unwrap().unwrap_or_else(|| panic!("round {round}: {name} is gone"));
+            let chunks = engine.object_chunks(&ACCOUNT, Namespace::Scratch, name.as_bytes(), &obj).unwrap();
+            assert!(rt.block_on(engine.read_all(chunks)).unwrap() == content(r, i), "round {round}: {name} differs");
+        }
+        let report = fsck::check(&engine).unwrap();
+        assert!(report.ok(), "round {round}: fsck found {:?}", report.problems);
+        engine.close().unwrap();
+    }
+    assert!(survivors.len() as u64 >= rounds, "too few acknowledged writes: {}", survivors.len());
+
+    // Packs orphaned by the crashes (copies never moved to) are found and removed.
+    let engine = Engine::open(config(tmp.path()), Arc::new(Metrics::new())).unwrap();
+    engine.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+    let report = fsck::check(&engine).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries_checked, report.chunks_indexed, "after GC every pack entry is a live chunk");
+}
