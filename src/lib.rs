@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod pack;
 pub mod store;
