@@ -34,37 +34,14 @@ impl Server {
     /// A server on an existing data directory (restarts).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        cmd.args(["serve", "--data-dir"]).arg(dir).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ]);
-        cmd.args(extra)
-            .env("CAIRN_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(["serve", "--data-dir"]).arg(dir).args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN]);
+        cmd.args(extra).env("CAIRN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start cairn serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("cairn listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        Server {
-            child,
-            base,
-            dir: dir.to_path_buf(),
-            _tmp: None,
-            client,
-        }
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("cairn listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        Server { child, base, dir: dir.to_path_buf(), _tmp: None, client }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -113,20 +90,10 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 /// Assert the API's error shape and return the code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status().as_u16(), status, "status");
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "error content-type {ct:?}"
-    );
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    assert!(ct.starts_with("application/json"), "error content-type {ct:?}");
     let v: serde_json::Value = resp.json().await.unwrap();
-    let code = v["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error.code in {v}"))
-        .to_string();
+    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {v}")).to_string();
     assert!(v["error"]["message"].is_string(), "no error.message in {v}");
     code
 }
