@@ -43,10 +43,10 @@ impl Message {
         }
     }
 
+    /// Short lines, so that the mail goes out as 7-bit text with the code on one line.
     fn text(&self) -> String {
         format!(
-            "Your cairn code is {}. It is valid for {} minutes. If you did not ask for it, ignore this message: \
-             nothing changes without the code.",
+            "Your cairn code is {}.\nIt is valid for {} minutes.\n\nIf you did not ask for it, ignore this message:\nnothing changes without the code.\n",
             self.code, self.valid_minutes
         )
     }
