@@ -10,6 +10,7 @@ use crate::config::{ByteSize, Config};
 use crate::engine::{Engine, GcOptions};
 use crate::http::{self, App};
 use crate::ops;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 
 #[derive(Parser)]
@@ -184,16 +185,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let engine_config = config.engine();
         let m = metrics.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, m)).await??;
+        let (e, c) = (engine.clone(), config.clone());
+        let identity = tokio::task::spawn_blocking(move || Identity::open(e, &c)).await??;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let plans = crate::quota::Plans(config.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect());
-        let app = Arc::new(App {
-            config: config.clone(),
-            engine: engine.clone(),
-            metrics,
-            plans,
-            reservations: Default::default(),
-        });
+        let app = Arc::new(App::new(config.clone(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::chunk::ChunkingParams;
 use crate::engine::EngineConfig;
+use crate::identity::{IdentityConfig, NotifierConfig};
 
 /// A byte count written as a number or with a unit: `"64MiB"`, `"5 GiB"`, `"2TB"`, `1048576`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +91,10 @@ pub struct Config {
     pub staged_sweep_secs: u64,
     /// Plan name to quota. `free` is always present (5 GiB unless set here).
     pub plans: BTreeMap<String, ByteSize>,
+    /// Codes, sessions, rate limits, the identifier key: `[identity]`.
+    pub identity: IdentityConfig,
+    /// Where codes are sent: `[notifier]`, `[notifier.smtp]`, `[notifier.webhook]`.
+    pub notifier: NotifierConfig,
 }
 
 impl Default for Config {
@@ -108,6 +113,8 @@ impl Default for Config {
             staged_ttl_secs: 24 * 3600,
             staged_sweep_secs: 600,
             plans: BTreeMap::new(),
+            identity: IdentityConfig::default(),
+            notifier: NotifierConfig::default(),
         }
     }
 }
@@ -141,6 +148,7 @@ impl Config {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::Invalid("admin_token must be at least 16 characters".into()));
         }
+        self.identity.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
     }
 

@@ -8,6 +8,7 @@ pub mod drive;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod ops;
 pub mod pack;

@@ -315,7 +315,7 @@ impl Engine {
     /// Remove every object the account has and release every reference it holds, adding the
     /// deletions to `batch`; then let `more` add its own (the account's identity records), and
     /// commit it all as one durable step. Blocking.
-    pub fn purge_account(&self, account: &AccountId, more: impl FnOnce(&mut WriteBatch) -> Result<()>) -> Result<()> {
+    pub fn purge_account<E: From<Error>>(&self, account: &AccountId, more: impl FnOnce(&mut WriteBatch) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
         let _books_are_ours = self.lock_account(account);
         let db = self.db();
         let mut batch = WriteBatch::default();
@@ -323,7 +323,7 @@ impl Engine {
         let mut ac_start = account.0.to_vec();
         ac_start.resize(48, 0);
         for item in db.raw().iterator_cf(db.cf(CF_ACCOUNT_CHUNKS), IteratorMode::From(&ac_start, Direction::Forward)) {
-            let (k, _) = item?;
+            let (k, _) = item.map_err(Error::from)?;
             let Some((owner, id)) = keys::split_account_chunk_key(&k) else { break };
             if owner != *account {
                 break;
@@ -341,7 +341,7 @@ impl Engine {
         batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
         more(&mut batch)?;
-        db.commit(batch)
+        Ok(db.commit(batch)?)
     }
 
     /// Drop staged chunks older than `ttl_secs` that no manifest claimed. Blocking.

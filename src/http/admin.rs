@@ -29,8 +29,14 @@ pub fn gc_options(body: &GcBody) -> Result<GcOptions, ApiError> {
     Ok(GcOptions { grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs), compact_below })
 }
 
-pub async fn gc(State(app): State<AppState>, _: Admin, body: Option<JsonBody<GcBody>>) -> Result<Json<Value>, ApiError> {
-    let opts = gc_options(&body.map(|b| b.0).unwrap_or_default())?;
+/// The body is optional: an empty one means the defaults.
+pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let body: GcBody = if body.iter().all(u8::is_ascii_whitespace) {
+        GcBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))?
+    };
+    let opts = gc_options(&body)?;
     let engine = app.engine.clone();
     let started = std::time::Instant::now();
     let report = blocking(move || engine.gc(opts)).await?;

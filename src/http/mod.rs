@@ -1,19 +1,28 @@
 //! The HTTP API of API.md. Handlers are thin: parse, call the domain module, shape the answer.
 
+mod admin;
+pub mod auth;
+mod chunks;
 pub mod error;
+mod files;
+mod identity;
 pub mod json;
+mod quota;
 mod serve;
+mod sync;
 mod system;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub use serve::serve;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 
 /// Everything a request handler may touch. Shared as one `Arc`; each part is itself cheap to
@@ -25,6 +34,8 @@ pub struct App {
     pub plans: crate::quota::Plans,
     /// Bytes held by uploads in progress; shared with every upload's `Charge`.
     pub reservations: Arc<crate::quota::Reservations>,
+    pub identity: Identity,
+    pub sync: crate::sync::Sync,
 }
 
 pub type AppState = Arc<App>;
@@ -45,9 +56,27 @@ pub(crate) fn rfc3339_millis(ms: i64) -> String {
 }
 
 impl App {
+    pub fn new(config: Arc<Config>, engine: Engine, metrics: Arc<Metrics>, identity: Identity) -> Self {
+        let plans = crate::quota::Plans(config.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect());
+        let sync = crate::sync::Sync::new(engine.clone());
+        App { config, engine, metrics, plans, reservations: Default::default(), identity, sync }
+    }
+
     /// An engine error as an API error, counting quota refusals on the way.
     pub(crate) fn refusal_counted(&self, e: crate::error::Error) -> error::ApiError {
         self.refusal_counted_api(e.into())
+    }
+
+    /// The account's plan and its limit. An account on a plan that is no longer configured
+    /// gets the free limit.
+    pub(crate) async fn plan_and_limit(&self, account: &crate::store::keys::AccountId) -> Result<(String, u64), error::ApiError> {
+        let plan = self.identity.plan(*account).await?;
+        let limit = self.plans.limit_or_free(&plan);
+        Ok((plan, limit))
+    }
+
+    pub(crate) async fn set_plan(&self, account: &crate::store::keys::AccountId, plan: &str) -> Result<(), error::ApiError> {
+        Ok(self.identity.set_plan(*account, plan.to_string()).await?)
     }
 
     pub(crate) fn refusal_counted_api(&self, e: error::ApiError) -> error::ApiError {
@@ -63,6 +92,21 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/v1/chunking", get(system::chunking))
+        .merge(identity::routes())
+        .route("/v1/quota", get(quota::get))
+        .route("/v1/files", get(files::list))
+        .route("/v1/files/{*path}", put(files::put).get(files::get).delete(files::delete))
+        .route("/v1/chunks/missing", post(chunks::missing))
+        .route("/v1/chunks/{hash}", put(chunks::put).get(chunks::get))
+        .route("/v1/sync", get(sync::summary))
+        .route("/v1/sync/{collection}", get(sync::feed))
+        .route("/v1/sync/{collection}/batch", post(sync::batch))
+        .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
+        .route("/admin/gc", post(admin::gc))
+        .route("/admin/fsck", post(admin::fsck))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/accounts/{id}/plan", put(admin::set_plan))
+        .layer(DefaultBodyLimit::max(json::MAX_JSON_BODY))
         .fallback(error::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), system::count_and_limit_headers))

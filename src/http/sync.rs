@@ -131,7 +131,7 @@ pub async fn put(State(app): State<AppState>, authed: Authed, Path((collection, 
     let op = Op::Put { id: id.clone(), payload, expect: expectation(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
     let etag = drive::etag(v.version);
-    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq })))).into_response())
+    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq }))).into_response())
 }
 
 pub async fn delete(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

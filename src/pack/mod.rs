@@ -76,6 +76,7 @@ impl Packs {
     /// what is on disk and `id_floor` (the highest id the database has heard of).
     pub fn open(dir: &Path, target_size: u64, id_floor: u64) -> Result<(Self, Vec<SealedPack>)> {
         fs::create_dir_all(dir)?;
+        remove_torn_creations(dir)?;
         let ids = list_ids(dir)?;
         let mut recovered = Vec::new();
         for &id in &ids {
@@ -246,6 +247,16 @@ impl Packs {
 fn seal(p: OpenPack) -> Result<SealedPack> {
     let (id, entries, size) = p.seal()?;
     Ok(SealedPack { id, size, entries })
+}
+
+fn remove_torn_creations(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn list_ids(dir: &Path) -> io::Result<Vec<u64>> {

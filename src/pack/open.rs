@@ -25,10 +25,15 @@ pub(crate) struct OpenPack {
 }
 
 impl OpenPack {
+    /// The header is written and synced under a temporary name and the file renamed into
+    /// place, so a pack file under its real name always has a durable header: a crash during
+    /// creation leaves only a `.tmp` file, which the next start removes.
     pub fn create(path: &Path, id: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let tmp = path.with_extension("tmp");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
         file.write_all_at(&format::encode_header(id), 0)?;
         file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
         sync_parent(path)?;
         Ok(OpenPack {
             id,

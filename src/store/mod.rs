@@ -5,6 +5,7 @@
 //! (`write_unsynced`) are only for records that nothing depends on until a later synced write,
 //! which, being later in the same WAL, makes them durable too.
 
+pub mod identity_keys;
 pub mod keys;
 pub mod sync_keys;
 

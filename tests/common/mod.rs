@@ -97,3 +97,5 @@ pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert!(v["error"]["message"].is_string(), "no error.message in {v}");
     code
 }
+
+pub mod identity;

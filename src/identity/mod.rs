@@ -1,0 +1,165 @@
+//! Accounts and identity: sign-up by a proven email or phone, password sign-in to sessions
+//! tied to devices, code-confirmed changes, login activity, and account deletion.
+//!
+//! `Identity` is one cheap handle (an `Arc`) shared by every request. Flows are `async` and
+//! keep the runtime free: Argon2 runs on the bounded hasher pool, RocksDB work on the blocking
+//! pool. Every change to one account's records happens under that account's lock stripe (chosen
+//! by the keyed hash of its identifier, which sign-up knows before the account exists), so
+//! codes are spent once and devices are never resurrected by a concurrent touch.
+
+mod accounts;
+mod activity;
+mod codes;
+mod delete;
+mod error;
+mod identifiers;
+mod limits;
+mod notify;
+mod password;
+mod plan;
+mod profile;
+mod secrets;
+mod sessions;
+mod settings;
+mod signup;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub use accounts::PasswordChange;
+pub use activity::EventView;
+pub use codes::Purpose;
+pub use error::{IdentityError, Result};
+pub use identifiers::{Identifier, Kind};
+pub use profile::{Patch, ProfileChanges, ProfileView};
+pub use sessions::{DeviceInfo, DeviceView, NewSession, Session};
+pub use settings::{IdentityConfig, NotifierConfig, SmtpConfig, SmtpTls, WebhookConfig};
+pub use signup::Registration;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::Db;
+use limits::Limiter;
+use notify::Notifier;
+use password::Hashers;
+use secrets::Secrets;
+
+/// Stripes of the per-account lock; see the module comment.
+const STRIPES: usize = 256;
+
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    config: IdentityConfig,
+    secrets: Secrets,
+    notifier: Notifier,
+    hashers: Hashers,
+    sends_by_identifier: Limiter<[u8; 32]>,
+    sends_by_ip: Limiter<IpAddr>,
+    failures_by_identifier: Limiter<[u8; 32]>,
+    failures_by_ip: Limiter<IpAddr>,
+    /// std Mutex: held on blocking threads for one read-check-commit, never across `.await`.
+    stripes: Vec<Mutex<()>>,
+}
+
+impl Identity {
+    /// Load (or create) the identifier key and set up the notifier. Blocking (file I/O).
+    pub fn open(engine: Engine, config: &Config) -> Result<Self> {
+        let c = config.identity.clone();
+        c.validate().map_err(IdentityError::Internal)?;
+        let secrets = Secrets::load(c.key.as_deref(), &config.data_dir)?;
+        let notifier = Notifier::from_config(&config.notifier, &config.data_dir)?;
+        let send_window = Duration::from_secs(c.code_send_window_secs);
+        let fail_window = Duration::from_secs(c.failed_login_window_secs);
+        let inner = Inner {
+            engine,
+            secrets,
+            notifier,
+            hashers: Hashers::for_this_machine(),
+            sends_by_identifier: Limiter::new(c.code_sends_per_identifier, send_window),
+            sends_by_ip: Limiter::new(c.code_sends_per_ip, send_window),
+            failures_by_identifier: Limiter::new(c.failed_logins_per_identifier, fail_window),
+            failures_by_ip: Limiter::new(c.failed_logins_per_ip, fail_window),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            config: c,
+        };
+        Ok(Identity {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.inner.config
+    }
+
+    /// Run store work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| IdentityError::Internal(format!("blocking task: {e}")))?
+    }
+}
+
+impl Inner {
+    fn db(&self) -> &Db {
+        self.engine.db()
+    }
+
+    fn lock(&self, id_hash: &[u8; 32]) -> MutexGuard<'_, ()> {
+        let i = u16::from_le_bytes([id_hash[0], id_hash[1]]) as usize % STRIPES;
+        self.stripes[i].lock().expect("identity lock poisoned")
+    }
+
+    fn codes(&self) -> codes::Codes<'_> {
+        codes::Codes {
+            db: self.db(),
+            secrets: &self.secrets,
+            now: now_secs(),
+        }
+    }
+}
+
+fn id_hash_of(bytes: &[u8]) -> Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| {
+        IdentityError::Internal("an account record has a damaged identifier hash".into())
+    })
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// RFC 3339 in UTC, as the API shows every time.
+pub fn rfc3339_secs(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn rfc3339_micros(unix_micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,371 @@
+//! Keys and values of the identity column families: `accounts`, `identifiers`, `codes`,
+//! `sessions`, `events`.
+//!
+//! Values are a format byte then JSON: these records are small, read a few times per request,
+//! and gain fields over time, so readability and `serde(default)` beat a hand-rolled layout.
+//! Nothing here is ever a plaintext email address, phone number, password, token or code:
+//! identifiers are sealed (AEAD) and found by a keyed hash, passwords are Argon2id strings,
+//! tokens and codes are kept as hashes. Decoders take untrusted bytes and return `None`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::keys::AccountId;
+
+const IDENTITY_V1: u8 = 1;
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut b = vec![IDENTITY_V1];
+    serde_json::to_writer(&mut b, v).expect("records of plain fields always serialize");
+    b
+}
+
+fn decode<T: DeserializeOwned>(v: &[u8]) -> Option<T> {
+    match v.split_first()? {
+        (&IDENTITY_V1, rest) => serde_json::from_slice(rest).ok(),
+        _ => None,
+    }
+}
+
+/// Bytes that are shown and stored as lowercase hex (sealed identifiers, hashes).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl fmt::Debug for HexBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HexBytes({})", hex::encode(&self.0))
+    }
+}
+
+impl Serialize for HexBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HexBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s)
+            .map(HexBytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Ids shown as hex in JSON and in records: accounts and devices.
+fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn de_from_str<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| serde::de::Error::custom("not an id"))
+}
+
+/// A device's id: 128 random bits, 32 hex digits, chosen by the server at sign-in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub [u8; 16]);
+
+impl DeviceId {
+    pub fn random() -> Self {
+        DeviceId(rand::random())
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({self})")
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut out = [0u8; 16];
+        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(());
+        }
+        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
+        Ok(DeviceId(out))
+    }
+}
+
+// ---- accounts: account id -> the account ---------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Profile {
+    pub nickname: Option<String>,
+    pub gender: Option<String>,
+    pub region: Option<String>,
+    pub locale: Option<String>,
+    /// Sealed, like the identifier.
+    pub recovery_email: Option<HexBytes>,
+    pub recovery_phone: Option<HexBytes>,
+}
+
+fn free_plan() -> String {
+    crate::config::FREE_PLAN.to_string()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Keyed hash of the identifier: the `identifiers` key, and the account's lock stripe.
+    pub id_hash: HexBytes,
+    /// The normalized identifier, sealed.
+    pub identifier: HexBytes,
+    /// Argon2id PHC string.
+    pub password: String,
+    #[serde(default = "free_plan")]
+    pub plan: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    #[serde(default)]
+    pub profile: Profile,
+}
+
+pub fn account_key(a: &AccountId) -> [u8; 16] {
+    a.0
+}
+
+pub fn encode_account(r: &AccountRecord) -> Vec<u8> {
+    encode(r)
+}
+
+pub fn decode_account(v: &[u8]) -> Option<AccountRecord> {
+    decode(v)
+}
+
+// ---- identifiers: keyed hash of the identifier -> account id -------------------------------------
+
+pub fn identifier_key(id_hash: &[u8; 32]) -> [u8; 32] {
+    *id_hash
+}
+
+pub fn decode_account_id(v: &[u8]) -> Option<AccountId> {
+    Some(AccountId(v.try_into().ok()?))
+}
+
+// ---- codes: keyed hash of the identifier ++ purpose -> the code's hash and its state ------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    /// Keyed hash of the code, bound to identifier and purpose.
+    pub hash: HexBytes,
+    /// Unix seconds after which the code is dead.
+    pub expires_at: u64,
+    pub tries_left: u32,
+}
+
+pub fn code_key(id_hash: &[u8; 32], purpose: u8) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..32].copy_from_slice(id_hash);
+    k[32] = purpose;
+    k
+}
+
+pub fn encode_code(r: &CodeRecord) -> Vec<u8> {
+    encode(r)
+}
+
+pub fn decode_code(v: &[u8]) -> Option<CodeRecord> {
+    decode(v)
+}
+
+// ---- sessions: two kinds of key, told apart by their first byte ----------------------------------
+// `t` ++ BLAKE3(token) -> SessionRecord: what a bearer token opens.
+// `d` ++ account ++ device -> DeviceRecord: the account's signed-in devices, listable by prefix.
+
+const SESSION_TAG: u8 = b't';
+const DEVICE_TAG: u8 = b'd';
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(serialize_with = "ser_display", deserialize_with = "de_from_str")]
+    pub account: AccountId,
+    #[serde(serialize_with = "ser_display", deserialize_with = "de_from_str")]
+    pub device: DeviceId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub name: String,
+    pub model: String,
+    pub os: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last authenticated request; the session expires a TTL after it.
+    pub last_seen: u64,
+    /// BLAKE3 of the session token, to find the session when the device is signed out.
+    pub token_hash: HexBytes,
+}
+
+pub fn session_key(token_hash: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = SESSION_TAG;
+    k[1..].copy_from_slice(token_hash);
+    k
+}
+
+pub fn device_key(a: &AccountId, d: &DeviceId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = DEVICE_TAG;
+    k[1..17].copy_from_slice(&a.0);
+    k[17..].copy_from_slice(&d.0);
+    k
+}
+
+pub fn device_prefix(a: &AccountId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = DEVICE_TAG;
+    k[1..].copy_from_slice(&a.0);
+    k
+}
+
+pub fn device_id_from_key(k: &[u8]) -> Option<DeviceId> {
+    if k.len() != 33 || k[0] != DEVICE_TAG {
+        return None;
+    }
+    Some(DeviceId(k[17..].try_into().ok()?))
+}
+
+pub fn encode_session(r: &SessionRecord) -> Vec<u8> {
+    encode(r)
+}
+
+pub fn decode_session(v: &[u8]) -> Option<SessionRecord> {
+    decode(v)
+}
+
+pub fn encode_device(r: &DeviceRecord) -> Vec<u8> {
+    encode(r)
+}
+
+pub fn decode_device(v: &[u8]) -> Option<DeviceRecord> {
+    decode(v)
+}
+
+// ---- events: account ++ (MAX - unix micros) ++ random -> activity event --------------------------
+// The inverted time makes a forward scan of the account's prefix newest first.
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDevice {
+    pub device_id: String,
+    pub name: String,
+    pub model: String,
+    pub os: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Unix microseconds.
+    pub at: i64,
+    pub kind: String,
+    pub ip: String,
+    pub device: Option<EventDevice>,
+}
+
+pub fn event_key(a: &AccountId, at_micros: i64) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..16].copy_from_slice(&a.0);
+    let inverted = u64::MAX - at_micros.max(0) as u64;
+    k[16..24].copy_from_slice(&inverted.to_be_bytes());
+    k[24..].copy_from_slice(&rand::random::<[u8; 4]>());
+    k
+}
+
+pub fn event_prefix(a: &AccountId) -> [u8; 16] {
+    a.0
+}
+
+pub fn encode_event(r: &EventRecord) -> Vec<u8> {
+    encode(r)
+}
+
+pub fn decode_event(v: &[u8]) -> Option<EventRecord> {
+    decode(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountRecord {
+        AccountRecord {
+            id_hash: HexBytes(vec![1; 32]),
+            identifier: HexBytes(vec![2; 40]),
+            password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            plan: "free".into(),
+            created_at: 1_700_000_000,
+            profile: Profile {
+                nickname: Some("Ada".into()),
+                ..Profile::default()
+            },
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let a = account();
+        assert_eq!(decode_account(&encode_account(&a)), Some(a));
+        let s = SessionRecord {
+            account: AccountId([3; 16]),
+            device: DeviceId([4; 16]),
+        };
+        assert_eq!(decode_session(&encode_session(&s)), Some(s));
+        let c = CodeRecord {
+            hash: HexBytes(vec![5; 32]),
+            expires_at: 9,
+            tries_left: 5,
+        };
+        assert_eq!(decode_code(&encode_code(&c)), Some(c));
+        let k = device_key(&AccountId([3; 16]), &DeviceId([4; 16]));
+        assert_eq!(device_id_from_key(&k), Some(DeviceId([4; 16])));
+        assert!(k.starts_with(&device_prefix(&AccountId([3; 16]))));
+    }
+
+    #[test]
+    fn plan_defaults_to_free_for_older_records() {
+        let json = br#"{"id_hash":"00","identifier":"00","password":"x","created_at":1}"#;
+        let mut v = vec![IDENTITY_V1];
+        v.extend_from_slice(json);
+        assert_eq!(decode_account(&v).unwrap().plan, "free");
+    }
+
+    #[test]
+    fn newer_events_sort_first() {
+        let a = AccountId([7; 16]);
+        assert!(event_key(&a, 2_000) < event_key(&a, 1_000));
+    }
+
+    #[test]
+    fn garbage_decodes_to_none() {
+        let good = encode_account(&account());
+        for n in 0..good.len() {
+            assert!(decode_account(&good[..n]).is_none());
+        }
+        for junk in [
+            &b""[..],
+            b"\x00",
+            b"\x01{",
+            b"\x02{}",
+            b"\x01\xff\xfe",
+            b"\x01null",
+        ] {
+            assert!(decode_account(junk).is_none());
+            assert!(decode_session(junk).is_none());
+            assert!(decode_device(junk).is_none());
+            assert!(decode_code(junk).is_none());
+            assert!(decode_event(junk).is_none());
+        }
+        assert!(decode_account_id(b"short").is_none());
+    }
+}
