@@ -87,8 +87,15 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// How long a chunk uploaded through the chunk API waits for a manifest to claim it.
     pub staged_ttl_secs: u64,
-    /// How often the server looks for expired staged chunks.
-    pub staged_sweep_secs: u64,
+    /// How often the server expires staged chunks and purges old sync tombstones.
+    pub sweep_secs: u64,
+    /// How long a sync tombstone stays in the feed.
+    pub tombstone_retention_secs: u64,
+    /// Scheduled garbage collection: every this many seconds (0: never), with this grace
+    /// and compaction threshold.
+    pub gc_interval_secs: u64,
+    pub gc_grace_secs: u64,
+    pub gc_compact_below: f64,
     /// Plan name to quota. `free` is always present (5 GiB unless set here).
     pub plans: BTreeMap<String, ByteSize>,
     /// Codes, sessions, rate limits, the identifier key: `[identity]`.
@@ -111,7 +118,11 @@ impl Default for Config {
             max_header_bytes: 32 * 1024,
             shutdown_grace_secs: 30,
             staged_ttl_secs: 24 * 3600,
-            staged_sweep_secs: 600,
+            sweep_secs: 600,
+            tombstone_retention_secs: 30 * 24 * 3600,
+            gc_interval_secs: 6 * 3600,
+            gc_grace_secs: 3600,
+            gc_compact_below: 0.5,
             plans: BTreeMap::new(),
             identity: IdentityConfig::default(),
             notifier: NotifierConfig::default(),
@@ -141,6 +152,9 @@ impl Config {
         self.chunking.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !(1..=22).contains(&self.zstd_level) {
             return Err(ConfigError::Invalid(format!("zstd_level {} is not in 1..=22", self.zstd_level)));
+        }
+        if !(0.0..=1.0).contains(&self.gc_compact_below) {
+            return Err(ConfigError::Invalid("gc_compact_below is a share from 0 to 1".into()));
         }
         if self.pack_target_size.0 < 1 << 20 {
             return Err(ConfigError::Invalid("pack_target_size must be at least 1MiB".into()));

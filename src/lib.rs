@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod maintenance;
 pub mod metrics;
 pub mod ops;
 pub mod pack;
