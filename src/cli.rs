@@ -30,6 +30,8 @@ enum Command {
     Gc(GcArgs),
     /// Accounts, chunks, packs, bytes charged and bytes stored.
     Stats(StatsArgs),
+    /// Put an account on a plan.
+    Plan(PlanArgs),
 }
 
 /// Where an operator command runs: a running server, or a stopped one's data directory.
@@ -72,6 +74,19 @@ struct GcArgs {
     /// Rewrite packs whose live share is below this (0 to 1).
     #[arg(long, default_value_t = 0.5)]
     compact_below: f64,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// The account id (32 hex digits).
+    account: String,
+    /// A plan name from the configuration.
+    plan: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The configuration file, offline: it names the plans (and the identifier key).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -156,6 +171,13 @@ pub fn main() -> ExitCode {
             ops::gc(t, GcOptions { grace_secs: a.grace_seconds, compact_below: a.compact_below }, a.target.json)
         }),
         Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
+        Command::Plan(a) => a.target.target().and_then(|t| {
+            let config = match &a.config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            ops::plan(t, config.finish()?, &a.account, &a.plan, a.target.json)
+        }),
     };
     match result {
         Ok(code) => code,

@@ -138,3 +138,24 @@ pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
     });
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn plan(target: Target, mut config: crate::config::Config, account: &str, plan: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let v = match target {
+        Target::Server { url, token } => {
+            server_call(&url, &token, reqwest::Method::PUT, &format!("/admin/accounts/{account}/plan"), Some(json!({ "plan": plan })))?
+        }
+        Target::DataDir(dir) => {
+            let limit = config.plans.get(plan).map(|s| s.0).ok_or_else(|| anyhow::anyhow!("no plan is called {plan:?} in the configuration"))?;
+            let id: crate::store::keys::AccountId = account.parse().map_err(|_| anyhow::anyhow!("{account:?} is not an account id"))?;
+            config.data_dir = dir;
+            let engine = open_offline(&config.data_dir)?;
+            let identity = crate::identity::Identity::open(engine.clone(), &config)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(identity.set_plan(id, plan.to_string()))?;
+            engine.close()?;
+            json!({ "plan": plan, "limit": limit })
+        }
+    };
+    print(&v, as_json, |v| println!("account {account} is on plan {} ({} bytes)", v["plan"], v["limit"]));
+    Ok(ExitCode::SUCCESS)
+}

@@ -13,6 +13,8 @@
 //!    old pack is deleted. A crash at any step leaves every chunk readable from one of the two
 //!    packs; a pack left with no live entries is deleted by the next run.
 //!
+//! A run first seals the open pack, so that everything written before it is eligible.
+//!
 //! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). Locks
 //! that uploads also take (the chunk table, the pack lock) are held for one batch of at most
 //! `FORGET_BATCH` map lookups, or one append, at a time.
@@ -73,6 +75,10 @@ impl Engine {
         let _one_at_a_time = self.inner.gc_lock.lock().expect("gc lock poisoned");
         let started = Instant::now();
         let mut report = GcReport { chunks_freed: self.forget_garbage(opts.grace_secs)?, ..Default::default() };
+        // Seal the open pack, so that everything written before this run can be compacted.
+        if let Some(p) = self.packs().seal_now()? {
+            self.record_sealed(&p)?;
+        }
         // Quiet packs are taken before the index is scanned: a pack an upload is still
         // indexing into must not look empty to us.
         let quiet = self.packs().quiet()?;
