@@ -234,8 +234,29 @@ async fn sign_up_checks_code_then_password_then_identifier() {
 }
 
 #[tokio::test]
-async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
-    let (s, _tmp) = start_configured("[identity]\ncode_ttl_secs = 2\n");
+async fn codes_expire_after_their_ttl() {
+    let (s, _tmp) = start_configured("[identity]\ncode_ttl_secs = 3\n");
+    let post = |id: &str, code: &str| {
+        s.client
+            .post(s.url("/v1/accounts"))
+            .json(&json!({ "identifier": id, "password": PASSWORD, "code": code }))
+            .send()
+    };
+    let fresh = new_email();
+    let code = code_for(&s, &fresh, "register").await;
+    json_of(post(&fresh, &code).await.unwrap(), 201).await;
+    let late = new_email();
+    let code = code_for(&s, &late, "register").await;
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    assert_eq!(
+        error_code(post(&late, &code).await.unwrap(), 403).await,
+        "bad_code"
+    );
+}
+
+#[tokio::test]
+async fn codes_die_after_five_wrong_tries_and_are_replaced() {
+    let s = Server::start();
     let post = |id: &str, code: &str| {
         s.client
             .post(s.url("/v1/accounts"))
@@ -249,15 +270,6 @@ async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
             "999999".to_string()
         }
     };
-
-    // Expired after its TTL.
-    let a = new_email();
-    let code = code_for(&s, &a, "register").await;
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(
-        error_code(post(&a, &code).await.unwrap(), 403).await,
-        "bad_code"
-    );
 
     // Dead after five wrong tries, even for the right code.
     let b = new_email();
@@ -455,34 +467,35 @@ async fn unknown_accounts_cost_the_same_time() {
     );
 
     // Reset with a valid code: an account that exists (204) and one that does not (403).
-    let ghost = new_email();
-    let ghost_code = code_for(&s, &ghost, "reset_password").await;
-    let real_code = code_for(&s, &u.identifier, "reset_password").await;
+    // Medians of three; the account's identifier has used one of its five sends to sign up.
     let reset = |id: String, code: String| {
         s.client
             .post(s.url("/v1/password-reset"))
             .json(&json!({ "identifier": id, "code": code, "new_password": "another password" }))
             .send()
     };
-    let t = Instant::now();
-    assert_eq!(
-        error_code(reset(ghost, ghost_code).await.unwrap(), 403).await,
-        "bad_code"
-    );
-    let ghost_time = t.elapsed();
-    let t = Instant::now();
-    assert_eq!(
-        reset(u.identifier.clone(), real_code)
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    let real_time = t.elapsed();
-    assert!(
-        ghost_time * 3 > real_time,
-        "ghost {ghost_time:?} vs real {real_time:?}"
-    );
+    let (mut ghost_times, mut real_times) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let ghost = new_email();
+        let code = code_for(&s, &ghost, "reset_password").await;
+        let t = Instant::now();
+        assert_eq!(
+            error_code(reset(ghost, code).await.unwrap(), 403).await,
+            "bad_code"
+        );
+        ghost_times.push(t.elapsed());
+        let code = code_for(&s, &u.identifier, "reset_password").await;
+        let t = Instant::now();
+        assert_eq!(
+            reset(u.identifier.clone(), code).await.unwrap().status(),
+            204
+        );
+        real_times.push(t.elapsed());
+    }
+    ghost_times.sort();
+    real_times.sort();
+    let (ghost, real) = (ghost_times[1], real_times[1]);
+    assert!(ghost * 2 > real, "ghost {ghost:?} vs real {real:?}");
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ impl Identity {
         s: &Session,
         code: String,
         confirm: Option<&str>,
-        _ip: IpAddr,
+        ip: IpAddr,
     ) -> Result<()> {
         if confirm != Some("DELETE") {
             return Err(IdentityError::NoConfirmation);
@@ -37,7 +37,9 @@ impl Identity {
             }
             let mut batch = WriteBatch::default();
             remove_account(i, &mut batch, &account, &rec)?;
-            i.db().commit(batch).map_err(IdentityError::from)
+            i.db().commit(batch)?;
+            tracing::info!(%account, %ip, "account deleted");
+            Ok(())
         })
         .await
     }

@@ -207,7 +207,7 @@ impl Inner {
                 // Touch at most every minute (sooner for short TTLs): one write per active
                 // session per minute, not one per request.
                 let every = (self.ttl() / 10).min(60);
-                if now.saturating_sub(d.last_seen) >= every.max(1) || every == 0 {
+                if now.saturating_sub(d.last_seen) >= every {
                     self.touch(&account.id_hash.0, &s.account, &s.device, now)?;
                 }
                 Ok(Some(Session {
