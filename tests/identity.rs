@@ -716,7 +716,9 @@ async fn details_change_only_with_a_fresh_change_details_code() {
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
     let code = account_code(&s, &u, "change_details").await;
-    // Fields out of format are 400 and leave the code usable.
+    // Fields out of format, or none at all, are 400 and leave the code usable.
+    let r = patch(json!({ "code": code })).await.unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_field");
     for (field, bad) in [
         ("nickname", json!("x".repeat(65))),
         ("gender", json!("robot")),
