@@ -7,6 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -137,7 +138,12 @@ impl Deliver for Outbox {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let _held = lock.lock().expect("outbox lock poisoned");
-                let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+                // 0600: the lines hold codes and addresses in the clear.
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)?;
                 f.write_all(format!("{line}\n").as_bytes())
             })
             .await
@@ -328,7 +334,13 @@ mod tests {
             };
             n.send(msg).await.unwrap();
         }
-        let text = std::fs::read_to_string(dir.path().join("outbox.jsonl")).unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
