@@ -32,9 +32,9 @@ async fn sign_up_sign_in_and_read_the_account() {
     let email = format!("Ada.{}", new_email());
     let r = send_code(&s, &email, "register").await;
     assert_eq!(json_of(r, 202).await["expires_in"], 600);
-    // The outbox line of API.md, with the identifier as compared (lower case).
     let line = outbox(&s.dir).pop().unwrap();
-    assert_eq!(line["to"], email.to_lowercase());
+    // The outbox line of API.md, to the identifier as typed (it is compared in lower case).
+    assert_eq!(line["to"], email.as_str());
     assert_eq!(line["purpose"], "register");
     let code = line["code"].as_str().unwrap().to_string();
     assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()));
@@ -74,7 +74,7 @@ async fn sign_up_sign_in_and_read_the_account() {
 
     let me = json_of(get_as(&s, token, "/v1/account").await, 200).await;
     assert_eq!(me["account_id"], account_id.as_str());
-    assert_eq!(me["identifier"], email.to_lowercase());
+    assert_eq!(me["identifier"], email.as_str());
     assert_eq!(me["nickname"], "Ada");
     assert_eq!(me["plan"], "free");
     for field in [
@@ -431,71 +431,48 @@ async fn failed_logins_are_limited_per_ip() {
     assert_eq!(error_code(r, 429).await, "rate_limited");
 }
 
-/// The dummy Argon2 work: an unknown identifier costs what a known one does. Medians of a few
-/// tries; without the dummy the unknown case is tens of times faster, so the bound is loose.
+/// The same Argon2 work whether or not the account exists. The machine is shared and
+/// timings are noisy, so this compares the fastest of several interleaved tries (noise only
+/// adds time): with the work skipped, the fast path is several times faster than the hash.
 #[tokio::test]
 async fn unknown_accounts_cost_the_same_time() {
-    let s = Server::start();
+    let (s, _tmp) = start_configured("[identity]\ncode_sends_per_identifier = 50\nfailed_logins_per_identifier = 50\n");
     let u = signed_in(&s).await;
-    async fn median(mut f: impl AsyncFnMut() -> u16) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let t = Instant::now();
-            f().await;
-            times.push(t.elapsed());
-        }
-        times.sort();
-        times[2]
-    }
-    let known = median(async || {
-        login_as(&s, &u.identifier, "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    let unknown = median(async || {
-        login_as(&s, &new_email(), "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    assert!(
-        unknown * 2 > known,
-        "unknown {unknown:?} vs known {known:?}"
-    );
-
-    // Reset with a valid code: an account that exists (204) and one that does not (403).
-    // Medians of three; the account's identifier has used one of its five sends to sign up.
-    let reset = |id: String, code: String| {
-        s.client
-            .post(s.url("/v1/password-reset"))
-            .json(&json!({ "identifier": id, "code": code, "new_password": "another password" }))
-            .send()
+    let timed = async |r: reqwest::RequestBuilder, status: u16| {
+        let t = Instant::now();
+        assert_eq!(r.send().await.unwrap().status(), status);
+        t.elapsed()
     };
-    let (mut ghost_times, mut real_times) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let ghost = new_email();
-        let code = code_for(&s, &ghost, "reset_password").await;
-        let t = Instant::now();
-        assert_eq!(
-            error_code(reset(ghost, code).await.unwrap(), 403).await,
-            "bad_code"
-        );
-        ghost_times.push(t.elapsed());
+    let device = json!({ "name": "x" });
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    let (mut real, mut ghost) = (Duration::MAX, Duration::MAX);
+    for _ in 0..6 {
+        let body =
+            json!({ "identifier": u.identifier, "password": "wrong password", "device": device });
+        known = known.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
+        let body =
+            json!({ "identifier": new_email(), "password": "wrong password", "device": device });
+        unknown = unknown.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
+
+        // Reset with a valid code: an account that exists (204) and one that does not (403).
         let code = code_for(&s, &u.identifier, "reset_password").await;
-        let t = Instant::now();
-        assert_eq!(
-            reset(u.identifier.clone(), code).await.unwrap().status(),
-            204
-        );
-        real_times.push(t.elapsed());
+        let body =
+            json!({ "identifier": u.identifier, "code": code, "new_password": "another password" });
+        real = real.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 204).await);
+        let nobody = new_email();
+        let code = code_for(&s, &nobody, "reset_password").await;
+        let body =
+            json!({ "identifier": nobody, "code": code, "new_password": "another password" });
+        ghost = ghost.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 403).await);
     }
-    ghost_times.sort();
-    real_times.sort();
-    let (ghost, real) = (ghost_times[1], real_times[1]);
-    assert!(ghost * 2 > real, "ghost {ghost:?} vs real {real:?}");
+    eprintln!(
+        "fastest: login known {known:?} unknown {unknown:?}; reset real {real:?} ghost {ghost:?}"
+    );
+    assert!(
+        unknown * 3 > known,
+        "login: unknown {unknown:?} vs known {known:?}"
+    );
+    assert!(ghost * 3 > real, "reset: ghost {ghost:?} vs real {real:?}");
 }
 
 #[tokio::test]
@@ -748,7 +725,7 @@ async fn details_change_only_with_a_fresh_change_details_code() {
     assert_eq!(me["gender"], "female");
     assert_eq!(me["region"], "GB");
     assert_eq!(me["locale"], "en-GB");
-    assert_eq!(me["recovery_email"], "backup@example.org");
+    assert_eq!(me["recovery_email"], "Backup@Example.org");
     assert_eq!(me["recovery_phone"], "+447700900123");
     assert_eq!(
         json_of(get_as(&s, &u.token, "/v1/account").await, 200).await,
