@@ -132,6 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let app = Arc::new(App { config: config.clone(), engine: engine.clone(), metrics, identity });
         let sealer = engine.spawn_idle_sealer();
+        let sweeper = app.identity.spawn_sweeper();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "cairn is serving");
@@ -139,6 +140,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("cairn listening on http://{addr}");
         http::serve(app, listener, shutdown).await;
         sealer.abort();
+        sweeper.abort();
         tokio::task::spawn_blocking(move || engine.close()).await??;
         tracing::info!("open pack sealed, database flushed; bye");
         Ok(ExitCode::SUCCESS)

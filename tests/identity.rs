@@ -436,7 +436,9 @@ async fn failed_logins_are_limited_per_ip() {
 /// adds time): with the work skipped, the fast path is several times faster than the hash.
 #[tokio::test]
 async fn unknown_accounts_cost_the_same_time() {
-    let (s, _tmp) = start_configured("[identity]\ncode_sends_per_identifier = 50\nfailed_logins_per_identifier = 50\n");
+    let (s, _tmp) = start_configured(
+        "[identity]\ncode_sends_per_identifier = 50\nfailed_logins_per_identifier = 50\n",
+    );
     let u = signed_in(&s).await;
     let timed = async |r: reqwest::RequestBuilder, status: u16| {
         let t = Instant::now();
@@ -1101,5 +1103,37 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         files >= 3,
         "expected database files in {}",
         s.dir.join("db").display()
+    );
+}
+
+/// Codes nobody used and sessions nobody presents again do not stay in the database.
+#[test]
+fn expired_codes_and_sessions_are_swept() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut s, _tmp) = start_configured(
+        "[identity]\ncode_ttl_secs = 3\nsession_ttl_secs = 3\nsweep_interval_secs = 1\n",
+    );
+    rt.block_on(async {
+        let u = signed_in(&s).await;
+        for _ in 0..3 {
+            assert_eq!(send_code(&s, &new_email(), "register").await.status(), 202);
+        }
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        // A session in use stays.
+        login(&s, &u.identifier, PASSWORD).await;
+    });
+    s.stop();
+    let db = cairn::store::Db::open(&s.dir.join("db")).unwrap();
+    let count = |cf: &str| {
+        db.raw()
+            .iterator_cf(db.cf(cf), rocksdb::IteratorMode::Start)
+            .count()
+    };
+    assert_eq!(count(cairn::store::CF_CODES), 0, "expired codes are gone");
+    // One device record and one session record: the live sign-in.
+    assert_eq!(
+        count(cairn::store::CF_SESSIONS),
+        2,
+        "only the live session is left"
     );
 }

@@ -91,7 +91,7 @@ impl Inner {
         self.config.session_ttl_secs
     }
 
-    fn alive(&self, d: &DeviceRecord, now: u64) -> bool {
+    pub(super) fn alive(&self, d: &DeviceRecord, now: u64) -> bool {
         now < d.last_seen.saturating_add(self.ttl())
     }
 
@@ -140,7 +140,7 @@ impl Inner {
     }
 
     /// Add to `batch` the removal of one device and its session.
-    fn remove_device(
+    pub(super) fn remove_device(
         &self,
         batch: &mut WriteBatch,
         a: &AccountId,
