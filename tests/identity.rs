@@ -1137,3 +1137,66 @@ fn expired_codes_and_sessions_are_swept() {
         "only the live session is left"
     );
 }
+
+/// Whatever arrives, identity answers with a 4xx JSON error, never a 5xx.
+#[tokio::test]
+async fn junk_requests_get_4xx_never_5xx() {
+    let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 1000\nfailed_logins_per_ip = 1000\ncode_sends_per_ip = 1000\n");
+    let u = signed_in(&s).await;
+    let routes = [
+        ("POST", "/v1/codes"),
+        ("POST", "/v1/accounts"),
+        ("POST", "/v1/sessions"),
+        ("DELETE", "/v1/sessions/current"),
+        ("GET", "/v1/account"),
+        ("PATCH", "/v1/account"),
+        ("DELETE", "/v1/account"),
+        ("POST", "/v1/account/password"),
+        ("POST", "/v1/password-reset"),
+        ("GET", "/v1/account/activity"),
+        ("GET", "/v1/devices"),
+        ("DELETE", "/v1/devices/%00%ff"),
+        ("DELETE", "/v1/devices/x"),
+    ];
+    let bodies = [
+        "",
+        "null",
+        "[]",
+        "{}",
+        "\"text\"",
+        "{\"identifier\": 5, \"purpose\": []}",
+        "{\"identifier\": \"+4915112345678\", \"purpose\": \"change_details\"}",
+        "{\"identifier\": \"\\u0000@x.de\", \"password\": \"\\ud800\", \"code\": 123456}",
+        "{\"identifier\": \"a@b.cd\", \"password\": \"pppppppp\", \"device\": {\"name\": 7}}",
+        "{\"code\": \"999999\", \"nickname\": {\"a\": 1}, \"confirm\": true}",
+        "{\"current_password\": null, \"new_password\": \"x\", \"code\": \"1\"}",
+        "\u{feff}{}",
+        "{\"identifier\": \"a@b.cd\",",
+    ];
+    for (method, path) in routes {
+        for body in bodies {
+            for token in [None, Some(u.token.as_str()), Some("garbage")] {
+                let mut req = s
+                    .client
+                    .request(method.parse().unwrap(), s.url(path))
+                    .body(body);
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                assert!(
+                    (400..500).contains(&status) || status < 300,
+                    "{method} {path} {body:?} {token:?}: {status}"
+                );
+                if status >= 400 {
+                    error_code(r, status).await;
+                }
+            }
+        }
+    }
+    // The junk logged the user out once (a DELETE of the current session is valid without a
+    // body); nothing else changed, and the server is still up.
+    let again = login(&s, &u.identifier, PASSWORD).await;
+    assert_eq!(get_as(&s, &again.token, "/v1/account").await.status(), 200);
+}
