@@ -214,6 +214,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let app = Arc::new(App::new(config.clone(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
         let housekeeping = crate::maintenance::spawn(&config, engine.clone(), app.sync.clone(), app.metrics.clone());
+        let sweeper = app.identity.spawn_sweeper();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "cairn is serving");
@@ -222,6 +223,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http::serve(app, listener, shutdown).await;
         sealer.abort();
         housekeeping.iter().for_each(|t| t.abort());
+        sweeper.abort();
         tokio::task::spawn_blocking(move || engine.close()).await??;
         tracing::info!("open pack sealed, database flushed; bye");
         Ok(ExitCode::SUCCESS)

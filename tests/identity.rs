@@ -32,9 +32,9 @@ async fn sign_up_sign_in_and_read_the_account() {
     let email = format!("Ada.{}", new_email());
     let r = send_code(&s, &email, "register").await;
     assert_eq!(json_of(r, 202).await["expires_in"], 600);
-    // The outbox line of API.md, with the identifier as compared (lower case).
     let line = outbox(&s.dir).pop().unwrap();
-    assert_eq!(line["to"], email.to_lowercase());
+    // The outbox line of API.md, to the identifier as typed (it is compared in lower case).
+    assert_eq!(line["to"], email.as_str());
     assert_eq!(line["purpose"], "register");
     let code = line["code"].as_str().unwrap().to_string();
     assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()));
@@ -74,7 +74,7 @@ async fn sign_up_sign_in_and_read_the_account() {
 
     let me = json_of(get_as(&s, token, "/v1/account").await, 200).await;
     assert_eq!(me["account_id"], account_id.as_str());
-    assert_eq!(me["identifier"], email.to_lowercase());
+    assert_eq!(me["identifier"], email.as_str());
     assert_eq!(me["nickname"], "Ada");
     assert_eq!(me["plan"], "free");
     for field in [
@@ -234,8 +234,29 @@ async fn sign_up_checks_code_then_password_then_identifier() {
 }
 
 #[tokio::test]
-async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
-    let (s, _tmp) = start_configured("[identity]\ncode_ttl_secs = 2\n");
+async fn codes_expire_after_their_ttl() {
+    let (s, _tmp) = start_configured("[identity]\ncode_ttl_secs = 3\n");
+    let post = |id: &str, code: &str| {
+        s.client
+            .post(s.url("/v1/accounts"))
+            .json(&json!({ "identifier": id, "password": PASSWORD, "code": code }))
+            .send()
+    };
+    let fresh = new_email();
+    let code = code_for(&s, &fresh, "register").await;
+    json_of(post(&fresh, &code).await.unwrap(), 201).await;
+    let late = new_email();
+    let code = code_for(&s, &late, "register").await;
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    assert_eq!(
+        error_code(post(&late, &code).await.unwrap(), 403).await,
+        "bad_code"
+    );
+}
+
+#[tokio::test]
+async fn codes_die_after_five_wrong_tries_and_are_replaced() {
+    let s = Server::start();
     let post = |id: &str, code: &str| {
         s.client
             .post(s.url("/v1/accounts"))
@@ -249,15 +270,6 @@ async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
             "999999".to_string()
         }
     };
-
-    // Expired after its TTL.
-    let a = new_email();
-    let code = code_for(&s, &a, "register").await;
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(
-        error_code(post(&a, &code).await.unwrap(), 403).await,
-        "bad_code"
-    );
 
     // Dead after five wrong tries, even for the right code.
     let b = new_email();
@@ -419,70 +431,50 @@ async fn failed_logins_are_limited_per_ip() {
     assert_eq!(error_code(r, 429).await, "rate_limited");
 }
 
-/// The dummy Argon2 work: an unknown identifier costs what a known one does. Medians of a few
-/// tries; without the dummy the unknown case is tens of times faster, so the bound is loose.
+/// The same Argon2 work whether or not the account exists. The machine is shared and
+/// timings are noisy, so this compares the fastest of several interleaved tries (noise only
+/// adds time): with the work skipped, the fast path is several times faster than the hash.
 #[tokio::test]
 async fn unknown_accounts_cost_the_same_time() {
-    let s = Server::start();
+    let (s, _tmp) = start_configured(
+        "[identity]\ncode_sends_per_identifier = 50\nfailed_logins_per_identifier = 50\n",
+    );
     let u = signed_in(&s).await;
-    async fn median(mut f: impl AsyncFnMut() -> u16) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let t = Instant::now();
-            f().await;
-            times.push(t.elapsed());
-        }
-        times.sort();
-        times[2]
-    }
-    let known = median(async || {
-        login_as(&s, &u.identifier, "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    let unknown = median(async || {
-        login_as(&s, &new_email(), "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    assert!(
-        unknown * 2 > known,
-        "unknown {unknown:?} vs known {known:?}"
-    );
-
-    // Reset with a valid code: an account that exists (204) and one that does not (403).
-    let ghost = new_email();
-    let ghost_code = code_for(&s, &ghost, "reset_password").await;
-    let real_code = code_for(&s, &u.identifier, "reset_password").await;
-    let reset = |id: String, code: String| {
-        s.client
-            .post(s.url("/v1/password-reset"))
-            .json(&json!({ "identifier": id, "code": code, "new_password": "another password" }))
-            .send()
+    let timed = async |r: reqwest::RequestBuilder, status: u16| {
+        let t = Instant::now();
+        assert_eq!(r.send().await.unwrap().status(), status);
+        t.elapsed()
     };
-    let t = Instant::now();
-    assert_eq!(
-        error_code(reset(ghost, ghost_code).await.unwrap(), 403).await,
-        "bad_code"
+    let device = json!({ "name": "x" });
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    let (mut real, mut ghost) = (Duration::MAX, Duration::MAX);
+    for _ in 0..6 {
+        let body =
+            json!({ "identifier": u.identifier, "password": "wrong password", "device": device });
+        known = known.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
+        let body =
+            json!({ "identifier": new_email(), "password": "wrong password", "device": device });
+        unknown = unknown.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
+
+        // Reset with a valid code: an account that exists (204) and one that does not (403).
+        let code = code_for(&s, &u.identifier, "reset_password").await;
+        let body =
+            json!({ "identifier": u.identifier, "code": code, "new_password": "another password" });
+        real = real.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 204).await);
+        let nobody = new_email();
+        let code = code_for(&s, &nobody, "reset_password").await;
+        let body =
+            json!({ "identifier": nobody, "code": code, "new_password": "another password" });
+        ghost = ghost.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 403).await);
+    }
+    eprintln!(
+        "fastest: login known {known:?} unknown {unknown:?}; reset real {real:?} ghost {ghost:?}"
     );
-    let ghost_time = t.elapsed();
-    let t = Instant::now();
-    assert_eq!(
-        reset(u.identifier.clone(), real_code)
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    let real_time = t.elapsed();
     assert!(
-        ghost_time * 3 > real_time,
-        "ghost {ghost_time:?} vs real {real_time:?}"
+        unknown * 3 > known,
+        "login: unknown {unknown:?} vs known {known:?}"
     );
+    assert!(ghost * 3 > real, "reset: ghost {ghost:?} vs real {real:?}");
 }
 
 #[tokio::test]
@@ -703,7 +695,9 @@ async fn details_change_only_with_a_fresh_change_details_code() {
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
     let code = account_code(&s, &u, "change_details").await;
-    // Fields out of format are 400 and leave the code usable.
+    // Fields out of format, or none at all, are 400 and leave the code usable.
+    let r = patch(json!({ "code": code })).await.unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_field");
     for (field, bad) in [
         ("nickname", json!("x".repeat(65))),
         ("gender", json!("robot")),
@@ -733,7 +727,7 @@ async fn details_change_only_with_a_fresh_change_details_code() {
     assert_eq!(me["gender"], "female");
     assert_eq!(me["region"], "GB");
     assert_eq!(me["locale"], "en-GB");
-    assert_eq!(me["recovery_email"], "backup@example.org");
+    assert_eq!(me["recovery_email"], "Backup@Example.org");
     assert_eq!(me["recovery_phone"], "+447700900123");
     assert_eq!(
         json_of(get_as(&s, &u.token, "/v1/account").await, 200).await,
@@ -1110,4 +1104,99 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         "expected database files in {}",
         s.dir.join("db").display()
     );
+}
+
+/// Codes nobody used and sessions nobody presents again do not stay in the database.
+#[test]
+fn expired_codes_and_sessions_are_swept() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut s, _tmp) = start_configured(
+        "[identity]\ncode_ttl_secs = 3\nsession_ttl_secs = 3\nsweep_interval_secs = 1\n",
+    );
+    rt.block_on(async {
+        let u = signed_in(&s).await;
+        for _ in 0..3 {
+            assert_eq!(send_code(&s, &new_email(), "register").await.status(), 202);
+        }
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        // A session in use stays.
+        login(&s, &u.identifier, PASSWORD).await;
+    });
+    s.stop();
+    let db = cairn::store::Db::open(&s.dir.join("db")).unwrap();
+    let count = |cf: &str| {
+        db.raw()
+            .iterator_cf(db.cf(cf), rocksdb::IteratorMode::Start)
+            .count()
+    };
+    assert_eq!(count(cairn::store::CF_CODES), 0, "expired codes are gone");
+    // One device record and one session record: the live sign-in.
+    assert_eq!(
+        count(cairn::store::CF_SESSIONS),
+        2,
+        "only the live session is left"
+    );
+}
+
+/// Whatever arrives, identity answers with a 4xx JSON error, never a 5xx.
+#[tokio::test]
+async fn junk_requests_get_4xx_never_5xx() {
+    let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 1000\nfailed_logins_per_ip = 1000\ncode_sends_per_ip = 1000\n");
+    let u = signed_in(&s).await;
+    let routes = [
+        ("POST", "/v1/codes"),
+        ("POST", "/v1/accounts"),
+        ("POST", "/v1/sessions"),
+        ("DELETE", "/v1/sessions/current"),
+        ("GET", "/v1/account"),
+        ("PATCH", "/v1/account"),
+        ("DELETE", "/v1/account"),
+        ("POST", "/v1/account/password"),
+        ("POST", "/v1/password-reset"),
+        ("GET", "/v1/account/activity"),
+        ("GET", "/v1/devices"),
+        ("DELETE", "/v1/devices/%00%ff"),
+        ("DELETE", "/v1/devices/x"),
+    ];
+    let bodies = [
+        "",
+        "null",
+        "[]",
+        "{}",
+        "\"text\"",
+        "{\"identifier\": 5, \"purpose\": []}",
+        "{\"identifier\": \"+4915112345678\", \"purpose\": \"change_details\"}",
+        "{\"identifier\": \"\\u0000@x.de\", \"password\": \"\\ud800\", \"code\": 123456}",
+        "{\"identifier\": \"a@b.cd\", \"password\": \"pppppppp\", \"device\": {\"name\": 7}}",
+        "{\"code\": \"999999\", \"nickname\": {\"a\": 1}, \"confirm\": true}",
+        "{\"current_password\": null, \"new_password\": \"x\", \"code\": \"1\"}",
+        "\u{feff}{}",
+        "{\"identifier\": \"a@b.cd\",",
+    ];
+    for (method, path) in routes {
+        for body in bodies {
+            for token in [None, Some(u.token.as_str()), Some("garbage")] {
+                let mut req = s
+                    .client
+                    .request(method.parse().unwrap(), s.url(path))
+                    .body(body);
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                assert!(
+                    (400..500).contains(&status) || status < 300,
+                    "{method} {path} {body:?} {token:?}: {status}"
+                );
+                if status >= 400 {
+                    error_code(r, status).await;
+                }
+            }
+        }
+    }
+    // The junk logged the user out once (a DELETE of the current session is valid without a
+    // body); nothing else changed, and the server is still up.
+    let again = login(&s, &u.identifier, PASSWORD).await;
+    assert_eq!(get_as(&s, &again.token, "/v1/account").await.status(), 200);
 }

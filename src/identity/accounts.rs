@@ -8,6 +8,7 @@ use super::activity::EventKind;
 use super::codes::{self, Purpose};
 use super::error::{IdentityError, Result};
 use super::identifiers::Identifier;
+use super::limits::ip_key;
 use super::password;
 use super::sessions::Session;
 use super::{id_hash_of, Identity, Inner};
@@ -57,14 +58,14 @@ impl Inner {
     /// Count a failed password check of this identifier from this address.
     pub(super) fn count_failure(&self, id_hash: &[u8; 32], ip: IpAddr) {
         self.failures_by_identifier.record(id_hash);
-        self.failures_by_ip.record(&ip);
+        self.failures_by_ip.record(&ip_key(ip));
     }
 
     /// Refuse while this identifier or this address is locked out, even a correct password.
     pub(super) fn check_lockout(&self, id_hash: &[u8; 32], ip: IpAddr) -> Result<()> {
         for limit in [
             self.failures_by_identifier.check(id_hash),
-            self.failures_by_ip.check(&ip),
+            self.failures_by_ip.check(&ip_key(ip)),
         ] {
             limit.map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
         }

@@ -67,7 +67,8 @@ pub fn generate() -> String {
 pub struct Codes<'a> {
     pub db: &'a Db,
     pub secrets: &'a Secrets,
-    pub now: u64,
+    /// Unix milliseconds: a 10-minute code lives 10 minutes, not 9 and a fraction.
+    pub now_ms: u64,
 }
 
 impl Codes<'_> {
@@ -86,7 +87,7 @@ impl Codes<'_> {
                     .code_hash(id_hash, purpose.tag(), &code)
                     .to_vec(),
             ),
-            expires_at: self.now.saturating_add(ttl_secs),
+            expires_at_ms: self.now_ms.saturating_add(ttl_secs.saturating_mul(1000)),
             tries_left: tries,
         };
         let mut batch = WriteBatch::default();
@@ -111,7 +112,7 @@ impl Codes<'_> {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(CF_CODES);
         let rec = match ik::decode_code(&raw) {
-            Some(r) if r.expires_at > self.now && r.tries_left > 0 => r,
+            Some(r) if r.expires_at_ms > self.now_ms && r.tries_left > 0 => r,
             _ => {
                 batch.delete_cf(cf, key);
                 self.db.commit(batch)?;

@@ -22,7 +22,7 @@ impl Identity {
         s: &Session,
         code: String,
         confirm: Option<&str>,
-        _ip: IpAddr,
+        ip: IpAddr,
     ) -> Result<()> {
         if confirm != Some("DELETE") {
             return Err(IdentityError::NoConfirmation);
@@ -37,7 +37,9 @@ impl Identity {
             }
             // One durable step: the engine releases the account's data and usage and commits
             // the batch together with the identity records added here.
-            i.engine.purge_account(&account, |batch| remove_account(i, batch, &account, &rec))
+            i.engine.purge_account(&account, |batch| remove_account(i, batch, &account, &rec))?;
+            tracing::info!(%account, %ip, "account deleted");
+            Ok(())
         })
         .await
     }

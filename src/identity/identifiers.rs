@@ -1,5 +1,6 @@
-//! Email addresses and phone numbers as the API takes them, normalized so that one person's
-//! identifier always hashes to the same lookup key.
+//! Email addresses and phone numbers as the API takes them. An email is kept and shown as the
+//! user typed it (mail is delivered to exactly that address) but compared in lower case: its
+//! lookup form is lower-cased, so that one person's identifier always hashes to the same key.
 
 use std::fmt;
 
@@ -11,7 +12,7 @@ pub enum Kind {
     Phone,
 }
 
-/// A normalized identifier: an email in lower case, or a phone in E.164.
+/// A validated identifier: an email (as typed), or a phone in E.164.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identifier {
     kind: Kind,
@@ -61,7 +62,7 @@ impl Identifier {
         check_domain(domain).map_err(bad)?;
         Ok(Identifier {
             kind: Kind::Email,
-            value: s.to_ascii_lowercase(),
+            value: s.to_string(),
         })
     }
 
@@ -91,18 +92,26 @@ impl Identifier {
         &self.value
     }
 
-    /// The bytes that are hashed and sealed: the kind is part of them, so that no email can
-    /// ever collide with a phone.
-    pub fn canonical(&self) -> String {
-        let tag = match self.kind {
+    fn tag(&self) -> &'static str {
+        match self.kind {
             Kind::Email => "email",
             Kind::Phone => "phone",
-        };
-        format!("{tag}:{}", self.value)
+        }
     }
 
-    /// The inverse of `canonical`, for values this server sealed itself.
-    pub fn from_canonical(s: &str) -> Option<Self> {
+    /// What is hashed for lookups: emails in lower case, and the kind is part of it, so that
+    /// no email can ever collide with a phone.
+    pub fn lookup_form(&self) -> String {
+        format!("{}:{}", self.tag(), self.value.to_ascii_lowercase())
+    }
+
+    /// What is sealed: the identifier as typed, with its kind.
+    pub fn stored_form(&self) -> String {
+        format!("{}:{}", self.tag(), self.value)
+    }
+
+    /// The inverse of `stored_form`, for values this server sealed itself.
+    pub fn from_stored(s: &str) -> Option<Self> {
         let (tag, value) = s.split_once(':')?;
         let kind = match tag {
             "email" => Kind::Email,
@@ -161,15 +170,11 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_lower_cased() {
-        assert_eq!(
-            ok("Ada.Lovelace+cloud@Example.COM"),
-            "ada.lovelace+cloud@example.com"
-        );
-        assert_eq!(
-            Identifier::parse("i", "a@b.io").unwrap().kind(),
-            Kind::Email
-        );
+    fn emails_keep_their_case_but_compare_in_lower_case() {
+        let e = Identifier::parse("i", "Ada.Lovelace+cloud@Example.COM").unwrap();
+        assert_eq!(e.as_str(), "Ada.Lovelace+cloud@Example.COM");
+        assert_eq!(e.lookup_form(), "email:ada.lovelace+cloud@example.com");
+        assert_eq!(e.kind(), Kind::Email);
     }
 
     #[test]
@@ -216,13 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn canonical_round_trips_and_keeps_kinds_apart() {
-        let e = Identifier::parse("i", "x@y.zz").unwrap();
+    fn stored_forms_round_trip_and_keep_kinds_apart() {
+        let e = Identifier::parse("i", "X@y.zz").unwrap();
         let p = Identifier::parse("i", "+4915112345678").unwrap();
-        assert_eq!(Identifier::from_canonical(&e.canonical()), Some(e.clone()));
-        assert_eq!(Identifier::from_canonical(&p.canonical()), Some(p.clone()));
-        assert_ne!(e.canonical(), p.canonical());
-        assert!(Identifier::from_canonical("fax:1").is_none());
+        assert_eq!(Identifier::from_stored(&e.stored_form()), Some(e.clone()));
+        assert_eq!(Identifier::from_stored(&p.stored_form()), Some(p.clone()));
+        assert_ne!(e.lookup_form(), p.lookup_form());
+        assert!(Identifier::from_stored("fax:1").is_none());
         assert!(!format!("{e:?}").contains("x@y"));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,18 @@ pub struct Limiter<K> {
 struct Book<K> {
     map: HashMap<K, VecDeque<Instant>>,
     sweep_at: usize,
+}
+
+/// The key of a client address: IPv4 as is, IPv6 by its /64 network, since one subscriber
+/// line or host commonly holds a whole /64 and could otherwise rotate through it.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(net))
+        }
+        v4 => v4,
+    }
 }
 
 /// How long until the key may try again, in whole seconds (at least 1).
@@ -151,6 +164,18 @@ mod tests {
         assert!(l.acquire(&1).is_err());
         assert!(l.acquire(&1).is_err());
         assert_eq!(l.events.lock().unwrap().map[&1].len(), 2);
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(ip_key(v4), v4);
+        assert_eq!(ip_key("::ffff:192.0.2.7".parse().unwrap()), v4);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod secrets;
 mod sessions;
 mod settings;
 mod signup;
+mod sweep;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +40,7 @@ pub use profile::{Patch, ProfileChanges, ProfileView};
 pub use sessions::{DeviceInfo, DeviceView, NewSession, Session};
 pub use settings::{IdentityConfig, NotifierConfig, SmtpConfig, SmtpTls, WebhookConfig};
 pub use signup::Registration;
+pub use sweep::Swept;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -126,7 +128,7 @@ impl Inner {
         codes::Codes {
             db: self.db(),
             secrets: &self.secrets,
-            now: now_secs(),
+            now_ms: now_millis(),
         }
     }
 }
@@ -141,6 +143,12 @@ pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(crate) fn now_micros() -> i64 {

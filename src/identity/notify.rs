@@ -7,6 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -137,7 +138,12 @@ impl Deliver for Outbox {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let _held = lock.lock().expect("outbox lock poisoned");
-                let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+                // 0600: the lines hold codes and addresses in the clear.
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)?;
                 f.write_all(format!("{line}\n").as_bytes())
             })
             .await
@@ -266,5 +272,83 @@ impl Deliver for Webhook {
 
     fn in_background(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtp(tls: SmtpTls) -> SmtpConfig {
+        SmtpConfig {
+            host: "smtp.example.com".into(),
+            port: None,
+            tls,
+            username: Some("u".into()),
+            password: Some("p".into()),
+            from: "Cairn <no-reply@example.com>".into(),
+            timeout_secs: 5,
+        }
+    }
+
+    /// Building the TLS gateways needs a crypto provider at run time: this would panic if the
+    /// dependency tree ever enabled two of them.
+    #[tokio::test]
+    async fn gateways_build_from_their_settings() {
+        for tls in [SmtpTls::None, SmtpTls::Starttls, SmtpTls::Tls] {
+            Smtp::new(&smtp(tls)).unwrap();
+        }
+        assert!(Smtp::new(&SmtpConfig {
+            from: "not an address".into(),
+            ..smtp(SmtpTls::Tls)
+        })
+        .is_err());
+        let hook = WebhookConfig {
+            url: "https://sms.example.com/send".into(),
+            bearer_token: None,
+            timeout_secs: 5,
+        };
+        Webhook::new(&hook).unwrap();
+        assert!(Webhook::new(&WebhookConfig {
+            url: "not a url".into(),
+            ..hook
+        })
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn the_outbox_gets_one_json_line_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Notifier::from_config(&NotifierConfig::default(), dir.path()).unwrap();
+        for (to, purpose) in [
+            ("a@example.com", Purpose::Register),
+            ("+4915112345678", Purpose::ResetPassword),
+        ] {
+            let to = Identifier::parse("i", to).unwrap();
+            let msg = Message {
+                to,
+                purpose,
+                code: "012345".into(),
+                at: OffsetDateTime::now_utc(),
+                valid_minutes: 10,
+            };
+            n.send(msg).await.unwrap();
+        }
+        let path = dir.path().join("outbox.jsonl");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["to"], "+4915112345678");
+        assert_eq!(lines[1]["purpose"], "reset_password");
+        assert_eq!(lines[0]["code"], "012345");
+        assert!(lines[0]["at"].as_str().unwrap().ends_with('Z'));
     }
 }

@@ -40,6 +40,21 @@ pub struct ProfileChanges {
     pub recovery_phone: Patch,
 }
 
+impl ProfileChanges {
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.nickname,
+            &self.gender,
+            &self.region,
+            &self.locale,
+            &self.recovery_email,
+            &self.recovery_phone,
+        ]
+        .iter()
+        .all(|p| p.is_none())
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileView {
     pub account_id: String,
@@ -265,6 +280,12 @@ impl Identity {
         changes: ProfileChanges,
         ip: IpAddr,
     ) -> Result<ProfileView> {
+        if changes.is_empty() {
+            return Err(IdentityError::field(
+                "body",
+                "name at least one field to change",
+            ));
+        }
         let s = s.clone();
         self.blocking(move |i| {
             let rec = i.account(&s.account)?.ok_or(IdentityError::NotFound)?;

@@ -54,13 +54,13 @@ impl Secrets {
 
     /// The `identifiers` key of an identifier.
     pub fn lookup(&self, id: &Identifier) -> [u8; 32] {
-        *blake3::keyed_hash(&self.lookup, id.canonical().as_bytes()).as_bytes()
+        *blake3::keyed_hash(&self.lookup, id.lookup_form().as_bytes()).as_bytes()
     }
 
     pub fn seal(&self, id: &Identifier) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let plain = id.canonical();
+        let plain = id.stored_form();
         let ct = self
             .cipher
             .encrypt(
@@ -92,7 +92,7 @@ impl Secrets {
                 },
             )
             .ok()?;
-        Identifier::from_canonical(std::str::from_utf8(&plain).ok()?)
+        Identifier::from_stored(std::str::from_utf8(&plain).ok()?)
     }
 
     /// What the `codes` record keeps of a code: bound to the identifier and the purpose, so a

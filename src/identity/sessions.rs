@@ -91,7 +91,7 @@ impl Inner {
         self.config.session_ttl_secs
     }
 
-    fn alive(&self, d: &DeviceRecord, now: u64) -> bool {
+    pub(super) fn alive(&self, d: &DeviceRecord, now: u64) -> bool {
         now < d.last_seen.saturating_add(self.ttl())
     }
 
@@ -140,7 +140,7 @@ impl Inner {
     }
 
     /// Add to `batch` the removal of one device and its session.
-    fn remove_device(
+    pub(super) fn remove_device(
         &self,
         batch: &mut WriteBatch,
         a: &AccountId,
@@ -207,7 +207,7 @@ impl Inner {
                 // Touch at most every minute (sooner for short TTLs): one write per active
                 // session per minute, not one per request.
                 let every = (self.ttl() / 10).min(60);
-                if now.saturating_sub(d.last_seen) >= every.max(1) || every == 0 {
+                if now.saturating_sub(d.last_seen) >= every {
                     self.touch(&account.id_hash.0, &s.account, &s.device, now)?;
                 }
                 Ok(Some(Session {

@@ -24,6 +24,8 @@ pub struct IdentityConfig {
     pub failed_login_window_secs: u64,
     /// Activity events kept per account; older ones are dropped as new ones arrive.
     pub activity_kept: usize,
+    /// How often expired codes and sessions are removed.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for IdentityConfig {
@@ -40,6 +42,7 @@ impl Default for IdentityConfig {
             failed_logins_per_ip: 100,
             failed_login_window_secs: 900,
             activity_kept: 200,
+            sweep_interval_secs: 600,
         }
     }
 }
@@ -63,6 +66,7 @@ impl IdentityConfig {
             ("failed_logins_per_ip", u64::from(self.failed_logins_per_ip)),
             ("failed_login_window_secs", self.failed_login_window_secs),
             ("activity_kept", self.activity_kept as u64),
+            ("sweep_interval_secs", self.sweep_interval_secs),
         ];
         for (name, v) in positive {
             if v == 0 {

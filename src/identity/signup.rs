@@ -15,6 +15,7 @@ use super::activity::EventKind;
 use super::codes::{self, Purpose};
 use super::error::{IdentityError, Result};
 use super::identifiers::Identifier;
+use super::limits::ip_key;
 use super::notify::Message;
 use super::password;
 use super::profile::check_nickname;
@@ -59,13 +60,14 @@ impl Identity {
     async fn issue_and_send(&self, id: Identifier, purpose: Purpose, ip: IpAddr) -> Result<()> {
         let i = &self.inner;
         let id_hash = i.secrets.lookup(&id);
+        let ip_key = ip_key(ip);
         i.sends_by_ip
-            .check(&ip)
+            .check(&ip_key)
             .map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
         i.sends_by_identifier
             .acquire(&id_hash)
             .map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        i.sends_by_ip.record(&ip);
+        i.sends_by_ip.record(&ip_key);
         let (ttl, tries) = (i.config.code_ttl_secs, i.config.code_max_tries);
         let code = self
             .blocking(move |i| {

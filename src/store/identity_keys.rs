@@ -160,8 +160,8 @@ pub fn decode_account_id(v: &[u8]) -> Option<AccountId> {
 pub struct CodeRecord {
     /// Keyed hash of the code, bound to identifier and purpose.
     pub hash: HexBytes,
-    /// Unix seconds after which the code is dead.
-    pub expires_at: u64,
+    /// Unix milliseconds from which the code is dead.
+    pub expires_at_ms: u64,
     pub tries_left: u32,
 }
 
@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(decode_session(&encode_session(&s)), Some(s));
         let c = CodeRecord {
             hash: HexBytes(vec![5; 32]),
-            expires_at: 9,
+            expires_at_ms: 9,
             tries_left: 5,
         };
         assert_eq!(decode_code(&encode_code(&c)), Some(c));

@@ -66,7 +66,7 @@ pub async fn send_code(s: &Server, identifier: &str, purpose: &str) -> reqwest::
 pub async fn code_for(s: &Server, identifier: &str, purpose: &str) -> String {
     let r = send_code(s, identifier, purpose).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    last_code(s, &identifier.to_lowercase(), purpose)
+    last_code(s, identifier, purpose)
 }
 
 /// A signed-in user's code for `change_details` or `delete_account`.
@@ -80,7 +80,7 @@ pub async fn account_code(s: &Server, u: &User, purpose: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    last_code(s, &u.identifier.to_lowercase(), purpose)
+    last_code(s, &u.identifier, purpose)
 }
 
 pub async fn register(s: &Server, identifier: &str, password: &str) -> reqwest::Response {
