@@ -193,6 +193,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let c: Config = toml::from_str(include_str!("../docs/config.example.toml")).unwrap();
+        let c = c.finish().unwrap();
+        assert_eq!(c.plans["family"].0, 2 << 40);
+        assert_eq!(c.chunking, ChunkingParams::default());
+    }
+
+    #[test]
     fn file_settings_and_plans() {
         let c: Config = toml::from_str("listen = \"127.0.0.1:9\"\n[plans]\npro = \"50GiB\"\n").unwrap();
         let c = c.finish().unwrap();
