@@ -69,6 +69,9 @@ pub fn live_share(rec: &PackRecord) -> f64 {
     rec.live_bytes as f64 / data as f64
 }
 
+/// Every pack on disk with its record, and the live entries of each pack.
+type Liveness = (Vec<(u64, PackRecord)>, HashMap<u64, Vec<EntryInfo>>);
+
 impl Engine {
     /// One full collection. Blocking; safe while the server serves.
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport> {
@@ -133,7 +136,7 @@ impl Engine {
     }
 
     /// Phase 2: every pack on disk with its exact live bytes, and the live entries of each.
-    fn pack_liveness(&self) -> Result<(Vec<(u64, PackRecord)>, HashMap<u64, Vec<EntryInfo>>)> {
+    fn pack_liveness(&self) -> Result<Liveness> {
         let db = self.db();
         let mut live: HashMap<u64, Vec<EntryInfo>> = HashMap::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
