@@ -134,3 +134,37 @@ async fn cli_against_a_running_server_and_offline() {
     let q: Value = get_as(&s, &u2.token, "/v1/quota").await.json().await.unwrap();
     assert_eq!(q["plan"], "free");
 }
+
+#[tokio::test]
+async fn scheduled_gc_reclaims_a_deleted_accounts_unshared_bytes_and_keeps_shared_ones() {
+    let (s, _tmp) = start_configured("gc_interval_secs = 1\ngc_grace_secs = 0\ngc_compact_below = 1.0\n");
+    let (a, b) = (signed_in(&s).await, signed_in(&s).await);
+    let shared = noise(1 << 20, 21);
+    let own = noise(2 << 20, 22);
+    for (u, path, data) in [(&a, "shared", &shared), (&b, "shared", &shared), (&a, "own", &own)] {
+        let r = s.client.put(s.url(&format!("/v1/files/{path}"))).bearer_auth(&u.token).body(data.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let stats = || async { s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json::<Value>().await.unwrap() };
+    let before = stats().await;
+    let code = account_code(&s, &a, "delete_account").await;
+    let r = s.client.delete(s.url("/v1/account")).bearer_auth(&a.token).json(&json!({ "code": code, "confirm": "DELETE" })).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(stats().await["logical_bytes"], 1 << 20, "the deleted account's usage left the books at once");
+    // No one calls GC: the schedule does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = stats().await;
+        if now["stored_bytes"].as_u64().unwrap() + (2 << 20) <= before["stored_bytes"].as_u64().unwrap() + (64 << 10) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "scheduled GC never reclaimed the bytes: {before} -> {now}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let got = get_as(&s, &b.token, "/v1/files/shared").await.bytes().await.unwrap();
+    assert!(got == shared, "a chunk another account holds stays");
+    let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.lines().any(|l| l.starts_with("cairn_gc_bytes_reclaimed_total ") && !l.ends_with(" 0")), "{m}");
+    let fsck: Value = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(fsck["ok"], true, "{fsck}");
+}
