@@ -3,6 +3,8 @@
 //! that every acknowledged object reads back byte for byte and that fsck is clean. The child
 //! is this same test binary, running the ignored `crash_child` test.
 
+mod common;
+use common::noise;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -15,18 +17,6 @@ use cairn::store::keys::{AccountId, Namespace};
 
 const ACCOUNT: AccountId = AccountId([7; 16]);
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 /// Object `i` of a round: sizes from empty to 3 MiB; every third object repeats an earlier
 /// one's content so dedup paths are killed too; some are text so zstd paths are as well.

@@ -1,6 +1,8 @@
 //! The storage engine through its library API, on a real data directory: round trips, dedup,
 //! concurrency, corruption.
 
+mod common;
+use common::noise;
 use bytes::Bytes;
 use cairn::chunk::ChunkingParams;
 use cairn::engine::{Engine, EngineConfig, Precondition};
@@ -9,18 +11,6 @@ use cairn::store::keys::{AccountId, Namespace};
 use proptest::prelude::*;
 use std::sync::Arc;
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 fn open(dir: &std::path::Path, pack_size: u64) -> Engine {
     let mut cfg = EngineConfig::new(dir);

@@ -1,6 +1,8 @@
 //! Garbage collection and compaction through the engine: what is unreferenced goes, what is
 //! referenced stays readable, also while uploads run.
 
+mod common;
+use common::noise;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,18 +10,6 @@ use cairn::engine::{fsck, Engine, EngineConfig, GcOptions, Precondition};
 use cairn::metrics::Metrics;
 use cairn::store::keys::{AccountId, Namespace};
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 fn open(dir: &std::path::Path) -> Engine {
     let mut cfg = EngineConfig::new(dir);

@@ -65,39 +65,10 @@ fn de_from_str<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Erro
     s.parse().map_err(|_| serde::de::Error::custom("not an id"))
 }
 
-/// A device's id: 128 random bits, 32 hex digits, chosen by the server at sign-in.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(pub [u8; 16]);
-
-impl DeviceId {
-    pub fn random() -> Self {
-        DeviceId(rand::random())
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({self})")
-    }
-}
-
-impl FromStr for DeviceId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let mut out = [0u8; 16];
-        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(());
-        }
-        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
-        Ok(DeviceId(out))
-    }
-}
+super::keys::hex_id!(
+    /// A device's id, chosen by the server at sign-in.
+    DeviceId
+);
 
 // ---- accounts: account id -> the account ---------------------------------------------------------
 

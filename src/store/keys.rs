@@ -4,46 +4,55 @@
 //! Decoders take untrusted bytes (a damaged database is untrusted) and return `None` or an
 //! error, never panic; the fuzz target `index_values` drives each of them.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::chunk::ChunkId;
 use crate::codec::Compression;
 use crate::pack::format::EntryInfo;
 
-/// An account's id: 128 random bits, shown as 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(pub [u8; 16]);
+/// A 128-bit random id shown as 32 lowercase hex digits (accounts, devices). One spelling per
+/// id: uppercase is refused, so ids compare as strings too.
+macro_rules! hex_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 16]);
 
-impl AccountId {
-    pub fn random() -> Self {
-        AccountId(rand::random())
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AccountId({self})")
-    }
-}
-
-impl FromStr for AccountId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let mut out = [0u8; 16];
-        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(());
+        impl $name {
+            pub fn random() -> Self {
+                $name(rand::random())
+            }
         }
-        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
-        Ok(AccountId(out))
-    }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                let mut out = [0u8; 16];
+                if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(());
+                }
+                hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
+                Ok($name(out))
+            }
+        }
+    };
 }
+pub(crate) use hex_id;
+
+hex_id!(
+    /// An account's id, chosen by the server at sign-up.
+    AccountId
+);
 
 struct Reader<'a>(&'a [u8]);
 
