@@ -51,18 +51,11 @@ where
     }
     let wall = start.elapsed();
     all.sort();
-    Run {
-        per_sec: total as f64 / wall.as_secs_f64(),
-        p50: all[all.len() / 2],
-        p99: all[all.len() * 99 / 100],
-    }
+    Run { per_sec: total as f64 / wall.as_secs_f64(), p50: all[all.len() / 2], p99: all[all.len() * 99 / 100] }
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let concurrency = args.first().copied().unwrap_or(8);
     let logins = args.get(1).copied().unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
@@ -74,14 +67,8 @@ fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("cairn listening on ")
-        .unwrap()
-        .to_string();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("cairn listening on ").unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();

@@ -17,7 +17,6 @@ use cairn::store::keys::{AccountId, Namespace};
 
 const ACCOUNT: AccountId = AccountId([7; 16]);
 
-
 /// Object `i` of a round: sizes from empty to 3 MiB; every third object repeats an earlier
 /// one's content so dedup paths are killed too; some are text so zstd paths are as well.
 fn content(round: u64, i: u64) -> Vec<u8> {
@@ -136,10 +135,19 @@ fn compaction_child() {
             let e = engine.clone();
             let name = format!("r{round}-{i}");
             tokio::task::spawn_blocking(move || {
-                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap();
+                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
+                    .unwrap()
+                    .unwrap();
                 if i >= 2 {
                     // Deleting makes garbage, so there is always something to compact.
-                    e.delete_object(&ACCOUNT, Namespace::Scratch, format!("r{round}-{}", i - 2).as_bytes(), Precondition::None).unwrap().unwrap();
+                    e.delete_object(
+                        &ACCOUNT,
+                        Namespace::Scratch,
+                        format!("r{round}-{}", i - 2).as_bytes(),
+                        Precondition::None,
+                    )
+                    .unwrap()
+                    .unwrap();
                 }
             })
             .await
@@ -183,7 +191,10 @@ fn sigkill_during_compaction_loses_nothing_acknowledged() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for &(r, i) in &survivors {
             let name = format!("r{r}-{i}");
-            let obj = engine.get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes()).unwrap().unwrap_or_else(|| panic!("round {round}: {name} is gone"));
+            let obj = engine
+                .get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes())
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: {name} is gone"));
             let chunks = engine.object_chunks(&ACCOUNT, Namespace::Scratch, name.as_bytes(), &obj).unwrap();
             assert!(rt.block_on(engine.read_all(chunks)).unwrap() == content(r, i), "round {round}: {name} differs");
         }

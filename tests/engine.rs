@@ -2,15 +2,14 @@
 //! concurrency, corruption.
 
 mod common;
-use common::noise;
 use bytes::Bytes;
 use cairn::chunk::ChunkingParams;
 use cairn::engine::{Engine, EngineConfig, Precondition};
 use cairn::metrics::Metrics;
 use cairn::store::keys::{AccountId, Namespace};
+use common::noise;
 use proptest::prelude::*;
 use std::sync::Arc;
-
 
 fn open(dir: &std::path::Path, pack_size: u64) -> Engine {
     let mut cfg = EngineConfig::new(dir);
@@ -169,7 +168,11 @@ fn long_chunk_lists_are_stored_in_segments_and_books_balance() {
         let ing = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
         let n = ing.manifest.chunks.len();
         assert!(n > 2 * 16_384, "{n} chunks");
-        let rec = e.put_object(&account, Namespace::Drive, b"long", ing, u64::MAX, Precondition::None).unwrap().unwrap().record;
+        let rec = e
+            .put_object(&account, Namespace::Drive, b"long", ing, u64::MAX, Precondition::None)
+            .unwrap()
+            .unwrap()
+            .record;
         assert_eq!(rec.chunk_count as usize, n);
         assert!(rec.tail_segments() >= 2);
         let chunks = e.object_chunks(&account, Namespace::Drive, b"long", &rec).unwrap();

@@ -50,38 +50,25 @@ impl Identifier {
         if local.is_empty() || local.len() > 64 {
             return Err(bad("the part before @ must be 1 to 64 characters"));
         }
-        if !local.bytes().all(local_char)
-            || local.starts_with('.')
-            || local.ends_with('.')
-            || local.contains("..")
-        {
-            return Err(bad(
-                "the part before @ has a character or dot that addresses cannot have",
-            ));
+        if !local.bytes().all(local_char) || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(bad("the part before @ has a character or dot that addresses cannot have"));
         }
         check_domain(domain).map_err(bad)?;
-        Ok(Identifier {
-            kind: Kind::Email,
-            value: s.to_string(),
-        })
+        Ok(Identifier { kind: Kind::Email, value: s.to_string() })
     }
 
     /// E.164: `+`, a country code that does not start with 0, 8 to 15 digits in all.
     pub fn phone(field: &'static str, s: &str) -> Result<Self> {
         let digits = s.strip_prefix('+').unwrap_or("");
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
+        let ok =
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
         if !ok {
             return Err(IdentityError::field(
                 field,
                 "not a phone number in E.164 form (+ and 8 to 15 digits, no spaces)",
             ));
         }
-        Ok(Identifier {
-            kind: Kind::Phone,
-            value: s.to_string(),
-        })
+        Ok(Identifier { kind: Kind::Phone, value: s.to_string() })
     }
 
     pub fn kind(&self) -> Kind {
@@ -118,10 +105,7 @@ impl Identifier {
             "phone" => Kind::Phone,
             _ => return None,
         };
-        Some(Identifier {
-            kind,
-            value: value.to_string(),
-        })
+        Some(Identifier { kind, value: value.to_string() })
     }
 }
 
@@ -138,9 +122,7 @@ fn check_domain(domain: &str) -> Result<(), &'static str> {
     }
     for label in &labels {
         let valid = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
@@ -159,10 +141,7 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        Identifier::parse("identifier", s)
-            .unwrap()
-            .as_str()
-            .to_string()
+        Identifier::parse("identifier", s).unwrap().as_str().to_string()
     }
 
     fn bad(s: &str) -> bool {
@@ -182,15 +161,9 @@ mod tests {
         assert_eq!(ok("+4915112345678"), "+4915112345678");
         assert_eq!(ok("+12345678"), "+12345678");
         assert_eq!(ok("+123456789012345"), "+123456789012345");
-        for s in [
-            "+1234567",
-            "+1234567890123456",
-            "+0123456789",
-            "+49 151 1234567",
-            "+49-1511234567",
-            "4915112345678",
-            "+",
-        ] {
+        for s in
+            ["+1234567", "+1234567890123456", "+0123456789", "+49 151 1234567", "+49-1511234567", "4915112345678", "+"]
+        {
             assert!(bad(s), "{s}");
         }
     }

@@ -72,11 +72,8 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn from_config(c: &NotifierConfig, data_dir: &std::path::Path) -> Result<Self> {
-        let outbox: Arc<dyn Deliver> = Arc::new(Outbox::new(
-            c.outbox
-                .clone()
-                .unwrap_or_else(|| data_dir.join("outbox.jsonl")),
-        ));
+        let outbox: Arc<dyn Deliver> =
+            Arc::new(Outbox::new(c.outbox.clone().unwrap_or_else(|| data_dir.join("outbox.jsonl"))));
         let email: Arc<dyn Deliver> = match &c.smtp {
             Some(s) => Arc::new(Smtp::new(s)?),
             None => outbox.clone(),
@@ -117,10 +114,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(path: PathBuf) -> Self {
-        Outbox {
-            path,
-            lock: Arc::new(Mutex::new(())),
-        }
+        Outbox { path, lock: Arc::new(Mutex::new(())) }
     }
 }
 
@@ -139,11 +133,7 @@ impl Deliver for Outbox {
             tokio::task::spawn_blocking(move || {
                 let _held = lock.lock().expect("outbox lock poisoned");
                 // 0600: the lines hold codes and addresses in the clear.
-                let mut f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)?;
+                let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
                 f.write_all(format!("{line}\n").as_bytes())
             })
             .await
@@ -164,45 +154,28 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn new(c: &SmtpConfig) -> Result<Self> {
-        let bad =
-            |e: &dyn std::fmt::Display| IdentityError::Internal(format!("notifier.smtp: {e}"));
+        let bad = |e: &dyn std::fmt::Display| IdentityError::Internal(format!("notifier.smtp: {e}"));
         let from: Mailbox = c.from.parse().map_err(|e| bad(&e))?;
         let (builder, default_port) = match c.tls {
-            SmtpTls::None => (
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
-                25,
-            ),
-            SmtpTls::Starttls => (
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
-                    .map_err(|e| bad(&e))?,
-                587,
-            ),
-            SmtpTls::Tls => (
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| bad(&e))?,
-                465,
-            ),
+            SmtpTls::None => (AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host), 25),
+            SmtpTls::Starttls => {
+                (AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host).map_err(|e| bad(&e))?, 587)
+            }
+            SmtpTls::Tls => (AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| bad(&e))?, 465),
         };
-        let mut builder = builder
-            .port(c.port.unwrap_or(default_port))
-            .timeout(Some(Duration::from_secs(c.timeout_secs)));
+        let mut builder =
+            builder.port(c.port.unwrap_or(default_port)).timeout(Some(Duration::from_secs(c.timeout_secs)));
         if let (Some(user), Some(pass)) = (&c.username, &c.password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
-        Ok(Smtp {
-            transport: builder.build(),
-            from,
-        })
+        Ok(Smtp { transport: builder.build(), from })
     }
 }
 
 impl Deliver for Smtp {
     fn deliver<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let to: Mailbox = msg
-                .to
-                .as_str()
-                .parse()
-                .map_err(|e| format!("recipient: {e}"))?;
+            let to: Mailbox = msg.to.as_str().parse().map_err(|e| format!("recipient: {e}"))?;
             let mail = lettre::Message::builder()
                 .from(self.from.clone())
                 .to(to)
@@ -210,11 +183,7 @@ impl Deliver for Smtp {
                 .header(ContentType::TEXT_PLAIN)
                 .body(msg.text())
                 .map_err(|e| format!("building the mail: {e}"))?;
-            self.transport
-                .send(mail)
-                .await
-                .map(drop)
-                .map_err(|e| format!("smtp: {e}"))
+            self.transport.send(mail).await.map(drop).map_err(|e| format!("smtp: {e}"))
         })
     }
 
@@ -231,19 +200,12 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(c: &WebhookConfig) -> Result<Self> {
-        let url = c
-            .url
-            .parse()
-            .map_err(|e| IdentityError::Internal(format!("notifier.webhook.url: {e}")))?;
+        let url = c.url.parse().map_err(|e| IdentityError::Internal(format!("notifier.webhook.url: {e}")))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(c.timeout_secs))
             .build()
             .map_err(|e| IdentityError::Internal(format!("notifier.webhook: {e}")))?;
-        Ok(Webhook {
-            client,
-            url,
-            bearer: c.bearer_token.clone(),
-        })
+        Ok(Webhook { client, url, bearer: c.bearer_token.clone() })
     }
 }
 
@@ -298,53 +260,26 @@ mod tests {
         for tls in [SmtpTls::None, SmtpTls::Starttls, SmtpTls::Tls] {
             Smtp::new(&smtp(tls)).unwrap();
         }
-        assert!(Smtp::new(&SmtpConfig {
-            from: "not an address".into(),
-            ..smtp(SmtpTls::Tls)
-        })
-        .is_err());
-        let hook = WebhookConfig {
-            url: "https://sms.example.com/send".into(),
-            bearer_token: None,
-            timeout_secs: 5,
-        };
+        assert!(Smtp::new(&SmtpConfig { from: "not an address".into(), ..smtp(SmtpTls::Tls) }).is_err());
+        let hook = WebhookConfig { url: "https://sms.example.com/send".into(), bearer_token: None, timeout_secs: 5 };
         Webhook::new(&hook).unwrap();
-        assert!(Webhook::new(&WebhookConfig {
-            url: "not a url".into(),
-            ..hook
-        })
-        .is_err());
+        assert!(Webhook::new(&WebhookConfig { url: "not a url".into(), ..hook }).is_err());
     }
 
     #[tokio::test]
     async fn the_outbox_gets_one_json_line_per_message() {
         let dir = tempfile::tempdir().unwrap();
         let n = Notifier::from_config(&NotifierConfig::default(), dir.path()).unwrap();
-        for (to, purpose) in [
-            ("a@example.com", Purpose::Register),
-            ("+4915112345678", Purpose::ResetPassword),
-        ] {
+        for (to, purpose) in [("a@example.com", Purpose::Register), ("+4915112345678", Purpose::ResetPassword)] {
             let to = Identifier::parse("i", to).unwrap();
-            let msg = Message {
-                to,
-                purpose,
-                code: "012345".into(),
-                at: OffsetDateTime::now_utc(),
-                valid_minutes: 10,
-            };
+            let msg = Message { to, purpose, code: "012345".into(), at: OffsetDateTime::now_utc(), valid_minutes: 10 };
             n.send(msg).await.unwrap();
         }
         let path = dir.path().join("outbox.jsonl");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["to"], "+4915112345678");
         assert_eq!(lines[1]["purpose"], "reset_password");

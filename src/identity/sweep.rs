@@ -38,9 +38,8 @@ impl Inner {
                 continue;
             };
             let _held = self.lock(&id_hash);
-            let still_stale = db
-                .get(CF_CODES, &k)?
-                .is_some_and(|v| ik::decode_code(&v).is_none_or(|c| c.expires_at_ms <= now_ms));
+            let still_stale =
+                db.get(CF_CODES, &k)?.is_some_and(|v| ik::decode_code(&v).is_none_or(|c| c.expires_at_ms <= now_ms));
             if still_stale {
                 let mut batch = WriteBatch::default();
                 batch.delete_cf(db.cf(CF_CODES), &k);
@@ -55,17 +54,13 @@ impl Inner {
         let db = self.db();
         let mut stale = Vec::new();
         let from = [b'd'];
-        for item in db.raw().iterator_cf(
-            db.cf(CF_SESSIONS),
-            IteratorMode::From(&from, Direction::Forward),
-        ) {
+        for item in db.raw().iterator_cf(db.cf(CF_SESSIONS), IteratorMode::From(&from, Direction::Forward)) {
             let (k, v) = item?;
             let Some(device) = ik::device_id_from_key(&k) else {
                 break;
             };
             if ik::decode_device(&v).is_none_or(|d| !self.alive(&d, now)) {
-                let account =
-                    AccountId(k[1..17].try_into().expect("device keys hold an account id"));
+                let account = AccountId(k[1..17].try_into().expect("device keys hold an account id"));
                 stale.push((account, device));
             }
         }
@@ -92,13 +87,8 @@ impl Inner {
 impl Identity {
     /// One pass over codes and sessions.
     pub async fn sweep(&self) -> Result<Swept> {
-        self.blocking(|i| {
-            Ok(Swept {
-                codes: i.sweep_codes(now_millis())?,
-                sessions: i.sweep_sessions(now_secs())?,
-            })
-        })
-        .await
+        self.blocking(|i| Ok(Swept { codes: i.sweep_codes(now_millis())?, sessions: i.sweep_sessions(now_secs())? }))
+            .await
     }
 
     /// Sweep every `sweep_interval_secs` until the returned task is aborted.
