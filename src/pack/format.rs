@@ -209,6 +209,11 @@ pub fn parse_table(table: &[u8], trailer: &Trailer) -> Result<Vec<EntryInfo>, Fo
     let mut entries = Vec::with_capacity(count);
     let mut next_free = HEADER_LEN as u64;
     for rec in table.chunks_exact(TABLE_RECORD_LEN) {
+        // Reserved, like the entry header's and the trailer's: zero in version 1, so that a
+        // later version can give them a meaning and one table has one encoding.
+        if rec[49..] != [0; 7] {
+            return Err(FormatError::BadMagic);
+        }
         let compression = Compression::from_u8(rec[48]).ok_or(FormatError::Compression(rec[48]))?;
         let e = EntryInfo {
             id: id_at(rec, 0),
@@ -318,6 +323,19 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(parse_sealed(&bad).is_err(), "flip at {i} went unnoticed");
         }
+    }
+
+    /// Found by the `pack_parse` fuzz target: a table record whose 7 reserved bytes were not
+    /// zero parsed (its checksum recomputed), so one table had many encodings.
+    #[test]
+    fn reserved_table_bytes_must_be_zero() {
+        let (mut pack, _) = build(&[b"a", b"b"]);
+        let table_offset = parse_trailer(&pack).unwrap().table_offset as usize;
+        let table_end = pack.len() - TRAILER_LEN;
+        pack[table_offset + TABLE_RECORD_LEN + 50] = 0x51; // second record, reserved byte
+        let hash = *blake3::hash(&pack[table_offset..table_end]).as_bytes();
+        pack[table_end + 16..table_end + 48].copy_from_slice(&hash);
+        assert_eq!(parse_sealed(&pack), Err(FormatError::BadMagic));
     }
 
     #[test]
