@@ -70,11 +70,13 @@ pub struct EntryInfo {
 }
 
 impl EntryInfo {
+    /// Saturating, like `end`: an offset read from damaged bytes may be near `u64::MAX`, and
+    /// an entry that would end past it certainly ends past any real file.
     pub fn data_offset(&self) -> u64 {
-        self.offset + ENTRY_HEADER_LEN as u64
+        self.offset.saturating_add(ENTRY_HEADER_LEN as u64)
     }
     pub fn end(&self) -> u64 {
-        self.data_offset() + u64::from(self.stored_len)
+        self.data_offset().saturating_add(u64::from(self.stored_len))
     }
 }
 
@@ -336,6 +338,23 @@ mod tests {
         let hash = *blake3::hash(&pack[table_offset..table_end]).as_bytes();
         pack[table_end + 16..table_end + 48].copy_from_slice(&hash);
         assert_eq!(parse_sealed(&pack), Err(FormatError::BadMagic));
+    }
+
+    /// Found by the `pack_parse` fuzz target: a table offset near `u64::MAX` (checksum
+    /// recomputed) overflowed `EntryInfo::end` in `parse_table`: a panic with overflow checks,
+    /// and without them a wrapped end that passed the layout check, so that `parse_sealed`
+    /// then sliced the pack out of bounds.
+    #[test]
+    fn table_offsets_near_the_top_of_u64_are_refused() {
+        let (mut pack, _) = build(&[b"a"]);
+        let trailer = parse_trailer(&pack).unwrap();
+        let (table_offset, table_end) = (trailer.table_offset as usize, pack.len() - TRAILER_LEN);
+        pack[table_offset + 32..table_offset + 40].copy_from_slice(&(u64::MAX - 40).to_le_bytes());
+        let hash = *blake3::hash(&pack[table_offset..table_end]).as_bytes();
+        pack[table_end + 16..table_end + 48].copy_from_slice(&hash);
+        let trailer = parse_trailer(&pack).unwrap();
+        assert_eq!(parse_table(&pack[table_offset..table_end], &trailer), Err(FormatError::Layout));
+        assert_eq!(parse_sealed(&pack), Err(FormatError::Layout));
     }
 
     #[test]
