@@ -29,6 +29,18 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) this process has used so far, every thread included.
+fn cpu_seconds() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let u = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
+        u.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -101,9 +113,12 @@ fn main() {
         }
     });
 
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     let ingested = rt.block_on(engine.ingest(Box::pin(body), AdmitAll)).expect("ingest");
     let secs = started.elapsed().as_secs_f64();
+    // Cores' worth of CPU the ingest got (the generator included): on a shared machine a
+    // pipeline can be starved of CPU, which this shows.
+    let cores = (cpu_seconds() - cpu_before) / secs;
     assert_eq!(ingested.manifest.size, size, "every byte went in");
     let (new_chunks, stored) = (ingested.new_chunks, ingested.new_stored_bytes);
     drop(ingested);
@@ -111,13 +126,14 @@ fn main() {
     let peak = status_kib("VmHWM");
     let samples: Vec<String> = samples.iter().map(|&k| format!("{:.0}", mib(k))).collect();
     println!(
-        "kind={} input_mib={} frame_kib={} seconds={:.2} mb_per_s={:.0} new_chunks={} stored_mib={:.0} \
+        "kind={} input_mib={} frame_kib={} seconds={:.2} mb_per_s={:.0} cpu_cores={:.2} new_chunks={} stored_mib={:.0} \
          rss_before_mib={:.1} rss_each_eighth_mib={} peak_rss_mib={:.1}",
         kind.name(),
         size >> 20,
         frame >> 10,
         secs,
         size as f64 / secs / 1e6,
+        cores,
         new_chunks,
         stored as f64 / (1 << 20) as f64,
         mib(rss_before),
