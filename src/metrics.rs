@@ -24,8 +24,9 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
-            .expect("valid metric");
+        let requests =
+            IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
+                .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("unique metric");
         let ingest_seconds = Histogram::with_opts(
             HistogramOpts::new("cairn_ingest_seconds", "Time to ingest one body")

@@ -61,7 +61,11 @@ fn scan_packs(e: &Engine, report: &mut Report) -> Result<HashMap<(u64, u64), Ent
     Ok(found)
 }
 
-fn scan_index(e: &Engine, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut Report) -> Result<HashMap<ChunkId, ChunkRecord>> {
+fn scan_index(
+    e: &Engine,
+    entries: &HashMap<(u64, u64), EntryInfo>,
+    report: &mut Report,
+) -> Result<HashMap<ChunkId, ChunkRecord>> {
     let mut index = HashMap::new();
     for item in e.db().raw().iterator_cf(e.db().cf(CF_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
@@ -78,7 +82,10 @@ fn scan_index(e: &Engine, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut
         };
         report.chunks_indexed += 1;
         if entries.get(&(rec.pack, rec.entry.offset)) != Some(&rec.entry) {
-            report.problems.push(format!("chunk {id}: index points at pack {} offset {}, where no such verified entry is", rec.pack, rec.entry.offset));
+            report.problems.push(format!(
+                "chunk {id}: index points at pack {} offset {}, where no such verified entry is",
+                rec.pack, rec.entry.offset
+            ));
         }
         index.insert(id, rec);
     }
@@ -94,14 +101,18 @@ fn scan_objects(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, report: &mut 
         let (k, v) = item?;
         report.objects_checked += 1;
         let name = String::from_utf8_lossy(k.get(17..).unwrap_or_default()).into_owned();
-        let (Some(account), Some(obj)) = (k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId), keys::decode_object(&v)) else {
+        let (Some(account), Some(obj)) =
+            (k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId), keys::decode_object(&v))
+        else {
             report.problems.push(format!("object {name:?}: unreadable record"));
             continue;
         };
         for (id, len) in &obj.manifest.chunks {
             match index.get(id) {
                 None => report.problems.push(format!("object {name:?} of {account}: chunk {id} is not in the index")),
-                Some(r) if r.entry.raw_len != *len => report.problems.push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),
+                Some(r) if r.entry.raw_len != *len => report
+                    .problems
+                    .push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),
                 Some(_) => {}
             }
             *held.entry((account, *id)).or_default() += 1;
@@ -156,7 +167,10 @@ fn check_books(e: &Engine, index: &HashMap<ChunkId, ChunkRecord>, held: &Holding
         accounts.remove(&account);
         let want = used.get(&account).copied().unwrap_or(0);
         if u.used < want || u.used - want > u.sync {
-            report.problems.push(format!("account {account}: usage {} but its chunks add up to {want} (+{} sync)", u.used, u.sync));
+            report.problems.push(format!(
+                "account {account}: usage {} but its chunks add up to {want} (+{} sync)",
+                u.used, u.sync
+            ));
         }
     }
     for account in accounts {
@@ -199,7 +213,8 @@ pub fn rebuild_index(e: &Engine) -> Result<u64> {
         })?;
         let mut batch = WriteBatch::default();
         for en in entries.into_iter().filter(|en| seen.insert(en.id)) {
-            let rec = ChunkRecord { pack: id, entry: en, refs: holders.get(&en.id).copied().unwrap_or(0), zero_since: now };
+            let rec =
+                ChunkRecord { pack: id, entry: en, refs: holders.get(&en.id).copied().unwrap_or(0), zero_since: now };
             batch.put_cf(db.cf(CF_CHUNKS), keys::chunk_key(&en.id), keys::encode_chunk(&rec));
         }
         db.commit(batch)?;

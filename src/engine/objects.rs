@@ -156,11 +156,8 @@ impl Engine {
         }
         let mut batch = WriteBatch::default();
         books.write_into(&mut batch, limit)?;
-        let record = ObjectRecord {
-            version: old.as_ref().map_or(1, |o| o.version + 1),
-            modified: now_millis(),
-            manifest,
-        };
+        let record =
+            ObjectRecord { version: old.as_ref().map_or(1, |o| o.version + 1), modified: now_millis(), manifest };
         batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
         self.db().commit(batch)?;
         drop(ingested); // unpin only once the references are durable

@@ -396,7 +396,13 @@ mod tests {
     fn rec(refs: u64) -> ChunkRecord {
         ChunkRecord {
             pack: 3,
-            entry: EntryInfo { id: ChunkId([7; 32]), offset: 24, raw_len: 100, stored_len: 60, compression: Compression::Zstd },
+            entry: EntryInfo {
+                id: ChunkId([7; 32]),
+                offset: 24,
+                raw_len: 100,
+                stored_len: 60,
+                compression: Compression::Zstd,
+            },
             refs,
             zero_since: 5,
         }
@@ -421,7 +427,11 @@ mod tests {
         let o = ObjectRecord {
             version: 4,
             modified: 1_700_000_000_000,
-            manifest: Manifest { size: 30, hash: [1; 32], chunks: vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)] },
+            manifest: Manifest {
+                size: 30,
+                hash: [1; 32],
+                chunks: vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)],
+            },
         };
         assert_eq!(decode_object(&encode_object(&o)), Some(o));
     }
@@ -439,9 +449,11 @@ mod tests {
     #[test]
     fn moves_apply_only_from_where_they_were_planned() {
         let r = rec(1);
-        let moved = apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
+        let moved =
+            apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
         assert_eq!(moved.pack, 8);
-        let stale = apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
+        let stale =
+            apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
         assert_eq!(stale.pack, 8);
     }
 
