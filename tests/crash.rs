@@ -5,7 +5,6 @@
 
 mod common;
 use common::noise;
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +32,41 @@ fn config(dir: &std::path::Path) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
     c.pack_target_size = 2 << 20; // small packs: kills land during rotations and seals too
     c
+}
+
+/// Run the ignored child test `name` for `round`, let it acknowledge at least one write, then
+/// SIGKILL it at a moment that differs from round to round. Returns the complete lines it
+/// printed.
+fn run_and_kill(name: &str, dir: &std::path::Path, round: u64) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .env("CAIRN_CRASH_DIR", dir)
+        .env("CAIRN_CRASH_ROUND", round.to_string())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ACK ") && lines.iter().all(|l: &String| !l.starts_with("ACK ")) {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    // Under load a child can take a while to start; what matters is that it is mid-work.
+    let _ = rx.recv_timeout(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis((round * 7919 % 23) * 20));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // `lines()` only yields complete lines; a torn last line is dropped.
+    reader.join().unwrap()
 }
 
 #[test]
@@ -72,23 +106,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut acked: Vec<(u64, u64)> = Vec::new();
     let rounds = 24u64;
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env("CAIRN_CRASH_DIR", tmp.path())
-            .env("CAIRN_CRASH_ROUND", round.to_string())
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Let it get going, then kill it at a moment that differs from round to round.
-        let wait_ms = 150 + (round * 7919 % 23) * 40;
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        for line in out.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        for line in run_and_kill("crash_child", tmp.path(), round) {
             if let Some(rest) = line.trim().strip_prefix("ACK ") {
                 let mut it = rest.split(' ').map(|x| x.parse::<u64>().unwrap());
                 acked.push((it.next().unwrap(), it.next().unwrap()));
@@ -165,22 +183,8 @@ fn sigkill_during_compaction_loses_nothing_acknowledged() {
     let mut survivors: Vec<(u64, u64)> = Vec::new();
     let rounds = 20u64;
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "compaction_child", "--nocapture", "--test-threads=1"])
-            .env("CAIRN_CRASH_DIR", tmp.path())
-            .env("CAIRN_CRASH_ROUND", round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200 + (round * 7919 % 17) * 50));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        let acked: Vec<u64> = out
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
+        let acked: Vec<u64> = run_and_kill("compaction_child", tmp.path(), round)
+            .iter()
             .filter_map(|l| l.trim().strip_prefix("ACK ").map(|r| r.split(' ').nth(1).unwrap().parse().unwrap()))
             .collect();
         if let Some(&last) = acked.last() {

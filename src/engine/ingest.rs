@@ -10,10 +10,17 @@
 //! Every queue is bounded, so memory is flat whatever the body's length: at most
 //! `FRAME_QUEUE` frames, one `max`-sized cut window, and `CHUNKS_IN_FLIGHT` chunks exist at
 //! once. The writer keeps one entry per chunk of the manifest (36 bytes per 64 KiB).
+//!
+//! The writer is the one serial stage that touches the disk, so it does as little else as it
+//! can: the whole-content hash is taken by the cutter, which sees the body in order anyway, and
+//! each group of `INDEX_EVERY` new chunks is made durable and indexed on a helper thread while
+//! the writer appends the next group (one group in flight at a time, in order). Without that
+//! overlap every `fdatasync` stalled the whole pipeline, because the bounded queues hold only a
+//! few milliseconds of work.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{self as std_mpsc, sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,13 +139,20 @@ impl Engine {
             aborted.store(true, Ordering::Release);
         }
         drop(frame_tx);
-        let _ = cut.await;
+        let cut = cut.await;
         let result = write.await.map_err(|e| Error::corrupt(format!("ingest writer panicked: {e}")))?;
         if let Some(e) = body_error {
             return Err(Error::Body(e));
         }
+        let mut ingested = result?;
+        // The writer ends well when the chunk queue closes, which a cutter that panicked also
+        // does: only a cutter that saw the end of the body vouches for the manifest.
+        let hash = cut
+            .map_err(|e| Error::corrupt(format!("ingest cutter panicked: {e}")))?
+            .ok_or_else(|| Error::corrupt("ingest cutter stopped before the end of the body"))?;
+        ingested.manifest.hash = *hash.as_bytes();
         self.metrics().ingest_seconds.observe(started.elapsed().as_secs_f64());
-        result
+        Ok(ingested)
     }
 
     /// Store one chunk exactly as given (the chunk API: the client chose the cut), if it hashes
@@ -149,9 +163,12 @@ impl Engine {
             return Err(Error::HashMismatch { expected: *expected, actual: sealed.id });
         }
         self.metrics().ingest_bytes.inc_by(sealed.raw.len() as u64);
+        let hash = sealed.id.0; // one chunk: its id is the hash of the whole content
         let mut writer = Writer::new(self.clone(), admit);
         writer.take(sealed)?;
-        writer.finish()
+        let mut ingested = writer.finish()?;
+        ingested.manifest.hash = hash;
+        Ok(ingested)
     }
 
     /// Adopt a client's chunk list as an upload: every chunk must be one the account holds
@@ -189,29 +206,38 @@ impl Engine {
         Ok(Ok(Ingested { manifest, new_chunks: 0, new_stored_bytes: 0, _pins: pins }))
     }
 
-    /// Ingest an in-memory buffer (tests, benches, small records).
+    /// Ingest an in-memory buffer (tests, benches, small records). It goes in as 1 MiB views
+    /// (no copy): as one frame, the cutter would first copy the whole of it into its window
+    /// buffer, holding the data twice and starting to cut only once the copy was done.
     pub async fn ingest_bytes(&self, data: Bytes) -> Result<Ingested> {
-        let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
-        self.ingest(body, AdmitAll).await
+        const FRAME: usize = 1 << 20;
+        let frames = (0..data.len())
+            .step_by(FRAME)
+            .map(move |at| Ok::<_, std::convert::Infallible>(data.slice(at..data.len().min(at + FRAME))));
+        self.ingest(futures::stream::iter(frames), AdmitAll).await
     }
 }
 
+/// Cut the body into chunks and hand each to a rayon worker to seal. Returns the BLAKE3 of the
+/// whole body, or `None` if it stopped before the end (an aborted body, a writer that quit).
 fn cut_stage(
     mut frames: mpsc::Receiver<Bytes>,
     out: SyncSender<oneshot::Receiver<SealedChunk>>,
     cutter: Cutter,
     level: i32,
     aborted: &AtomicBool,
-) {
+) -> Option<blake3::Hash> {
     let window = cutter.params().max as usize;
     let mut buf = BytesMut::new();
+    let mut hasher = blake3::Hasher::new();
     loop {
         let frame = frames.blocking_recv();
         let at_end = frame.is_none();
         if at_end && aborted.load(Ordering::Acquire) {
-            return; // a broken body must not turn its last partial chunk into data
+            return None; // a broken body must not turn its last partial chunk into data
         }
         if let Some(f) = frame {
+            hasher.update(&f);
             if buf.capacity() - buf.len() < f.len() {
                 buf.reserve(f.len().max(4 * window));
             }
@@ -224,11 +250,11 @@ fn cut_stage(
                 let _ = tx.send(codec::seal(raw, level));
             });
             if out.send(rx).is_err() {
-                return;
+                return None;
             }
         }
         if at_end {
-            return;
+            return Some(hasher.finalize());
         }
     }
 }
@@ -236,13 +262,15 @@ fn cut_stage(
 struct Writer<A> {
     engine: Engine,
     admit: A,
-    hasher: blake3::Hasher,
     size: u64,
     chunks: Vec<(ChunkId, u32)>,
     seen: HashSet<ChunkId>,
     pins: Pins,
     /// Appended by us, not yet durable and indexed; we hold their claims.
     pending: Vec<Appended>,
+    /// The previous group, being made durable and indexed on a helper thread, which releases
+    /// its claims when done (or if it fails). Its outcome arrives here.
+    flushing: Option<std_mpsc::Receiver<Result<()>>>,
     new_chunks: u64,
     new_stored_bytes: u64,
 }
@@ -253,11 +281,11 @@ impl<A: Admit> Writer<A> {
             pins: Pins::new(engine.clone()),
             engine,
             admit,
-            hasher: blake3::Hasher::new(),
             size: 0,
             chunks: Vec::new(),
             seen: HashSet::new(),
             pending: Vec::new(),
+            flushing: None,
             new_chunks: 0,
             new_stored_bytes: 0,
         }
@@ -276,11 +304,8 @@ impl<A: Admit> Writer<A> {
 
     fn finish(mut self) -> Result<Ingested> {
         self.flush()?;
-        let manifest = Manifest {
-            size: self.size,
-            hash: *self.hasher.finalize().as_bytes(),
-            chunks: std::mem::take(&mut self.chunks),
-        };
+        // `ingest` fills in the whole-content hash, which the cutter computed.
+        let manifest = Manifest { size: self.size, hash: [0; 32], chunks: std::mem::take(&mut self.chunks) };
         Ok(Ingested {
             manifest,
             new_chunks: self.new_chunks,
@@ -291,7 +316,6 @@ impl<A: Admit> Writer<A> {
 
     fn take(&mut self, chunk: SealedChunk) -> Result<()> {
         let raw_len = chunk.raw_len();
-        self.hasher.update(&chunk.raw);
         self.size += u64::from(raw_len);
         self.chunks.push((chunk.id, raw_len));
         if !self.seen.insert(chunk.id) {
@@ -336,36 +360,82 @@ impl<A: Admit> Writer<A> {
         self.engine.metrics().stored_bytes.inc_by(stored);
         self.pending.push(appended);
         if self.pending.len() >= INDEX_EVERY {
-            self.flush()?;
+            self.flush_begin()?;
         }
         Ok(())
     }
 
-    /// Make pending chunks durable, index them, and release their claims. The index write is
-    /// not synced: nothing references these chunks until the caller's synced commit, which
-    /// follows in the same WAL and so makes them durable first.
-    fn flush(&mut self) -> Result<()> {
+    /// Start making the pending chunks durable and indexed on a helper thread, once the group
+    /// before them is done (so groups are indexed in order, and at most one is in flight).
+    fn flush_begin(&mut self) -> Result<()> {
+        self.flush_wait()?;
         if self.pending.is_empty() {
             return Ok(());
         }
-        let engine = self.engine.clone();
-        let result = (|| {
-            for a in &self.pending {
-                engine.packs().sync(a)?;
+        let group = Group { engine: self.engine.clone(), appended: std::mem::take(&mut self.pending) };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                // If the runtime is shutting down the job is dropped unrun: the group releases
+                // its claims, the sender goes away, and `flush_wait` reports the failure.
+                let (done, outcome) = std_mpsc::sync_channel(1);
+                rt.spawn_blocking(move || {
+                    let outcome = group.index();
+                    drop(group); // release the claims before the writer hears it is done
+                    let _ = done.send(outcome);
+                });
+                self.flushing = Some(outcome);
+                Ok(())
             }
-            let now = unix_now();
-            let cf = engine.db().cf(CF_CHUNKS);
-            let mut batch = WriteBatch::default();
-            for a in &self.pending {
-                let rec = ChunkRecord { pack: a.pack_id, entry: a.entry, refs: 0, zero_since: now };
-                batch.merge_cf(cf, keys::chunk_key(&a.entry.id), keys::encode_op(&ChunkOp::Insert(rec)));
-            }
-            engine.db().write_unsynced(batch)
-        })();
-        engine.table().release(self.pending.iter().map(|a| &a.entry.id));
-        engine.packs().settle(&self.pending);
-        self.pending.clear();
-        result
+            Err(_) => group.index(),
+        }
+    }
+
+    /// Wait for the group in flight, if any, and return its outcome.
+    fn flush_wait(&mut self) -> Result<()> {
+        match self.flushing.take() {
+            None => Ok(()),
+            Some(done) => done.recv().unwrap_or_else(|_| Err(Error::corrupt("the ingest index thread died"))),
+        }
+    }
+
+    /// Make every chunk appended so far durable and indexed, and release all our claims.
+    fn flush(&mut self) -> Result<()> {
+        self.flush_begin()?;
+        self.flush_wait()
+    }
+}
+
+/// A group of appended chunks on its way to the index. Whatever happens to it, its claims are
+/// released when it is dropped.
+struct Group {
+    engine: Engine,
+    appended: Vec<Appended>,
+}
+
+impl Group {
+    /// Make the group durable, then index it. The index write is not synced: nothing references
+    /// these chunks until the caller's synced commit, which follows in the same WAL and so
+    /// makes them durable first.
+    fn index(&self) -> Result<()> {
+        let engine = &self.engine;
+        for a in &self.appended {
+            engine.packs().sync(a)?;
+        }
+        let now = unix_now();
+        let cf = engine.db().cf(CF_CHUNKS);
+        let mut batch = WriteBatch::default();
+        for a in &self.appended {
+            let rec = ChunkRecord { pack: a.pack_id, entry: a.entry, refs: 0, zero_since: now };
+            batch.merge_cf(cf, keys::chunk_key(&a.entry.id), keys::encode_op(&ChunkOp::Insert(rec)));
+        }
+        engine.db().write_unsynced(batch)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.engine.table().release(self.appended.iter().map(|a| &a.entry.id));
+        self.engine.packs().settle(&self.appended);
     }
 }
 

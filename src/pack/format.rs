@@ -70,11 +70,13 @@ pub struct EntryInfo {
 }
 
 impl EntryInfo {
+    /// Saturating, like `end`: an offset read from damaged bytes may be near `u64::MAX`, and
+    /// an entry that would end past it certainly ends past any real file.
     pub fn data_offset(&self) -> u64 {
-        self.offset + ENTRY_HEADER_LEN as u64
+        self.offset.saturating_add(ENTRY_HEADER_LEN as u64)
     }
     pub fn end(&self) -> u64 {
-        self.data_offset() + u64::from(self.stored_len)
+        self.data_offset().saturating_add(u64::from(self.stored_len))
     }
 }
 
@@ -209,6 +211,11 @@ pub fn parse_table(table: &[u8], trailer: &Trailer) -> Result<Vec<EntryInfo>, Fo
     let mut entries = Vec::with_capacity(count);
     let mut next_free = HEADER_LEN as u64;
     for rec in table.chunks_exact(TABLE_RECORD_LEN) {
+        // Reserved, like the entry header's and the trailer's: zero in version 1, so that a
+        // later version can give them a meaning and one table has one encoding.
+        if rec[49..] != [0; 7] {
+            return Err(FormatError::BadMagic);
+        }
         let compression = Compression::from_u8(rec[48]).ok_or(FormatError::Compression(rec[48]))?;
         let e = EntryInfo {
             id: id_at(rec, 0),
@@ -318,6 +325,36 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(parse_sealed(&bad).is_err(), "flip at {i} went unnoticed");
         }
+    }
+
+    /// Found by the `pack_parse` fuzz target: a table record whose 7 reserved bytes were not
+    /// zero parsed (its checksum recomputed), so one table had many encodings.
+    #[test]
+    fn reserved_table_bytes_must_be_zero() {
+        let (mut pack, _) = build(&[b"a", b"b"]);
+        let table_offset = parse_trailer(&pack).unwrap().table_offset as usize;
+        let table_end = pack.len() - TRAILER_LEN;
+        pack[table_offset + TABLE_RECORD_LEN + 50] = 0x51; // second record, reserved byte
+        let hash = *blake3::hash(&pack[table_offset..table_end]).as_bytes();
+        pack[table_end + 16..table_end + 48].copy_from_slice(&hash);
+        assert_eq!(parse_sealed(&pack), Err(FormatError::BadMagic));
+    }
+
+    /// Found by the `pack_parse` fuzz target: a table offset near `u64::MAX` (checksum
+    /// recomputed) overflowed `EntryInfo::end` in `parse_table`: a panic with overflow checks,
+    /// and without them a wrapped end that passed the layout check, so that `parse_sealed`
+    /// then sliced the pack out of bounds.
+    #[test]
+    fn table_offsets_near_the_top_of_u64_are_refused() {
+        let (mut pack, _) = build(&[b"a"]);
+        let trailer = parse_trailer(&pack).unwrap();
+        let (table_offset, table_end) = (trailer.table_offset as usize, pack.len() - TRAILER_LEN);
+        pack[table_offset + 32..table_offset + 40].copy_from_slice(&(u64::MAX - 40).to_le_bytes());
+        let hash = *blake3::hash(&pack[table_offset..table_end]).as_bytes();
+        pack[table_end + 16..table_end + 48].copy_from_slice(&hash);
+        let trailer = parse_trailer(&pack).unwrap();
+        assert_eq!(parse_table(&pack[table_offset..table_end], &trailer), Err(FormatError::Layout));
+        assert_eq!(parse_sealed(&pack), Err(FormatError::Layout));
     }
 
     #[test]
