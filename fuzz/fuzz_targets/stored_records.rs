@@ -1,0 +1,38 @@
+//! Decoders of the records that sync and identity keep in RocksDB, on arbitrary bytes (a damaged
+//! database is untrusted): nothing may panic, and what decodes re-encodes to something that
+//! decodes to the same thing.
+#![no_main]
+
+use cairn::store::identity_keys as ik;
+use cairn::store::sync_keys as sk;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(r) = sk::decode_record(data) {
+        assert_eq!(sk::encode_record(&r), data);
+    }
+    if let Some(m) = sk::decode_collection_meta(data) {
+        assert_eq!(sk::encode_collection_meta(&m), data);
+    }
+    if let Some((name, marker, rest)) = sk::split_sync_key(data) {
+        assert!(marker <= 1 && !name.contains('\0'));
+        let _ = rest;
+    }
+    if let Some(a) = ik::decode_account(data) {
+        assert_eq!(ik::decode_account(&ik::encode_account(&a)).as_ref(), Some(&a));
+    }
+    if let Some(c) = ik::decode_code(data) {
+        assert_eq!(ik::decode_code(&ik::encode_code(&c)).as_ref(), Some(&c));
+    }
+    if let Some(s) = ik::decode_session(data) {
+        assert_eq!(ik::decode_session(&ik::encode_session(&s)).as_ref(), Some(&s));
+    }
+    if let Some(d) = ik::decode_device(data) {
+        assert_eq!(ik::decode_device(&ik::encode_device(&d)).as_ref(), Some(&d));
+    }
+    if let Some(e) = ik::decode_event(data) {
+        assert_eq!(ik::decode_event(&ik::encode_event(&e)).as_ref(), Some(&e));
+    }
+    let _ = ik::decode_account_id(data);
+    let _ = ik::device_id_from_key(data);
+});
