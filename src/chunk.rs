@@ -179,8 +179,7 @@ mod tests {
         let data = noise(3 << 20, 7);
         let p = ChunkingParams::default();
         let ours: Vec<usize> = Cutter::new(p).unwrap().chunks(&data).map(|c| c.len()).collect();
-        let theirs: Vec<usize> =
-            fastcdc::v2020::FastCDC::new(&data, p.min, p.avg, p.max).map(|c| c.length).collect();
+        let theirs: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, p.min, p.avg, p.max).map(|c| c.length).collect();
         assert_eq!(ours, theirs);
         assert!(ours.len() > 10);
     }

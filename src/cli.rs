@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ByteSize, Config};
 use crate::engine::{Engine, GcOptions};
 use crate::http::{self, App};
-use crate::ops;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::ops;
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Storage backend of a consumer cloud")]
@@ -55,7 +55,10 @@ impl TargetArgs {
     fn target(&self) -> anyhow::Result<ops::Target> {
         match (&self.server, &self.data_dir) {
             (Some(url), _) => {
-                let token = self.admin_token.clone().ok_or_else(|| anyhow::anyhow!("--server needs the admin token (CAIRN_ADMIN_TOKEN)"))?;
+                let token = self
+                    .admin_token
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--server needs the admin token (CAIRN_ADMIN_TOKEN)"))?;
                 Ok(ops::Target::Server { url: url.clone(), token })
             }
             (None, Some(dir)) => Ok(ops::Target::DataDir(dir.clone())),

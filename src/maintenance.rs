@@ -9,7 +9,11 @@ use crate::engine::{Engine, GcOptions};
 use crate::metrics::Metrics;
 use crate::sync::Sync as SyncService;
 
-fn every(period: Duration, what: &'static str, job: impl Fn() -> anyhow::Result<()> + Send + Sync + Clone + 'static) -> tokio::task::JoinHandle<()> {
+fn every(
+    period: Duration,
+    what: &'static str,
+    job: impl Fn() -> anyhow::Result<()> + Send + Sync + Clone + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.tick().await; // the first tick is immediate; start one period in
@@ -26,7 +30,12 @@ fn every(period: Duration, what: &'static str, job: impl Fn() -> anyhow::Result<
 }
 
 /// Start the housekeeping tasks; abort the handles to stop them.
-pub fn spawn(config: &Config, engine: Engine, sync: SyncService, metrics: std::sync::Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    config: &Config,
+    engine: Engine,
+    sync: SyncService,
+    metrics: std::sync::Arc<Metrics>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (ttl, retention_ms) = (config.staged_ttl_secs, config.tombstone_retention_secs as i64 * 1000);
     let e = engine.clone();

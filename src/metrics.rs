@@ -40,8 +40,9 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
-            .expect("valid metric");
+        let requests =
+            IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
+                .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("unique metric");
         Metrics {
             ingest_bytes: counter(&registry, "cairn_ingest_bytes_total", "Raw bytes received by ingests"),
@@ -57,7 +58,11 @@ impl Metrics {
             quota_refusals: counter(&registry, "cairn_quota_refusals_total", "Writes refused with 507"),
             gc_runs: counter(&registry, "cairn_gc_runs_total", "Garbage collections run"),
             gc_chunks_freed: counter(&registry, "cairn_gc_chunks_freed_total", "Chunks removed from the index by GC"),
-            gc_bytes_reclaimed: counter(&registry, "cairn_gc_bytes_reclaimed_total", "Pack bytes given back to the disk"),
+            gc_bytes_reclaimed: counter(
+                &registry,
+                "cairn_gc_bytes_reclaimed_total",
+                "Pack bytes given back to the disk",
+            ),
             gc_packs_rewritten: counter(&registry, "cairn_gc_packs_rewritten_total", "Packs compacted"),
             gc_seconds: histogram(&registry, "cairn_gc_seconds", "Duration of a garbage collection"),
             fsck_problems: {

@@ -26,7 +26,13 @@ fn spinner(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn server_call(url: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+fn server_call(
+    url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -90,7 +96,10 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
     let bar = spinner("checking packs, index and books");
     let v = match target {
         Target::Server { url, token } => {
-            anyhow::ensure!(!flags.rebuild_index && !flags.repair, "--rebuild-index and --repair run offline only (--data-dir, server stopped)");
+            anyhow::ensure!(
+                !flags.rebuild_index && !flags.repair,
+                "--rebuild-index and --repair run offline only (--data-dir, server stopped)"
+            );
             server_call(&url, &token, reqwest::Method::POST, "/admin/fsck", None)?
         }
         Target::DataDir(dir) => {
@@ -139,14 +148,29 @@ pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn plan(target: Target, mut config: crate::config::Config, account: &str, plan: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+pub fn plan(
+    target: Target,
+    mut config: crate::config::Config,
+    account: &str,
+    plan: &str,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let v = match target {
-        Target::Server { url, token } => {
-            server_call(&url, &token, reqwest::Method::PUT, &format!("/admin/accounts/{account}/plan"), Some(json!({ "plan": plan })))?
-        }
+        Target::Server { url, token } => server_call(
+            &url,
+            &token,
+            reqwest::Method::PUT,
+            &format!("/admin/accounts/{account}/plan"),
+            Some(json!({ "plan": plan })),
+        )?,
         Target::DataDir(dir) => {
-            let limit = config.plans.get(plan).map(|s| s.0).ok_or_else(|| anyhow::anyhow!("no plan is called {plan:?} in the configuration"))?;
-            let id: crate::store::keys::AccountId = account.parse().map_err(|_| anyhow::anyhow!("{account:?} is not an account id"))?;
+            let limit = config
+                .plans
+                .get(plan)
+                .map(|s| s.0)
+                .ok_or_else(|| anyhow::anyhow!("no plan is called {plan:?} in the configuration"))?;
+            let id: crate::store::keys::AccountId =
+                account.parse().map_err(|_| anyhow::anyhow!("{account:?} is not an account id"))?;
             config.data_dir = dir;
             let engine = open_offline(&config.data_dir)?;
             let identity = crate::identity::Identity::open(engine.clone(), &config)?;

@@ -150,7 +150,9 @@ impl Sync {
     fn meta(&self, account: &AccountId, collection: &str) -> Result<CollectionMeta> {
         match self.get_raw(&sk::collection_meta_key(account, collection))? {
             None => Ok(CollectionMeta::default()),
-            Some(v) => sk::decode_collection_meta(&v).ok_or_else(|| Error::corrupt("unreadable collection summary").into()),
+            Some(v) => {
+                sk::decode_collection_meta(&v).ok_or_else(|| Error::corrupt("unreadable collection summary").into())
+            }
         }
     }
 
@@ -194,7 +196,14 @@ impl Sync {
         self.commit(account, collection, ops, current, limit)
     }
 
-    fn commit(&self, account: &AccountId, collection: &str, ops: Vec<Op>, mut current: HashMap<String, Option<SyncRecord>>, limit: u64) -> Result<Vec<View>> {
+    fn commit(
+        &self,
+        account: &AccountId,
+        collection: &str,
+        ops: Vec<Op>,
+        mut current: HashMap<String, Option<SyncRecord>>,
+        limit: u64,
+    ) -> Result<Vec<View>> {
         let db = self.engine.db();
         let (cf, log) = (db.cf(CF_SYNC), db.cf(CF_SYNC_LOG));
         let mut batch = WriteBatch::default();
@@ -275,7 +284,10 @@ impl Sync {
             }
             let id = String::from_utf8_lossy(&v).into_owned();
             let raw = snap.get_cf(db.cf(CF_SYNC), sk::record_key(account, collection, &id))?;
-            let rec = raw.as_deref().and_then(sk::decode_record).ok_or_else(|| Error::corrupt("feed points at a missing record"))?;
+            let rec = raw
+                .as_deref()
+                .and_then(sk::decode_record)
+                .ok_or_else(|| Error::corrupt("feed points at a missing record"))?;
             records.push(view(&id, &rec));
         }
         let next = records.last().map_or(since, |r| r.seq);
@@ -292,7 +304,8 @@ impl Sync {
                 break;
             }
             if let Some((name, 1, _)) = sk::split_sync_key(&k) {
-                let meta = sk::decode_collection_meta(&v).ok_or_else(|| Error::corrupt("unreadable collection summary"))?;
+                let meta =
+                    sk::decode_collection_meta(&v).ok_or_else(|| Error::corrupt("unreadable collection summary"))?;
                 out.insert(name.to_string(), meta);
             }
         }
@@ -325,7 +338,11 @@ impl Sync {
             let mut batch = WriteBatch::default();
             batch.delete_cf(db.cf(CF_SYNC), sk::record_key(&account, &collection, &id));
             batch.delete_cf(db.cf(CF_SYNC_LOG), sk::log_key(&account, &collection, seq));
-            batch.put_cf(db.cf(CF_SYNC), sk::collection_meta_key(&account, &collection), sk::encode_collection_meta(&meta));
+            batch.put_cf(
+                db.cf(CF_SYNC),
+                sk::collection_meta_key(&account, &collection),
+                sk::encode_collection_meta(&meta),
+            );
             db.commit(batch)?;
             purged += 1;
         }

@@ -146,10 +146,19 @@ fn compaction_child() {
             let e = engine.clone();
             let name = format!("r{round}-{i}");
             tokio::task::spawn_blocking(move || {
-                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap();
+                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
+                    .unwrap()
+                    .unwrap();
                 if i >= 2 {
                     // Deleting makes garbage, so there is always something to compact.
-                    e.delete_object(&ACCOUNT, Namespace::Scratch, format!("r{round}-{}", i - 2).as_bytes(), Precondition::None).unwrap().unwrap();
+                    e.delete_object(
+                        &ACCOUNT,
+                        Namespace::Scratch,
+                        format!("r{round}-{}", i - 2).as_bytes(),
+                        Precondition::None,
+                    )
+                    .unwrap()
+                    .unwrap();
                 }
             })
             .await
@@ -193,7 +202,10 @@ fn sigkill_during_compaction_loses_nothing_acknowledged() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for &(r, i) in &survivors {
             let name = format!("r{r}-{i}");
-            let obj = engine.get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes()).unwrap().unwrap_or_else(|| panic!("round {round}: {name} is gone"));
+            let obj = engine
+                .get_object(&ACCOUNT, Namespace::Scratch, name.as_bytes())
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: {name} is gone"));
             let chunks = engine.object_chunks(&ACCOUNT, Namespace::Scratch, name.as_bytes(), &obj).unwrap();
             assert!(rt.block_on(engine.read_all(chunks)).unwrap() == content(r, i), "round {round}: {name} differs");
         }

@@ -33,7 +33,10 @@ async fn raw_exchange(s: &Server, head: &str) -> String {
     let mut conn = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
     conn.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf)).await.expect("an answer without the body").unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -61,30 +64,90 @@ async fn put_get_head_range_overwrite_delete() {
     let r = s.client.head(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["content-length"].to_str().unwrap()), (200, "700000"));
 
-    let r = s.client.get(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("range", "bytes=100000-299999").send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("range", "bytes=100000-299999")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 100000-299999/700000");
     assert!(r.bytes().await.unwrap() == data[100_000..300_000]);
-    let r = s.client.get(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("range", "bytes=-10").send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
     assert!(r.bytes().await.unwrap() == data[699_990..]);
-    let r = s.client.get(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("range", "bytes=700000-").send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("range", "bytes=700000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-range"], "bytes */700000");
     assert_eq!(error_code(r, 416).await, "range_not_satisfiable");
 
-    let r = s.client.get(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("if-none-match", format!("\"{version}\"")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("if-none-match", format!("\"{version}\""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
 
     // Overwrite: 200, a new version; If-Match with the old one now fails.
     let v2 = body_of(put(&s, &u, "photos/2024/a.jpg", b"new".to_vec()).await, 200).await;
     assert_ne!(v2["version"], version.as_str());
-    let r = s.client.put(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("if-match", format!("\"{version}\"")).body("x").send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("if-match", format!("\"{version}\""))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 412).await, "precondition_failed");
-    let r = s.client.put(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("if-none-match", "*").body("x").send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("if-none-match", "*")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 412).await, "precondition_failed");
     let cur = v2["version"].as_str().unwrap();
-    let r = s.client.put(s.url("/v1/files/photos/2024/a.jpg")).bearer_auth(&u.token).header("if-match", format!("\"{cur}\"")).body("y").send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("if-match", format!("\"{cur}\""))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.put(s.url("/v1/files/new.txt")).bearer_auth(&u.token).header("if-none-match", "*").body("z").send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url("/v1/files/new.txt"))
+        .bearer_auth(&u.token)
+        .header("if-none-match", "*")
+        .body("z")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 
     // Empty files are files.
@@ -105,7 +168,14 @@ async fn bad_paths_are_400_and_paths_are_percent_decoded() {
     let u = signed_in(&s).await;
     // Sent raw: a URL library would resolve the dot segments itself.
     for bad in ["a//b", "a/./b", "a/../b", "a/%2E%2E/b", "a/", "a%00b", "a%0Ab", "..", "."] {
-        let answer = raw_exchange(&s, &format!("PUT /v1/files/{bad} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1\r\n\r\nx", u.token)).await;
+        let answer = raw_exchange(
+            &s,
+            &format!(
+                "PUT /v1/files/{bad} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1\r\n\r\nx",
+                u.token
+            ),
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("\"bad_path\""), "{bad}: {answer}");
     }
     let long = "x".repeat(4097);
@@ -128,7 +198,8 @@ async fn listing_pages_in_byte_order_with_a_prefix() {
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
-        let l: Value = get_as(&s, &u.token, &format!("/v1/files?prefix=docs/&limit=10&after={after}")).await.json().await.unwrap();
+        let l: Value =
+            get_as(&s, &u.token, &format!("/v1/files?prefix=docs/&limit=10&after={after}")).await.json().await.unwrap();
         for f in l["files"].as_array().unwrap() {
             seen.push(f["path"].as_str().unwrap().to_string());
             assert!(f["modified"].as_str().unwrap().ends_with('Z'));
@@ -172,7 +243,15 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
     let u = signed_in(&s).await;
     // A declared length over the limit is refused before any byte is read: the answer comes
     // back although not one byte of the body was sent.
-    let answer = raw_exchange(&s, &format!("PUT /v1/files/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n", u.token, 9 << 20)).await;
+    let answer = raw_exchange(
+        &s,
+        &format!(
+            "PUT /v1/files/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+            u.token,
+            9 << 20
+        ),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
     assert!(answer.contains("\"quota_exceeded\"") && answer.contains(&format!("\"limit\":{}", 8 << 20)), "{answer}");
     assert_eq!(used(&s, &u).await, 0);
@@ -180,7 +259,9 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
     let tasks: Vec<_> = (0..32u64)
         .map(|i| {
             let (client, url, token) = (s.client.clone(), s.url(&format!("/v1/files/f{i}")), u.token.clone());
-            tokio::spawn(async move { client.put(url).bearer_auth(token).body(noise(600_000, 100 + i)).send().await.unwrap().status().as_u16() })
+            tokio::spawn(async move {
+                client.put(url).bearer_auth(token).body(noise(600_000, 100 + i)).send().await.unwrap().status().as_u16()
+            })
         })
         .collect();
     let mut ok = 0u64;
@@ -201,7 +282,10 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
     // Over quota: reads and deletes still work; a write of new bytes does not.
     let first = l["files"][0]["path"].as_str().unwrap().to_string();
     assert_eq!(get_as(&s, &u.token, &format!("/v1/files/{first}")).await.status(), 200);
-    assert_eq!(s.client.delete(s.url(&format!("/v1/files/{first}"))).bearer_auth(&u.token).send().await.unwrap().status(), 204);
+    assert_eq!(
+        s.client.delete(s.url(&format!("/v1/files/{first}"))).bearer_auth(&u.token).send().await.unwrap().status(),
+        204
+    );
     let admin = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     let report: Value = admin.json().await.unwrap();
     assert_eq!(report["ok"], true, "{report}");
@@ -216,7 +300,10 @@ async fn an_upload_cut_off_midway_leaves_usage_as_it_was() {
     let before = used(&s, &u).await;
     let addr = s.base.trim_start_matches("http://").to_string();
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("PUT /v1/files/cut HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 8000000\r\n\r\n", u.token);
+    let head = format!(
+        "PUT /v1/files/cut HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 8000000\r\n\r\n",
+        u.token
+    );
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(&noise(3 << 20, 9)).await.unwrap();
     drop(conn);
@@ -235,36 +322,81 @@ async fn chunk_api_rows() {
     let chunk = noise(100_000, 5);
     let h = hash(&chunk);
 
-    let m = body_of(s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&u.token).json(&json!({ "chunks": [h] })).send().await.unwrap(), 200).await;
+    let m = body_of(
+        s.client
+            .post(s.url("/v1/chunks/missing"))
+            .bearer_auth(&u.token)
+            .json(&json!({ "chunks": [h] }))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(m["missing"], json!([h]));
-    let put_chunk = |h: String, body: Vec<u8>| s.client.put(s.url(&format!("/v1/chunks/{h}"))).bearer_auth(&u.token).body(body).send();
+    let put_chunk = |h: String, body: Vec<u8>| {
+        s.client.put(s.url(&format!("/v1/chunks/{h}"))).bearer_auth(&u.token).body(body).send()
+    };
     assert_eq!(put_chunk(h.clone(), chunk.clone()).await.unwrap().status(), 201);
     assert_eq!(put_chunk(h.clone(), chunk.clone()).await.unwrap().status(), 200);
     assert_eq!(used(&s, &u).await, 100_000, "a staged chunk counts toward used");
-    let m = body_of(s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&u.token).json(&json!({ "chunks": [h] })).send().await.unwrap(), 200).await;
+    let m = body_of(
+        s.client
+            .post(s.url("/v1/chunks/missing"))
+            .bearer_auth(&u.token)
+            .json(&json!({ "chunks": [h] }))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(m["missing"], json!([]));
     let r = get_as(&s, &u.token, &format!("/v1/chunks/{h}")).await;
     assert!(r.bytes().await.unwrap() == chunk);
 
     // Over `max` is refused on the declared length, before the body (or the hash) is looked at.
     for h in [h.as_str(), "zz"] {
-        let answer = raw_exchange(&s, &format!("PUT /v1/chunks/{h} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n", u.token, max + 1)).await;
+        let answer = raw_exchange(
+            &s,
+            &format!(
+                "PUT /v1/chunks/{h} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+                u.token,
+                max + 1
+            ),
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("payload_too_large"), "{answer}");
     }
     assert_eq!(error_code(put_chunk(h.clone(), b"other bytes".to_vec()).await.unwrap(), 400).await, "hash_mismatch");
     assert_eq!(error_code(put_chunk("ABC".into(), b"x".to_vec()).await.unwrap(), 400).await, "bad_hash");
     assert_eq!(error_code(put_chunk(h.to_uppercase(), chunk.clone()).await.unwrap(), 400).await, "bad_hash");
     let too_many: Vec<String> = (0..10_001).map(|_| h.clone()).collect();
-    let r = s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&u.token).json(&json!({ "chunks": too_many })).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/v1/chunks/missing"))
+        .bearer_auth(&u.token)
+        .json(&json!({ "chunks": too_many }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "too_many_chunks");
-    assert_eq!(error_code(get_as(&s, &u.token, &format!("/v1/chunks/{}", hash(b"never"))).await, 404).await, "not_found");
+    assert_eq!(
+        error_code(get_as(&s, &u.token, &format!("/v1/chunks/{}", hash(b"never"))).await, 404).await,
+        "not_found"
+    );
 
     // A manifest commits a file from held chunks; missing ones are named; sizes must match.
     let second = noise(50_000, 6);
     let h2 = hash(&second);
     let manifest = json!({ "chunks": [{ "hash": h, "size": 100_000 }, { "hash": h2, "size": 50_000 }] });
     let put_manifest = |body: Value| {
-        s.client.put(s.url("/v1/files/assembled.bin")).bearer_auth(&u.token).header("content-type", "application/vnd.cairn.manifest+json").body(body.to_string()).send()
+        s.client
+            .put(s.url("/v1/files/assembled.bin"))
+            .bearer_auth(&u.token)
+            .header("content-type", "application/vnd.cairn.manifest+json")
+            .body(body.to_string())
+            .send()
     };
     let r = body_of(put_manifest(manifest.clone()).await.unwrap(), 409).await;
     assert_eq!(r["error"]["code"], "missing_chunks");
@@ -282,14 +414,29 @@ async fn chunk_api_rows() {
     // Quota applies to chunks too.
     let (s2, _tmp2) = start_configured(SMALL);
     let v = signed_in(&s2).await;
-    let admin = s2.client.put(s2.url(&format!("/admin/accounts/{}/plan", v.account_id))).bearer_auth(ADMIN_TOKEN).json(&json!({ "plan": "tiny" })).send().await.unwrap();
+    let admin = s2
+        .client
+        .put(s2.url(&format!("/admin/accounts/{}/plan", v.account_id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "plan": "tiny" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(admin.status(), 200);
     for i in 0..4 {
         let c = noise(250_000, 50 + i);
-        let _ = s2.client.put(s2.url(&format!("/v1/chunks/{}", hash(&c)))).bearer_auth(&v.token).body(c).send().await.unwrap();
+        let _ = s2
+            .client
+            .put(s2.url(&format!("/v1/chunks/{}", hash(&c))))
+            .bearer_auth(&v.token)
+            .body(c)
+            .send()
+            .await
+            .unwrap();
     }
     let c = noise(250_000, 60);
-    let r = s2.client.put(s2.url(&format!("/v1/chunks/{}", hash(&c)))).bearer_auth(&v.token).body(c).send().await.unwrap();
+    let r =
+        s2.client.put(s2.url(&format!("/v1/chunks/{}", hash(&c)))).bearer_auth(&v.token).body(c).send().await.unwrap();
     assert_eq!(error_code(r, 507).await, "quota_exceeded");
 }
 
@@ -298,7 +445,14 @@ async fn a_staged_chunk_no_manifest_claims_leaves_used_after_its_time() {
     let (s, _tmp) = start_configured(SMALL);
     let u = signed_in(&s).await;
     let chunk = noise(40_000, 8);
-    let r = s.client.put(s.url(&format!("/v1/chunks/{}", hash(&chunk)))).bearer_auth(&u.token).body(chunk.clone()).send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url(&format!("/v1/chunks/{}", hash(&chunk))))
+        .bearer_auth(&u.token)
+        .body(chunk.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(used(&s, &u).await, 40_000);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -306,7 +460,17 @@ async fn a_staged_chunk_no_manifest_claims_leaves_used_after_its_time() {
         assert!(std::time::Instant::now() < deadline, "the staged chunk never expired");
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    let m: Value = s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&u.token).json(&json!({ "chunks": [hash(&chunk)] })).send().await.unwrap().json().await.unwrap();
+    let m: Value = s
+        .client
+        .post(s.url("/v1/chunks/missing"))
+        .bearer_auth(&u.token)
+        .json(&json!({ "chunks": [hash(&chunk)] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["missing"], json!([hash(&chunk)]));
 }
 
@@ -323,9 +487,23 @@ async fn other_accounts_see_404_and_missing() {
     assert_eq!(error_code(get_as(&s, &b.token, "/v1/files/secret.txt").await, 404).await, "not_found");
     let r = s.client.head(s.url("/v1/files/secret.txt")).bearer_auth(&b.token).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(error_code(s.client.delete(s.url("/v1/files/secret.txt")).bearer_auth(&b.token).send().await.unwrap(), 404).await, "not_found");
+    assert_eq!(
+        error_code(s.client.delete(s.url("/v1/files/secret.txt")).bearer_auth(&b.token).send().await.unwrap(), 404)
+            .await,
+        "not_found"
+    );
     assert_eq!(error_code(get_as(&s, &b.token, &format!("/v1/chunks/{h}")).await, 404).await, "not_found");
-    let m: Value = s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&b.token).json(&json!({ "chunks": [h] })).send().await.unwrap().json().await.unwrap();
+    let m: Value = s
+        .client
+        .post(s.url("/v1/chunks/missing"))
+        .bearer_auth(&b.token)
+        .json(&json!({ "chunks": [h] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["missing"], json!([h]), "another account's chunk is missing for this one");
     let l: Value = get_as(&s, &b.token, "/v1/files").await.json().await.unwrap();
     assert_eq!(l["files"], json!([]));
@@ -339,12 +517,25 @@ async fn other_accounts_see_404_and_missing() {
 async fn plans_downgrades_and_account_deletion() {
     let (s, _tmp) = start_configured(SMALL);
     let u = signed_in(&s).await;
-    let set_plan = |id: String, plan: &str| s.client.put(s.url(&format!("/admin/accounts/{id}/plan"))).bearer_auth(ADMIN_TOKEN).json(&json!({ "plan": plan })).send();
+    let set_plan = |id: String, plan: &str| {
+        s.client
+            .put(s.url(&format!("/admin/accounts/{id}/plan")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "plan": plan }))
+            .send()
+    };
     let v = body_of(set_plan(u.account_id.clone(), "pro").await.unwrap(), 200).await;
     assert_eq!(v, json!({ "plan": "pro", "limit": 64 << 20 }));
     assert_eq!(error_code(set_plan(u.account_id.clone(), "platinum").await.unwrap(), 400).await, "unknown_plan");
     assert_eq!(error_code(set_plan("0".repeat(32), "pro").await.unwrap(), 404).await, "not_found");
-    let r = s.client.put(s.url(&format!("/admin/accounts/{}/plan", u.account_id))).bearer_auth(&u.token).json(&json!({ "plan": "pro" })).send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url(&format!("/admin/accounts/{}/plan", u.account_id)))
+        .bearer_auth(&u.token)
+        .json(&json!({ "plan": "pro" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a user's token is no admin token");
 
     body_of(put(&s, &u, "big", noise(12 << 20, 2)).await, 201).await;
@@ -356,12 +547,31 @@ async fn plans_downgrades_and_account_deletion() {
 
     // Deleting the account removes its files and its usage, and its bytes become garbage.
     let code = account_code(&s, &u, "delete_account").await;
-    let r = s.client.delete(s.url("/v1/account")).bearer_auth(&u.token).json(&json!({ "code": code, "confirm": "DELETE" })).send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url("/v1/account"))
+        .bearer_auth(&u.token)
+        .json(&json!({ "code": code, "confirm": "DELETE" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    let stats: Value = s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let stats: Value =
+        s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(stats["logical_bytes"], 0);
-    let gc: Value = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&json!({ "grace_seconds": 0, "compact_below": 1.0 })).send().await.unwrap().json().await.unwrap();
+    let gc: Value = s
+        .client
+        .post(s.url("/admin/gc"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "grace_seconds": 0, "compact_below": 1.0 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(gc["chunks_freed"].as_u64().unwrap() > 100, "{gc}");
-    let fsck: Value = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let fsck: Value =
+        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(fsck["ok"], true, "{fsck}");
 }

@@ -179,7 +179,11 @@ fn long_chunk_lists_are_stored_in_segments_and_books_balance() {
         let ing = e.ingest_bytes(Bytes::from(data.clone())).await.unwrap();
         let n = ing.manifest.chunks.len();
         assert!(n > 2 * 16_384, "{n} chunks");
-        let rec = e.put_object(&account, Namespace::Drive, b"long", ing, u64::MAX, Precondition::None).unwrap().unwrap().record;
+        let rec = e
+            .put_object(&account, Namespace::Drive, b"long", ing, u64::MAX, Precondition::None)
+            .unwrap()
+            .unwrap()
+            .record;
         assert_eq!(rec.chunk_count as usize, n);
         assert!(rec.tail_segments() >= 2);
         let chunks = e.object_chunks(&account, Namespace::Drive, b"long", &rec).unwrap();

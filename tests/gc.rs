@@ -35,9 +35,11 @@ async fn put(e: &Engine, a: &AccountId, name: &str, data: Vec<u8>) {
     let ing = e.ingest_bytes(Bytes::from(data)).await.unwrap();
     let e2 = e.clone();
     let (a, name) = (*a, name.to_string());
-    tokio::task::spawn_blocking(move || e2.put_object(&a, Namespace::Drive, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        e2.put_object(&a, Namespace::Drive, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap()
+    })
+    .await
+    .unwrap();
 }
 
 async fn read(e: &Engine, a: &AccountId, name: &str) -> Vec<u8> {
@@ -60,7 +62,8 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
         put(&e, &b, "shared", shared.clone()).await;
     });
     e.close().unwrap();
-    let before: u64 = e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
+    let before: u64 =
+        e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
     e.delete_object(&a, Namespace::Drive, b"drop", Precondition::None).unwrap().unwrap().unwrap();
     e.delete_object(&a, Namespace::Drive, b"shared", Precondition::None).unwrap().unwrap().unwrap();
 
@@ -72,7 +75,8 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
     assert!(r.chunks_freed >= 40, "{r:?}");
     assert!(r.bytes_freed >= 3 << 20, "{r:?}");
     assert!(r.packs_deleted >= 1);
-    let after: u64 = e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
+    let after: u64 =
+        e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
     assert!(after + (3 << 20) < before, "packs went from {before} to {after} bytes");
 
     rt().block_on(async {
@@ -118,7 +122,9 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
             let name = format!("f{}", i % 7);
             put(&e, &a, &name, version(i)).await;
             if i % 5 == 0 {
-                e.delete_object(&a, Namespace::Drive, format!("f{}", (i + 3) % 7).as_bytes(), Precondition::None).unwrap().unwrap();
+                e.delete_object(&a, Namespace::Drive, format!("f{}", (i + 3) % 7).as_bytes(), Precondition::None)
+                    .unwrap()
+                    .unwrap();
             }
             assert!(read(&e, &a, &name).await == version(i), "upload {i} reads back wrong");
         }

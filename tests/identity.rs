@@ -17,13 +17,7 @@ async fn json_of(r: reqwest::Response, status: u16) -> Value {
 }
 
 fn retry_after(r: &reqwest::Response) -> u64 {
-    r.headers()
-        .get("retry-after")
-        .expect("429 carries Retry-After")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    r.headers().get("retry-after").expect("429 carries Retry-After").to_str().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -38,24 +32,10 @@ async fn sign_up_sign_in_and_read_the_account() {
     assert_eq!(line["purpose"], "register");
     let code = line["code"].as_str().unwrap().to_string();
     assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()));
-    time::OffsetDateTime::parse(
-        line["at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    time::OffsetDateTime::parse(line["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
 
-    let body =
-        json!({ "identifier": email, "password": PASSWORD, "code": code, "nickname": "Ada" });
-    let created = json_of(
-        s.client
-            .post(s.url("/v1/accounts"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let body = json!({ "identifier": email, "password": PASSWORD, "code": code, "nickname": "Ada" });
+    let created = json_of(s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap(), 201).await;
     let account_id = created["account_id"].as_str().unwrap().to_string();
     assert_eq!(account_id.len(), 32);
 
@@ -77,13 +57,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     assert_eq!(me["identifier"], email.to_lowercase());
     assert_eq!(me["nickname"], "Ada");
     assert_eq!(me["plan"], "free");
-    for field in [
-        "gender",
-        "region",
-        "locale",
-        "recovery_email",
-        "recovery_phone",
-    ] {
+    for field in ["gender", "region", "locale", "recovery_email", "recovery_phone"] {
         assert!(me[field].is_null(), "{field}: {me}");
     }
     assert!(me["created_at"].as_str().unwrap().ends_with('Z'));
@@ -93,11 +67,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["device_id"], session["device_id"]);
     assert_eq!(
-        (
-            list[0]["name"].as_str(),
-            list[0]["model"].as_str(),
-            list[0]["os"].as_str()
-        ),
+        (list[0]["name"].as_str(), list[0]["model"].as_str(), list[0]["os"].as_str()),
         (Some("Ada's Pixel"), Some("Pixel 9"), Some("Android 15"))
     );
     assert!(list[0]["last_seen"].is_string());
@@ -117,42 +87,15 @@ async fn phones_sign_up_in_e164_and_malformed_identifiers_are_400() {
     let u = signed_up(&s, "+4915112345678").await;
     let me = json_of(get_as(&s, &u.token, "/v1/account").await, 200).await;
     assert_eq!(me["identifier"], "+4915112345678");
-    for bad in [
-        "4915112345678",
-        "+49 151 12345678",
-        "+1234567",
-        "+1234567890123456",
-        "not-an-email",
-        "a@b",
-        "",
-    ] {
-        assert_eq!(
-            error_code(send_code(&s, bad, "register").await, 400).await,
-            "bad_identifier",
-            "{bad:?}"
-        );
+    for bad in ["4915112345678", "+49 151 12345678", "+1234567", "+1234567890123456", "not-an-email", "a@b", ""] {
+        assert_eq!(error_code(send_code(&s, bad, "register").await, 400).await, "bad_identifier", "{bad:?}");
         let body = json!({ "identifier": bad, "password": PASSWORD, "code": "123456" });
-        let r = s
-            .client
-            .post(s.url("/v1/accounts"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap();
         assert_eq!(error_code(r, 400).await, "bad_identifier");
-        assert_eq!(
-            error_code(login_as(&s, bad, PASSWORD, "x").await, 400).await,
-            "bad_identifier"
-        );
+        assert_eq!(error_code(login_as(&s, bad, PASSWORD, "x").await, 400).await, "bad_identifier");
     }
     // Bad requests of every other kind are 400 JSON too, never 5xx.
-    let r = s
-        .client
-        .post(s.url("/v1/accounts"))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url("/v1/accounts")).body("{not json").send().await.unwrap();
     assert_eq!(error_code(r, 400).await, "bad_json");
     let r = s
         .client
@@ -170,13 +113,7 @@ async fn phones_sign_up_in_e164_and_malformed_identifiers_are_400() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "bad_purpose");
-    let r = s
-        .client
-        .post(s.url("/v1/codes"))
-        .json(&json!({ "purpose": "register" }))
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url("/v1/codes")).json(&json!({ "purpose": "register" })).send().await.unwrap();
     assert_eq!(error_code(r, 400).await, "bad_identifier");
     let long = "x".repeat(200);
     let r = login_as(&s, "+4915112345678", PASSWORD, &long).await;
@@ -191,43 +128,26 @@ async fn sign_up_checks_code_then_password_then_identifier() {
     let post = |body: Value| s.client.post(s.url("/v1/accounts")).json(&body).send();
     // A wrong or missing code is 403, even with a weak password.
     let wrong = if code == "000000" { "000001" } else { "000000" };
-    let r = post(json!({ "identifier": email, "password": "short", "code": wrong }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": "short", "code": wrong })).await.unwrap();
     assert_eq!(error_code(r, 403).await, "bad_code");
-    let r = post(json!({ "identifier": email, "password": PASSWORD }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": PASSWORD })).await.unwrap();
     assert_eq!(error_code(r, 403).await, "bad_code");
     // A weak password is 400 and does not use up the code.
-    let r = post(json!({ "identifier": email, "password": "1234567", "code": code }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": "1234567", "code": code })).await.unwrap();
     assert_eq!(error_code(r, 400).await, "weak_password");
-    let r = post(json!({ "identifier": email, "password": "x".repeat(129), "code": code }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": "x".repeat(129), "code": code })).await.unwrap();
     assert_eq!(error_code(r, 400).await, "weak_password");
-    let r =
-        post(json!({ "identifier": email, "password": "12345678", "code": code, "nickname": "" }))
-            .await
-            .unwrap();
+    let r = post(json!({ "identifier": email, "password": "12345678", "code": code, "nickname": "" })).await.unwrap();
     assert_eq!(error_code(r, 400).await, "bad_field");
-    let r = post(json!({ "identifier": email, "password": "p".repeat(64), "code": code }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": "p".repeat(64), "code": code })).await.unwrap();
     json_of(r, 201).await;
     // Single use.
-    let r = post(json!({ "identifier": email, "password": PASSWORD, "code": code }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": email, "password": PASSWORD, "code": code })).await.unwrap();
     assert_eq!(error_code(r, 403).await, "bad_code");
     // The identifier is taken, whatever the case of the email; a register code is still sent.
     let upper = email.to_uppercase();
     let code = code_for(&s, &upper, "register").await;
-    let r = post(json!({ "identifier": upper, "password": PASSWORD, "code": code }))
-        .await
-        .unwrap();
+    let r = post(json!({ "identifier": upper, "password": PASSWORD, "code": code })).await.unwrap();
     assert_eq!(error_code(r, 409).await, "identifier_taken");
     // The 64-character password signs in.
     login(&s, &email, &"p".repeat(64)).await;
@@ -254,33 +174,21 @@ async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
     let a = new_email();
     let code = code_for(&s, &a, "register").await;
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(
-        error_code(post(&a, &code).await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(post(&a, &code).await.unwrap(), 403).await, "bad_code");
 
     // Dead after five wrong tries, even for the right code.
     let b = new_email();
     let code = code_for(&s, &b, "register").await;
     for _ in 0..5 {
-        assert_eq!(
-            error_code(post(&b, &other(&code)).await.unwrap(), 403).await,
-            "bad_code"
-        );
+        assert_eq!(error_code(post(&b, &other(&code)).await.unwrap(), 403).await, "bad_code");
     }
-    assert_eq!(
-        error_code(post(&b, &code).await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(post(&b, &code).await.unwrap(), 403).await, "bad_code");
 
     // Four wrong tries leave it alive.
     let c = new_email();
     let code = code_for(&s, &c, "register").await;
     for _ in 0..4 {
-        assert_eq!(
-            error_code(post(&c, &other(&code)).await.unwrap(), 403).await,
-            "bad_code"
-        );
+        assert_eq!(error_code(post(&c, &other(&code)).await.unwrap(), 403).await, "bad_code");
     }
     json_of(post(&c, &code).await.unwrap(), 201).await;
 
@@ -291,32 +199,20 @@ async fn codes_expire_die_after_five_wrong_tries_and_are_replaced() {
     while second == first {
         second = code_for(&s, &d, "register").await;
     }
-    assert_eq!(
-        error_code(post(&d, &first).await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(post(&d, &first).await.unwrap(), 403).await, "bad_code");
     json_of(post(&d, &second).await.unwrap(), 201).await;
 
     // A code is bound to its purpose.
     let e = new_email();
     let reset = code_for(&s, &e, "reset_password").await;
-    assert_eq!(
-        error_code(post(&e, &reset).await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(post(&e, &reset).await.unwrap(), 403).await, "bad_code");
 }
 
 #[tokio::test]
 async fn code_sends_are_limited_per_identifier_whatever_the_purpose() {
     let s = Server::start();
     let email = new_email();
-    for purpose in [
-        "register",
-        "reset_password",
-        "register",
-        "reset_password",
-        "register",
-    ] {
+    for purpose in ["register", "reset_password", "register", "reset_password", "register"] {
         assert_eq!(send_code(&s, &email, purpose).await.status(), 202);
     }
     let r = send_code(&s, &email.to_uppercase(), "reset_password").await;
@@ -325,13 +221,7 @@ async fn code_sends_are_limited_per_identifier_whatever_the_purpose() {
     assert_eq!(error_code(r, 429).await, "rate_limited");
     // Another identifier is not affected; the refused send was not delivered.
     assert_eq!(send_code(&s, &new_email(), "register").await.status(), 202);
-    assert_eq!(
-        outbox(&s.dir)
-            .iter()
-            .filter(|m| m["to"] == email.as_str())
-            .count(),
-        5
-    );
+    assert_eq!(outbox(&s.dir).iter().filter(|m| m["to"] == email.as_str()).count(), 5);
     // Signed-in sends count too: a user who used up the sends cannot get a change code.
     let u = signed_in(&s).await;
     for _ in 0..4 {
@@ -350,7 +240,9 @@ async fn code_sends_are_limited_per_identifier_whatever_the_purpose() {
 
 #[tokio::test]
 async fn code_send_limits_are_configurable_per_ip_and_window() {
-    let (s, _tmp) = start_configured("[identity]\ncode_sends_per_identifier = 2\ncode_sends_per_ip = 4\ncode_send_window_secs = 2\n");
+    let (s, _tmp) = start_configured(
+        "[identity]\ncode_sends_per_identifier = 2\ncode_sends_per_ip = 4\ncode_send_window_secs = 2\n",
+    );
     let email = new_email();
     assert_eq!(send_code(&s, &email, "register").await.status(), 202);
     assert_eq!(send_code(&s, &email, "register").await.status(), 202);
@@ -367,17 +259,11 @@ async fn code_send_limits_are_configurable_per_ip_and_window() {
 
 #[tokio::test]
 async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
-    let (s, _tmp) = start_configured(
-        "[identity]\nfailed_logins_per_identifier = 3\nfailed_login_window_secs = 3\n",
-    );
+    let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 3\nfailed_login_window_secs = 3\n");
     let u = signed_in(&s).await;
     let unknown = json_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
     for _ in 0..3 {
-        let wrong = json_of(
-            login_as(&s, &u.identifier, "wrong password", "x").await,
-            401,
-        )
-        .await;
+        let wrong = json_of(login_as(&s, &u.identifier, "wrong password", "x").await, 401).await;
         // One answer for an unknown identifier and a wrong password.
         assert_eq!(wrong, unknown);
     }
@@ -387,12 +273,8 @@ async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
     // Other identifiers still sign in.
     let v = signed_in(&s).await;
     let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
-    let failed: Vec<&Value> = activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "login_failed")
-        .collect();
+    let failed: Vec<&Value> =
+        activity["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "login_failed").collect();
     assert_eq!(failed.len(), 3);
     assert!(failed[0]["device"].is_null());
     assert_eq!(failed[0]["ip"], "127.0.0.1");
@@ -407,12 +289,7 @@ async fn failed_logins_are_limited_per_ip() {
     let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_ip = 4\n");
     let u = signed_in(&s).await;
     for _ in 0..4 {
-        assert_eq!(
-            login_as(&s, &new_email(), "wrong password", "x")
-                .await
-                .status(),
-            401
-        );
+        assert_eq!(login_as(&s, &new_email(), "wrong password", "x").await.status(), 401);
     }
     let r = login_as(&s, &u.identifier, PASSWORD, "x").await;
     assert!(retry_after(&r) > 0);
@@ -435,24 +312,9 @@ async fn unknown_accounts_cost_the_same_time() {
         times.sort();
         times[2]
     }
-    let known = median(async || {
-        login_as(&s, &u.identifier, "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    let unknown = median(async || {
-        login_as(&s, &new_email(), "wrong password", "x")
-            .await
-            .status()
-            .as_u16()
-    })
-    .await;
-    assert!(
-        unknown * 2 > known,
-        "unknown {unknown:?} vs known {known:?}"
-    );
+    let known = median(async || login_as(&s, &u.identifier, "wrong password", "x").await.status().as_u16()).await;
+    let unknown = median(async || login_as(&s, &new_email(), "wrong password", "x").await.status().as_u16()).await;
+    assert!(unknown * 2 > known, "unknown {unknown:?} vs known {known:?}");
 
     // Reset with a valid code: an account that exists (204) and one that does not (403).
     let ghost = new_email();
@@ -465,24 +327,12 @@ async fn unknown_accounts_cost_the_same_time() {
             .send()
     };
     let t = Instant::now();
-    assert_eq!(
-        error_code(reset(ghost, ghost_code).await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(reset(ghost, ghost_code).await.unwrap(), 403).await, "bad_code");
     let ghost_time = t.elapsed();
     let t = Instant::now();
-    assert_eq!(
-        reset(u.identifier.clone(), real_code)
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(reset(u.identifier.clone(), real_code).await.unwrap().status(), 204);
     let real_time = t.elapsed();
-    assert!(
-        ghost_time * 3 > real_time,
-        "ghost {ghost_time:?} vs real {real_time:?}"
-    );
+    assert!(ghost_time * 3 > real_time, "ghost {ghost_time:?} vs real {real_time:?}");
 }
 
 #[tokio::test]
@@ -492,20 +342,10 @@ async fn devices_sign_out_and_log_out() {
     let tablet = login(&s, &u.identifier, PASSWORD).await;
     let laptop = login(&s, &u.identifier, PASSWORD).await;
     let list = json_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
-    let ids: Vec<&str> = list["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["device_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.contains(&tablet.device_id.as_str()) && ids.contains(&laptop.device_id.as_str()));
-    let current: Vec<&Value> = list["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["current"] == true)
-        .collect();
+    let current: Vec<&Value> = list["devices"].as_array().unwrap().iter().filter(|d| d["current"] == true).collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0]["device_id"], u.device_id.as_str());
 
@@ -518,10 +358,7 @@ async fn devices_sign_out_and_log_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(
-        error_code(get_as(&s, &tablet.token, "/v1/account").await, 401).await,
-        "unauthorized"
-    );
+    assert_eq!(error_code(get_as(&s, &tablet.token, "/v1/account").await, 401).await, "unauthorized");
     let r = s
         .client
         .delete(s.url(&format!("/v1/devices/{}", tablet.device_id)))
@@ -531,13 +368,7 @@ async fn devices_sign_out_and_log_out() {
         .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
     for junk in ["nope", "00000000000000000000000000000000"] {
-        let r = s
-            .client
-            .delete(s.url(&format!("/v1/devices/{junk}")))
-            .bearer_auth(&u.token)
-            .send()
-            .await
-            .unwrap();
+        let r = s.client.delete(s.url(&format!("/v1/devices/{junk}"))).bearer_auth(&u.token).send().await.unwrap();
         assert_eq!(error_code(r, 404).await, "not_found");
     }
     let list = json_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
@@ -555,69 +386,23 @@ async fn devices_sign_out_and_log_out() {
     assert_eq!(get_as(&s, &laptop.token, "/v1/account").await.status(), 401);
 
     // Log out.
-    let r = s
-        .client
-        .delete(s.url("/v1/sessions/current"))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.delete(s.url("/v1/sessions/current")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(get_as(&s, &u.token, "/v1/devices").await.status(), 401);
-    let r = s
-        .client
-        .delete(s.url("/v1/sessions/current"))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.delete(s.url("/v1/sessions/current")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
     // Missing and malformed tokens.
-    assert_eq!(
-        error_code(
-            s.client.get(s.url("/v1/account")).send().await.unwrap(),
-            401
-        )
-        .await,
-        "unauthorized"
-    );
-    for bad in [
-        "Bearer ",
-        "Bearer abc",
-        "Basic dXNlcjpwYXNz",
-        &format!("Bearer {}", "0".repeat(64)),
-    ] {
-        let r = s
-            .client
-            .get(s.url("/v1/account"))
-            .header("authorization", bad)
-            .send()
-            .await
-            .unwrap();
+    assert_eq!(error_code(s.client.get(s.url("/v1/account")).send().await.unwrap(), 401).await, "unauthorized");
+    for bad in ["Bearer ", "Bearer abc", "Basic dXNlcjpwYXNz", &format!("Bearer {}", "0".repeat(64))] {
+        let r = s.client.get(s.url("/v1/account")).header("authorization", bad).send().await.unwrap();
         assert_eq!(error_code(r, 401).await, "unauthorized", "{bad}");
     }
 
-    let activity = json_of(
-        get_as(
-            &s,
-            &login(&s, &u.identifier, PASSWORD).await.token,
-            "/v1/account/activity",
-        )
-        .await,
-        200,
-    )
-    .await;
-    let kinds: Vec<&str> = activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        &kinds[..4],
-        ["login", "logout", "device_signed_out", "device_signed_out"]
-    );
+    let activity =
+        json_of(get_as(&s, &login(&s, &u.identifier, PASSWORD).await.token, "/v1/account/activity").await, 200).await;
+    let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(&kinds[..4], ["login", "logout", "device_signed_out", "device_signed_out"]);
 }
 
 #[test]
@@ -645,10 +430,7 @@ async fn sessions_expire_after_the_ttl_from_last_use() {
         assert_eq!(get_as(&s, &u.token, "/v1/account").await.status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(5200)).await;
-    assert_eq!(
-        error_code(get_as(&s, &u.token, "/v1/account").await, 401).await,
-        "unauthorized"
-    );
+    assert_eq!(error_code(get_as(&s, &u.token, "/v1/account").await, 401).await, "unauthorized");
     // An expired session leaves the device list.
     let again = login(&s, &u.identifier, PASSWORD).await;
     let list = json_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
@@ -659,47 +441,14 @@ async fn sessions_expire_after_the_ttl_from_last_use() {
 async fn details_change_only_with_a_fresh_change_details_code() {
     let s = Server::start();
     let u = signed_in(&s).await;
-    let patch = |body: Value| {
-        s.client
-            .patch(s.url("/v1/account"))
-            .bearer_auth(&u.token)
-            .json(&body)
-            .send()
-    };
+    let patch = |body: Value| s.client.patch(s.url("/v1/account")).bearer_auth(&u.token).json(&body).send();
     // No code, a wrong code, a code of another purpose: 403.
-    assert_eq!(
-        error_code(patch(json!({ "nickname": "Ada" })).await.unwrap(), 403).await,
-        "bad_code"
-    );
-    assert_eq!(
-        error_code(
-            patch(json!({ "nickname": "Ada", "code": "12345" }))
-                .await
-                .unwrap(),
-            403
-        )
-        .await,
-        "bad_code"
-    );
+    assert_eq!(error_code(patch(json!({ "nickname": "Ada" })).await.unwrap(), 403).await, "bad_code");
+    assert_eq!(error_code(patch(json!({ "nickname": "Ada", "code": "12345" })).await.unwrap(), 403).await, "bad_code");
     let reset = code_for(&s, &u.identifier, "reset_password").await;
-    assert_eq!(
-        error_code(
-            patch(json!({ "nickname": "Ada", "code": reset }))
-                .await
-                .unwrap(),
-            403
-        )
-        .await,
-        "bad_code"
-    );
+    assert_eq!(error_code(patch(json!({ "nickname": "Ada", "code": reset })).await.unwrap(), 403).await, "bad_code");
     // Codes for the account need its session.
-    let r = s
-        .client
-        .post(s.url("/v1/codes"))
-        .json(&json!({ "purpose": "change_details" }))
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url("/v1/codes")).json(&json!({ "purpose": "change_details" })).send().await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
 
     let code = account_code(&s, &u, "change_details").await;
@@ -720,9 +469,7 @@ async fn details_change_only_with_a_fresh_change_details_code() {
         let r = patch(body).await.unwrap();
         assert_eq!(r.status(), 400, "{field}");
     }
-    let r = patch(json!({ "code": code, "favourite_colour": "blue" }))
-        .await
-        .unwrap();
+    let r = patch(json!({ "code": code, "favourite_colour": "blue" })).await.unwrap();
     assert_eq!(r.status(), 400);
     let changes = json!({
         "code": code, "nickname": "Ada L.", "gender": "female", "region": "gb", "locale": "en-gb",
@@ -735,30 +482,12 @@ async fn details_change_only_with_a_fresh_change_details_code() {
     assert_eq!(me["locale"], "en-GB");
     assert_eq!(me["recovery_email"], "backup@example.org");
     assert_eq!(me["recovery_phone"], "+447700900123");
-    assert_eq!(
-        json_of(get_as(&s, &u.token, "/v1/account").await, 200).await,
-        me
-    );
+    assert_eq!(json_of(get_as(&s, &u.token, "/v1/account").await, 200).await, me);
     // The code was spent.
-    assert_eq!(
-        error_code(
-            patch(json!({ "code": code, "nickname": "Eve" }))
-                .await
-                .unwrap(),
-            403
-        )
-        .await,
-        "bad_code"
-    );
+    assert_eq!(error_code(patch(json!({ "code": code, "nickname": "Eve" })).await.unwrap(), 403).await, "bad_code");
     // null clears a field.
     let code = account_code(&s, &u, "change_details").await;
-    let me = json_of(
-        patch(json!({ "code": code, "recovery_phone": null, "gender": null }))
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let me = json_of(patch(json!({ "code": code, "recovery_phone": null, "gender": null })).await.unwrap(), 200).await;
     assert!(me["recovery_phone"].is_null() && me["gender"].is_null());
     assert_eq!(me["nickname"], "Ada L.");
 
@@ -773,43 +502,29 @@ async fn password_change_needs_current_password_and_code_and_ends_other_sessions
     let s = Server::start();
     let u = signed_in(&s).await;
     let other = login(&s, &u.identifier, PASSWORD).await;
-    let change = |body: Value| {
-        s.client
-            .post(s.url("/v1/account/password"))
-            .bearer_auth(&u.token)
-            .json(&body)
-            .send()
-    };
+    let change = |body: Value| s.client.post(s.url("/v1/account/password")).bearer_auth(&u.token).json(&body).send();
     let code = account_code(&s, &u, "change_details").await;
-    let r = change(json!({ "current_password": "wrong password", "new_password": "brand new secret", "code": code })).await.unwrap();
-    assert_eq!(error_code(r, 401).await, "wrong_password");
-    let r = change(json!({ "current_password": PASSWORD, "new_password": "brand new secret", "code": "000000x" })).await.unwrap();
-    assert_eq!(error_code(r, 403).await, "bad_code");
-    let r = change(json!({ "current_password": PASSWORD, "new_password": "short", "code": code }))
+    let r = change(json!({ "current_password": "wrong password", "new_password": "brand new secret", "code": code }))
         .await
         .unwrap();
+    assert_eq!(error_code(r, 401).await, "wrong_password");
+    let r = change(json!({ "current_password": PASSWORD, "new_password": "brand new secret", "code": "000000x" }))
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "bad_code");
+    let r = change(json!({ "current_password": PASSWORD, "new_password": "short", "code": code })).await.unwrap();
     assert_eq!(error_code(r, 400).await, "weak_password");
-    let r = change(
-        json!({ "current_password": PASSWORD, "new_password": "brand new secret", "code": code }),
-    )
-    .await
-    .unwrap();
+    let r = change(json!({ "current_password": PASSWORD, "new_password": "brand new secret", "code": code }))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     // This session stays, every other one ends.
     assert_eq!(get_as(&s, &u.token, "/v1/account").await.status(), 200);
     assert_eq!(get_as(&s, &other.token, "/v1/account").await.status(), 401);
-    assert_eq!(
-        login_as(&s, &u.identifier, PASSWORD, "x").await.status(),
-        401
-    );
+    assert_eq!(login_as(&s, &u.identifier, PASSWORD, "x").await.status(), 401);
     login(&s, &u.identifier, "brand new secret").await;
     let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
-    let kinds: Vec<&str> = activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"password_changed"), "{kinds:?}");
 }
 
@@ -824,31 +539,19 @@ async fn password_reset_by_code_ends_every_session() {
             .json(&json!({ "identifier": u.identifier, "code": code, "new_password": pw }))
             .send()
     };
-    assert_eq!(
-        error_code(reset("123", "a new password").await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(reset("123", "a new password").await.unwrap(), 403).await, "bad_code");
     let code = code_for(&s, &u.identifier, "reset_password").await;
-    assert_eq!(
-        error_code(reset(&code, "short").await.unwrap(), 400).await,
-        "weak_password"
-    );
+    assert_eq!(error_code(reset(&code, "short").await.unwrap(), 400).await, "weak_password");
     assert_eq!(reset(&code, "a new password").await.unwrap().status(), 204);
     assert_eq!(get_as(&s, &u.token, "/v1/account").await.status(), 401);
     assert_eq!(get_as(&s, &other.token, "/v1/account").await.status(), 401);
-    assert_eq!(
-        error_code(reset(&code, "yet another one").await.unwrap(), 403).await,
-        "bad_code"
-    );
+    assert_eq!(error_code(reset(&code, "yet another one").await.unwrap(), 403).await, "bad_code");
     let again = login(&s, &u.identifier, "a new password").await;
     let activity = json_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
     assert_eq!(activity["events"][1]["kind"], "password_reset");
     // Sends answer the same for an identifier without an account.
     let ghost = new_email();
-    assert_eq!(
-        json_of(send_code(&s, &ghost, "reset_password").await, 202).await,
-        json!({ "expires_in": 600 })
-    );
+    assert_eq!(json_of(send_code(&s, &ghost, "reset_password").await, 202).await, json!({ "expires_in": 600 }));
 }
 
 #[tokio::test]
@@ -856,60 +559,26 @@ async fn deleting_the_account_frees_the_identifier() {
     let s = Server::start();
     let u = signed_in(&s).await;
     let other = login(&s, &u.identifier, PASSWORD).await;
-    let del = |body: Value| {
-        s.client
-            .delete(s.url("/v1/account"))
-            .bearer_auth(&u.token)
-            .json(&body)
-            .send()
-    };
+    let del = |body: Value| s.client.delete(s.url("/v1/account")).bearer_auth(&u.token).json(&body).send();
     let code = account_code(&s, &u, "delete_account").await;
+    assert_eq!(error_code(del(json!({ "code": code })).await.unwrap(), 400).await, "confirmation_required");
     assert_eq!(
-        error_code(del(json!({ "code": code })).await.unwrap(), 400).await,
-        "confirmation_required"
-    );
-    assert_eq!(
-        error_code(
-            del(json!({ "code": code, "confirm": "delete" }))
-                .await
-                .unwrap(),
-            400
-        )
-        .await,
+        error_code(del(json!({ "code": code, "confirm": "delete" })).await.unwrap(), 400).await,
         "confirmation_required"
     );
     let change = account_code(&s, &u, "change_details").await;
-    assert_eq!(
-        error_code(
-            del(json!({ "code": change, "confirm": "DELETE" }))
-                .await
-                .unwrap(),
-            403
-        )
-        .await,
-        "bad_code"
-    );
-    let r = del(json!({ "code": code, "confirm": "DELETE" }))
-        .await
-        .unwrap();
+    assert_eq!(error_code(del(json!({ "code": change, "confirm": "DELETE" })).await.unwrap(), 403).await, "bad_code");
+    let r = del(json!({ "code": code, "confirm": "DELETE" })).await.unwrap();
     assert_eq!(json_of(r, 202).await["account_id"], u.account_id.as_str());
     for token in [&u.token, &other.token] {
         assert_eq!(get_as(&s, token, "/v1/account").await.status(), 401);
     }
-    assert_eq!(
-        login_as(&s, &u.identifier, PASSWORD, "x").await.status(),
-        401
-    );
+    assert_eq!(login_as(&s, &u.identifier, PASSWORD, "x").await.status(), 401);
     // The identifier registers again, as a new account with nothing of the old one.
     let again = signed_up(&s, &u.identifier).await;
     assert_ne!(again.account_id, u.account_id);
     let activity = json_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
-    let kinds: Vec<&str> = activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["login", "account_created"]);
     let devices = json_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
@@ -921,30 +590,16 @@ async fn one_accounts_token_never_reaches_another_account() {
     let a = signed_in(&s).await;
     let b = signed_in(&s).await;
     // B cannot sign out A's device: it does not exist for B.
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/devices/{}", a.device_id)))
-        .bearer_auth(&b.token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.delete(s.url(&format!("/v1/devices/{}", a.device_id))).bearer_auth(&b.token).send().await.unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
     assert_eq!(get_as(&s, &a.token, "/v1/account").await.status(), 200);
     // Each sees only its own account, devices and activity.
     let me = json_of(get_as(&s, &b.token, "/v1/account").await, 200).await;
     assert_eq!(me["account_id"], b.account_id.as_str());
     let devices = json_of(get_as(&s, &b.token, "/v1/devices").await, 200).await;
-    assert!(devices["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|d| d["device_id"] != a.device_id.as_str()));
+    assert!(devices["devices"].as_array().unwrap().iter().all(|d| d["device_id"] != a.device_id.as_str()));
     let activity = json_of(get_as(&s, &b.token, "/v1/account/activity").await, 200).await;
-    assert!(activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|e| e["device"]["device_id"] != a.device_id.as_str()));
+    assert!(activity["events"].as_array().unwrap().iter().all(|e| e["device"]["device_id"] != a.device_id.as_str()));
     // B's codes go to B: a change code sent by B is no use to A.
     let code = account_code(&s, &b, "change_details").await;
     let r = s
@@ -957,21 +612,9 @@ async fn one_accounts_token_never_reaches_another_account() {
         .unwrap();
     assert_eq!(error_code(r, 403).await, "bad_code");
     // A user's token is no admin token.
-    let r = s
-        .client
-        .get(s.url("/admin/stats"))
-        .bearer_auth(&a.token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.get(s.url("/admin/stats")).bearer_auth(&a.token).send().await.unwrap();
     assert_eq!(error_code(r, 401).await, "unauthorized");
-    let r = s
-        .client
-        .get(s.url("/admin/no-such-route"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.get(s.url("/admin/no-such-route")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
 }
 
@@ -984,11 +627,7 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
     let email = format!("Secret.{}", new_email());
     let phone = "+4917612345678";
     let recovery = "recovery.secret@example.net";
-    let passwords = [
-        "first secret pass",
-        "second secret pass",
-        "third secret pass",
-    ];
+    let passwords = ["first secret pass", "second secret pass", "third secret pass"];
     let mut tokens = Vec::new();
     rt.block_on(async {
         let u = signed_up(&s, &email).await;
@@ -996,22 +635,13 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         let p = signed_up(&s, phone).await;
         tokens.push(p.token.clone());
         let code = account_code(&s, &u, "change_details").await;
-        let body =
-            json!({ "code": code, "recovery_email": recovery, "recovery_phone": "+4917699999999" });
+        let body = json!({ "code": code, "recovery_email": recovery, "recovery_phone": "+4917699999999" });
         assert_eq!(
-            s.client
-                .patch(s.url("/v1/account"))
-                .bearer_auth(&u.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            s.client.patch(s.url("/v1/account")).bearer_auth(&u.token).json(&body).send().await.unwrap().status(),
             200
         );
         let code = account_code(&s, &u, "change_details").await;
-        let body =
-            json!({ "current_password": PASSWORD, "new_password": passwords[0], "code": code });
+        let body = json!({ "current_password": PASSWORD, "new_password": passwords[0], "code": code });
         assert_eq!(
             s.client
                 .post(s.url("/v1/account/password"))
@@ -1025,23 +655,13 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         );
         let code = code_for(&s, &email, "reset_password").await;
         let body = json!({ "identifier": email, "code": code, "new_password": passwords[1] });
-        assert_eq!(
-            s.client
-                .post(s.url("/v1/password-reset"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            204
-        );
+        assert_eq!(s.client.post(s.url("/v1/password-reset")).json(&body).send().await.unwrap().status(), 204);
         let again = login(&s, &email, passwords[1]).await;
         tokens.push(again.token.clone());
         // A code that is still live when the database is read.
         send_code(&s, phone, "reset_password").await;
         let code = account_code(&s, &p, "change_details").await;
-        let body =
-            json!({ "current_password": PASSWORD, "new_password": passwords[2], "code": code });
+        let body = json!({ "current_password": PASSWORD, "new_password": passwords[2], "code": code });
         assert_eq!(
             s.client
                 .post(s.url("/v1/account/password"))
@@ -1055,10 +675,7 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         );
     });
     s.stop();
-    let codes: Vec<String> = outbox(&s.dir)
-        .iter()
-        .map(|m| m["code"].as_str().unwrap().to_string())
-        .collect();
+    let codes: Vec<String> = outbox(&s.dir).iter().map(|m| m["code"].as_str().unwrap().to_string()).collect();
     assert!(codes.len() >= 6);
 
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
@@ -1098,16 +715,8 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
             continue;
         }
         for code in &codes {
-            assert!(
-                !bytes.windows(6).any(|w| w == code.as_bytes()),
-                "code {code} found in {}",
-                path.display()
-            );
+            assert!(!bytes.windows(6).any(|w| w == code.as_bytes()), "code {code} found in {}", path.display());
         }
     }
-    assert!(
-        files >= 3,
-        "expected database files in {}",
-        s.dir.join("db").display()
-    );
+    assert!(files >= 3, "expected database files in {}", s.dir.join("db").display());
 }

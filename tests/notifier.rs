@@ -16,11 +16,7 @@ use common::identity::*;
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `python3 -m aiosmtpd` writing every mail it receives into a maildir.
@@ -33,15 +29,7 @@ impl SmtpSink {
     fn start(maildir: &Path) -> SmtpSink {
         let port = free_port();
         let child = Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -49,10 +37,7 @@ impl SmtpSink {
             .expect("python3 with aiosmtpd (tools/setup installs it)");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the SMTP sink did not start (is aiosmtpd installed? run tools/setup)"
-            );
+            assert!(Instant::now() < deadline, "the SMTP sink did not start (is aiosmtpd installed? run tools/setup)");
             std::thread::sleep(Duration::from_millis(50));
         }
         SmtpSink { child, port }
@@ -81,10 +66,7 @@ async fn wait_for_mail(maildir: &Path) -> String {
 }
 
 fn code_in(text: &str) -> String {
-    let at = text
-        .find("code is ")
-        .unwrap_or_else(|| panic!("no code in {text}"))
-        + "code is ".len();
+    let at = text.find("code is ").unwrap_or_else(|| panic!("no code in {text}")) + "code is ".len();
     let code = &text[at..at + 6];
     assert!(code.bytes().all(|b| b.is_ascii_digit()), "{text}");
     code.to_string()
@@ -107,13 +89,7 @@ async fn sign_up_with_the_code_from_a_real_mail() {
     assert!(text.contains("Subject: Your cairn sign-up code"), "{text}");
     let code = code_in(&text);
     let body = json!({ "identifier": email, "password": PASSWORD, "code": code });
-    let r = s
-        .client
-        .post(s.url("/v1/accounts"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     login(&s, &email, PASSWORD).await;
     // Mail went to the gateway, not to the outbox.
@@ -129,9 +105,7 @@ async fn phone_codes_go_to_the_sms_webhook() {
         post(move |headers: HeaderMap, Json(v): Json<Value>| {
             let seen = seen.clone();
             async move {
-                let auth = headers
-                    .get("authorization")
-                    .map(|h| h.to_str().unwrap().to_string());
+                let auth = headers.get("authorization").map(|h| h.to_str().unwrap().to_string());
                 seen.lock().unwrap().push((auth, v));
                 "ok"
             }
@@ -168,10 +142,5 @@ async fn phone_codes_go_to_the_sms_webhook() {
 
 async fn signed_up_with(s: &common::Server, identifier: &str, code: &str) -> reqwest::Response {
     let body = json!({ "identifier": identifier, "password": PASSWORD, "code": code });
-    s.client
-        .post(s.url("/v1/accounts"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap()
 }

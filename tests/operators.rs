@@ -10,7 +10,12 @@ use common::*;
 use serde_json::{json, Value};
 
 fn cairn(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).env("CAIRN_LOG", "warn").env("CAIRN_ADMIN_TOKEN", ADMIN_TOKEN).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_LOG", "warn")
+        .env("CAIRN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -22,25 +27,38 @@ fn json_of(text: &str) -> Value {
 async fn admin_api_guards_validation_and_figures() {
     let s = Server::start();
     let u = signed_in(&s).await;
-    for (method, path) in [(reqwest::Method::POST, "/admin/gc"), (reqwest::Method::POST, "/admin/fsck"), (reqwest::Method::GET, "/admin/stats")] {
+    for (method, path) in [
+        (reqwest::Method::POST, "/admin/gc"),
+        (reqwest::Method::POST, "/admin/fsck"),
+        (reqwest::Method::GET, "/admin/stats"),
+    ] {
         let r = s.client.request(method.clone(), s.url(path)).send().await.unwrap();
         assert_eq!(error_code(r, 401).await, "unauthorized", "{path}");
         let r = s.client.request(method, s.url(path)).bearer_auth(&u.token).send().await.unwrap();
         assert_eq!(r.status(), 401, "a user's token on {path}");
     }
-    let r = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&json!({ "compact_below": 1.5 })).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/admin/gc"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "compact_below": 1.5 }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "bad_compact_below");
 
     let data = noise(3 << 20, 4);
     s.client.put(s.url("/v1/files/a")).bearer_auth(&u.token).body(data.clone()).send().await.unwrap();
     s.client.put(s.url("/v1/files/b")).bearer_auth(&u.token).body(data).send().await.unwrap();
-    let st: Value = s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let st: Value =
+        s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["accounts"], 1);
     assert_eq!(st["logical_bytes"], 3 << 20);
     assert!(st["chunks"].as_u64().unwrap() >= 12);
     assert!(st["stored_bytes"].as_u64().unwrap() > 3 << 20 && st["stored_bytes"].as_u64().unwrap() < 4 << 20, "{st}");
     // Empty body: the defaults (an hour's grace frees nothing young).
-    let gc: Value = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let gc: Value =
+        s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(gc, json!({ "chunks_freed": 0, "bytes_freed": 0, "packs_rewritten": 0, "packs_deleted": 0 }));
     let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("cairn_gc_runs_total 1"), "{m}");

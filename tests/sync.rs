@@ -7,7 +7,14 @@ use common::identity::*;
 use common::*;
 use serde_json::{json, Value};
 
-async fn call(s: &Server, u: &User, method: reqwest::Method, path: &str, body: Option<Value>, headers: &[(&str, String)]) -> reqwest::Response {
+async fn call(
+    s: &Server,
+    u: &User,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> reqwest::Response {
     let mut r = s.client.request(method, s.url(path)).bearer_auth(&u.token);
     for (k, v) in headers {
         r = r.header(*k, v);
@@ -33,7 +40,10 @@ async fn records_versions_and_preconditions() {
     let u = signed_in(&s).await;
     let put = |id: &str, payload: Value, headers: Vec<(&'static str, String)>| {
         let (s, u, id) = (&s, &u, id.to_string());
-        async move { call(s, u, Method::PUT, &format!("/v1/sync/contacts/{id}"), Some(json!({ "payload": payload })), &headers).await }
+        async move {
+            call(s, u, Method::PUT, &format!("/v1/sync/contacts/{id}"), Some(json!({ "payload": payload })), &headers)
+                .await
+        }
     };
     let v1 = ok_json(put("c1", json!({"name": "Ann", "tel": "+4915112345678"}), vec![]).await, 200).await;
     assert_eq!(v1["id"], "c1");
@@ -61,11 +71,21 @@ async fn records_versions_and_preconditions() {
     let ver2 = v2["version"].as_str().unwrap().to_string();
     let r = call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[("if-match", format!("\"{ver1}\""))]).await;
     assert_eq!(ok_json(r, 412).await["error"]["code"], "version_conflict");
-    let d = ok_json(call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[("if-match", format!("\"{ver2}\""))]).await, 200).await;
+    let d = ok_json(
+        call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[("if-match", format!("\"{ver2}\""))]).await,
+        200,
+    )
+    .await;
     assert!(d["seq"].as_u64() > v2["seq"].as_u64());
     assert_eq!(error_code(call(&s, &u, Method::GET, "/v1/sync/contacts/c1", None, &[]).await, 404).await, "not_found");
-    assert_eq!(error_code(call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[]).await, 404).await, "not_found");
-    assert_eq!(error_code(call(&s, &u, Method::DELETE, "/v1/sync/contacts/never", None, &[]).await, 404).await, "not_found");
+    assert_eq!(
+        error_code(call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[]).await, 404).await,
+        "not_found"
+    );
+    assert_eq!(
+        error_code(call(&s, &u, Method::DELETE, "/v1/sync/contacts/never", None, &[]).await, 404).await,
+        "not_found"
+    );
     // A tombstone can be written over; If-None-Match: * treats it as absent.
     ok_json(put("c1", json!({"back": true}), vec![("if-none-match", "*".into())]).await, 200).await;
 }
@@ -83,7 +103,11 @@ async fn limits_and_names() {
         let r = call(&s, &u, Method::PUT, &format!("/v1/sync/{bad}/x"), Some(json!({ "payload": 1 })), &[]).await;
         assert_eq!(error_code(r, 400).await, "bad_collection", "{bad}");
     }
-    ok_json(call(&s, &u, Method::PUT, &format!("/v1/sync/{}/x", "a".repeat(32)), Some(json!({ "payload": 1 })), &[]).await, 200).await;
+    ok_json(
+        call(&s, &u, Method::PUT, &format!("/v1/sync/{}/x", "a".repeat(32)), Some(json!({ "payload": 1 })), &[]).await,
+        200,
+    )
+    .await;
     for bad in ["a%20b", "a%2Fb", &"i".repeat(65)] {
         let r = call(&s, &u, Method::PUT, &format!("/v1/sync/notes/{bad}"), Some(json!({ "payload": 1 })), &[]).await;
         assert_eq!(error_code(r, 400).await, "bad_id", "{bad}");
@@ -100,9 +124,18 @@ async fn feed_summary_and_batches() {
     let s = Server::start();
     let u = signed_in(&s).await;
     for i in 0..5 {
-        ok_json(call(&s, &u, Method::PUT, &format!("/v1/sync/calendar/e{i}"), Some(json!({ "payload": { "n": i } })), &[]).await, 200).await;
+        ok_json(
+            call(&s, &u, Method::PUT, &format!("/v1/sync/calendar/e{i}"), Some(json!({ "payload": { "n": i } })), &[])
+                .await,
+            200,
+        )
+        .await;
     }
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/calendar/e1", Some(json!({ "payload": { "n": "updated" } })), &[]).await, 200).await;
+    ok_json(
+        call(&s, &u, Method::PUT, "/v1/sync/calendar/e1", Some(json!({ "payload": { "n": "updated" } })), &[]).await,
+        200,
+    )
+    .await;
     ok_json(call(&s, &u, Method::DELETE, "/v1/sync/calendar/e2", None, &[]).await, 200).await;
     ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/other", Some(json!({ "payload": "x" })), &[]).await, 200).await;
 
@@ -112,7 +145,11 @@ async fn feed_summary_and_batches() {
     let mut ids = Vec::new();
     let mut since = 0;
     loop {
-        let f = ok_json(call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}&limit=2"), None, &[]).await, 200).await;
+        let f = ok_json(
+            call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}&limit=2"), None, &[]).await,
+            200,
+        )
+        .await;
         for r in f["records"].as_array().unwrap() {
             assert!(r["seq"].as_u64().unwrap() > since);
             ids.push((r["id"].as_str().unwrap().to_string(), r["deleted"].as_bool().unwrap()));
@@ -123,9 +160,22 @@ async fn feed_summary_and_batches() {
         }
     }
     // Each record once, at its latest version, tombstones included, in seq order.
-    assert_eq!(ids, vec![("e0".into(), false), ("e3".into(), false), ("e4".into(), false), ("e1".into(), false), ("e2".into(), true)]);
-    let empty = ok_json(call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}"), None, &[]).await, 200).await;
-    assert_eq!((empty["records"].as_array().unwrap().len(), empty["next"].as_u64().unwrap(), empty["more"].as_bool().unwrap()), (0, since, false));
+    assert_eq!(
+        ids,
+        vec![
+            ("e0".into(), false),
+            ("e3".into(), false),
+            ("e4".into(), false),
+            ("e1".into(), false),
+            ("e2".into(), true)
+        ]
+    );
+    let empty =
+        ok_json(call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}"), None, &[]).await, 200).await;
+    assert_eq!(
+        (empty["records"].as_array().unwrap().len(), empty["next"].as_u64().unwrap(), empty["more"].as_bool().unwrap()),
+        (0, since, false)
+    );
 
     let sum = ok_json(call(&s, &u, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"]["calendar"]["count"], 4);
@@ -142,7 +192,11 @@ async fn feed_summary_and_batches() {
     let r = ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(batch), &[]).await, 412).await;
     assert_eq!(r["error"]["code"], "version_conflict");
     assert_eq!(r["error"]["conflicts"], json!(["e0"]));
-    assert_eq!(call(&s, &u, Method::GET, "/v1/sync/calendar/b1", None, &[]).await.status(), 404, "nothing of a failed batch lands");
+    assert_eq!(
+        call(&s, &u, Method::GET, "/v1/sync/calendar/b1", None, &[]).await.status(),
+        404,
+        "nothing of a failed batch lands"
+    );
     let batch = json!({
         "put": [{ "id": "b1", "payload": 1 }, { "id": "e0", "payload": 2, "if_version": cur["version"] }],
         "delete": [{ "id": "e3" }, { "id": "nope" }]
@@ -155,7 +209,8 @@ async fn feed_summary_and_batches() {
     let r = call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": too_big })), &[]).await;
     assert_eq!(error_code(r, 400).await, "batch_too_large");
     let hundred: Vec<Value> = (0..100).map(|i| json!({ "id": format!("x{i}"), "payload": i })).collect();
-    ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": hundred })), &[]).await, 200).await;
+    ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": hundred })), &[]).await, 200)
+        .await;
     let f = ok_json(call(&s, &u, Method::GET, "/v1/sync/calendar?limit=5000", None, &[]).await, 200).await;
     assert_eq!(f["records"].as_array().unwrap().len(), 106);
 }
@@ -167,7 +222,8 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     let other = signed_in(&s).await;
     let payload = "y".repeat(200 * 1024);
     for i in 0..5 {
-        let r = call(&s, &u, Method::PUT, &format!("/v1/sync/notes/n{i}"), Some(json!({ "payload": payload })), &[]).await;
+        let r =
+            call(&s, &u, Method::PUT, &format!("/v1/sync/notes/n{i}"), Some(json!({ "payload": payload })), &[]).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     let q: Value = get_as(&s, &u.token, "/v1/quota").await.json().await.unwrap();
@@ -180,17 +236,28 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/n5", Some(json!({ "payload": payload })), &[]).await, 200).await;
 
     assert_eq!(error_code(call(&s, &other, Method::GET, "/v1/sync/notes/n1", None, &[]).await, 404).await, "not_found");
-    assert_eq!(error_code(call(&s, &other, Method::DELETE, "/v1/sync/notes/n1", None, &[]).await, 404).await, "not_found");
+    assert_eq!(
+        error_code(call(&s, &other, Method::DELETE, "/v1/sync/notes/n1", None, &[]).await, 404).await,
+        "not_found"
+    );
     let f = ok_json(call(&s, &other, Method::GET, "/v1/sync/notes", None, &[]).await, 200).await;
     assert_eq!(f["records"], json!([]));
 
     let code = account_code(&s, &u, "delete_account").await;
-    let r = s.client.delete(s.url("/v1/account")).bearer_auth(&u.token).json(&json!({ "code": code, "confirm": "DELETE" })).send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url("/v1/account"))
+        .bearer_auth(&u.token)
+        .json(&json!({ "code": code, "confirm": "DELETE" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let again = signed_up(&s, &u.identifier).await;
     let sum = ok_json(call(&s, &again, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"], json!({}), "a new account starts empty");
-    let fsck: Value = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let fsck: Value =
+        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(fsck["ok"], true, "{fsck}");
 }
 
@@ -198,7 +265,8 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
 async fn purged_tombstones_make_old_cursors_resync() {
     let (s, _tmp) = start_configured("tombstone_retention_secs = 1\nsweep_secs = 1\n");
     let u = signed_in(&s).await;
-    let a = ok_json(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/a", Some(json!({ "payload": 1 })), &[]).await, 200).await;
+    let a =
+        ok_json(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/a", Some(json!({ "payload": 1 })), &[]).await, 200).await;
     ok_json(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/b", Some(json!({ "payload": 2 })), &[]).await, 200).await;
     ok_json(call(&s, &u, Method::DELETE, "/v1/sync/bookmarks/b", None, &[]).await, 200).await;
     let since = a["seq"].as_u64().unwrap();
@@ -227,7 +295,13 @@ async fn concurrent_writers_and_a_following_reader_see_every_change_once_in_orde
             tokio::spawn(async move {
                 for i in 0..40 {
                     let url = format!("{base}/v1/sync/messages/w{w}-{i}");
-                    let r = client.put(url).bearer_auth(&token).json(&json!({ "payload": { "w": w, "i": i } })).send().await.unwrap();
+                    let r = client
+                        .put(url)
+                        .bearer_auth(&token)
+                        .json(&json!({ "payload": { "w": w, "i": i } }))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 200);
                 }
             })
@@ -238,7 +312,8 @@ async fn concurrent_writers_and_a_following_reader_see_every_change_once_in_orde
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while seen.len() < 160 {
         assert!(std::time::Instant::now() < deadline, "reader saw only {} changes", seen.len());
-        let f: Value = get_as(&s, &u.token, &format!("/v1/sync/messages?since={since}&limit=7")).await.json().await.unwrap();
+        let f: Value =
+            get_as(&s, &u.token, &format!("/v1/sync/messages?since={since}&limit=7")).await.json().await.unwrap();
         for r in f["records"].as_array().unwrap() {
             seen.push((r["seq"].as_u64().unwrap(), r["id"].as_str().unwrap().to_string()));
         }

@@ -17,8 +17,8 @@ use serde::Serialize;
 use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
-use crate::pack::format::EntryInfo;
 use crate::pack;
+use crate::pack::format::EntryInfo;
 use crate::store::keys::{self, AccountId, ChunkRecord, Namespace, Usage};
 use crate::store::sync_keys;
 use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_USAGE};
@@ -75,7 +75,12 @@ fn scan_packs(e: &Engine, report: &mut Report) -> Result<HashMap<(u64, u64), Ent
     Ok(found)
 }
 
-fn scan_index(e: &Engine, snap: &Snapshot<'_>, entries: &HashMap<(u64, u64), EntryInfo>, report: &mut Report) -> Result<HashMap<ChunkId, ChunkRecord>> {
+fn scan_index(
+    e: &Engine,
+    snap: &Snapshot<'_>,
+    entries: &HashMap<(u64, u64), EntryInfo>,
+    report: &mut Report,
+) -> Result<HashMap<ChunkId, ChunkRecord>> {
     let mut index = HashMap::new();
     for item in snap.iterator_cf(e.db().cf(CF_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
@@ -92,7 +97,10 @@ fn scan_index(e: &Engine, snap: &Snapshot<'_>, entries: &HashMap<(u64, u64), Ent
         };
         report.chunks_indexed += 1;
         if entries.get(&(rec.pack, rec.entry.offset)) != Some(&rec.entry) {
-            report.problems.push(format!("chunk {id}: index points at pack {} offset {}, where no such verified entry is", rec.pack, rec.entry.offset));
+            report.problems.push(format!(
+                "chunk {id}: index points at pack {} offset {}, where no such verified entry is",
+                rec.pack, rec.entry.offset
+            ));
         }
         index.insert(id, rec);
     }
@@ -113,7 +121,13 @@ fn object_chunks(e: &Engine, snap: &Snapshot<'_>, key: &[u8], rec: &keys::Object
     Ok(chunks)
 }
 
-fn scan_objects(e: &Engine, snap: &Snapshot<'_>, index: &HashMap<ChunkId, ChunkRecord>, truth: &mut Truth, report: &mut Report) -> Result<()> {
+fn scan_objects(
+    e: &Engine,
+    snap: &Snapshot<'_>,
+    index: &HashMap<ChunkId, ChunkRecord>,
+    truth: &mut Truth,
+    report: &mut Report,
+) -> Result<()> {
     for item in snap.iterator_cf(e.db().cf(CF_OBJECTS), IteratorMode::Start) {
         let (k, v) = item?;
         if k.get(16) == Some(&0xFF) {
@@ -145,7 +159,9 @@ fn scan_objects(e: &Engine, snap: &Snapshot<'_>, index: &HashMap<ChunkId, ChunkR
         for (id, len) in &chunks {
             match index.get(id) {
                 None => report.problems.push(format!("object {name:?} of {account}: chunk {id} is not in the index")),
-                Some(r) if r.entry.raw_len != *len => report.problems.push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),
+                Some(r) if r.entry.raw_len != *len => report
+                    .problems
+                    .push(format!("object {name:?}: chunk {id} length {len} but index says {}", r.entry.raw_len)),
                 Some(_) => {}
             }
             *truth.held.entry((account, *id)).or_default() += 1;
@@ -168,7 +184,13 @@ fn scan_sync(e: &Engine, snap: &Snapshot<'_>, truth: &mut Truth) -> Result<()> {
 }
 
 /// Compare the books with the truth; also fills in each account's `used`.
-fn check_books(e: &Engine, snap: &Snapshot<'_>, index: &HashMap<ChunkId, ChunkRecord>, truth: &mut Truth, report: &mut Report) -> Result<()> {
+fn check_books(
+    e: &Engine,
+    snap: &Snapshot<'_>,
+    index: &HashMap<ChunkId, ChunkRecord>,
+    truth: &mut Truth,
+    report: &mut Report,
+) -> Result<()> {
     let mut recorded: HashMap<(AccountId, ChunkId), u64> = HashMap::new();
     for item in snap.iterator_cf(e.db().cf(CF_ACCOUNT_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
@@ -312,7 +334,8 @@ pub fn rebuild_index(e: &Engine) -> Result<u64> {
         })?;
         let mut batch = WriteBatch::default();
         for en in entries.into_iter().filter(|en| seen.insert(en.id)) {
-            let rec = ChunkRecord { pack: id, entry: en, refs: holders.get(&en.id).copied().unwrap_or(0), zero_since: now };
+            let rec =
+                ChunkRecord { pack: id, entry: en, refs: holders.get(&en.id).copied().unwrap_or(0), zero_since: now };
             batch.put_cf(db.cf(CF_CHUNKS), keys::chunk_key(&en.id), keys::encode_chunk(&rec));
         }
         db.commit(batch)?;

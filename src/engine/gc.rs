@@ -121,7 +121,11 @@ impl Engine {
                 let mut batch = WriteBatch::default();
                 let ids: Vec<ChunkId> = batch_ids.iter().filter(|id| !busy(id)).copied().collect();
                 for id in &ids {
-                    batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(id), keys::encode_op(&ChunkOp::Forget { before: horizon }));
+                    batch.merge_cf(
+                        db.cf(CF_CHUNKS),
+                        keys::chunk_key(id),
+                        keys::encode_op(&ChunkOp::Forget { before: horizon }),
+                    );
                 }
                 db.write_unsynced(batch)?;
                 Ok(ids)
@@ -159,7 +163,9 @@ impl Engine {
                 }
             };
             let size = std::fs::metadata(self.packs().path(pack))?.len();
-            let live_bytes = live.get(&pack).map_or(0, |es| es.iter().map(|e| ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)).sum());
+            let live_bytes = live
+                .get(&pack)
+                .map_or(0, |es| es.iter().map(|e| ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)).sum());
             let rec = PackRecord { size, entries, live_bytes };
             batch.put_cf(db.cf(CF_PACKS), keys::pack_key(pack), keys::encode_pack(&rec));
             records.push((pack, rec));
@@ -193,13 +199,23 @@ impl Engine {
                 if ChunkId::of(&raw) != e.id {
                     return Err(crate::error::Error::corrupt(format!("chunk {} in pack {pack} fails its hash", e.id)));
                 }
-                let sealed = crate::codec::SealedChunk { id: e.id, raw: raw.into(), compression: e.compression, stored: stored.into() };
+                let sealed = crate::codec::SealedChunk {
+                    id: e.id,
+                    raw: raw.into(),
+                    compression: e.compression,
+                    stored: stored.into(),
+                };
                 let (appended, sealed_pack) = self.packs().append(&sealed)?;
                 if let Some(p) = sealed_pack {
                     self.record_sealed(&p)?;
                 }
                 copied += appended.entry.end() - appended.entry.offset;
-                let op = ChunkOp::Move { from_pack: pack, from_offset: e.offset, to_pack: appended.pack_id, to_offset: appended.entry.offset };
+                let op = ChunkOp::Move {
+                    from_pack: pack,
+                    from_offset: e.offset,
+                    to_pack: appended.pack_id,
+                    to_offset: appended.entry.offset,
+                };
                 batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
                 appended_all.push(appended.clone());
                 last = Some(appended);

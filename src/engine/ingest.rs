@@ -158,7 +158,11 @@ impl Engine {
     /// (those it does not are returned as missing), with the length the index has. The chunks
     /// are pinned first, so GC cannot take one between this check and the commit; the
     /// whole-content hash is computed by reading them back, which also verifies them. Blocking.
-    pub fn adopt_chunks(&self, account: &AccountId, chunks: Vec<(ChunkId, u32)>) -> Result<std::result::Result<Ingested, Adoption>> {
+    pub fn adopt_chunks(
+        &self,
+        account: &AccountId,
+        chunks: Vec<(ChunkId, u32)>,
+    ) -> Result<std::result::Result<Ingested, Adoption>> {
         let mut pins = Pins::new(self.clone());
         let mut distinct: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         distinct.sort_unstable();

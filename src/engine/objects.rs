@@ -164,7 +164,13 @@ impl Engine {
     }
 
     /// The whole chunk list of an object, continuation segments included.
-    pub fn object_chunks(&self, account: &AccountId, ns: Namespace, name: &[u8], rec: &ObjectRecord) -> Result<Vec<(ChunkId, u32)>> {
+    pub fn object_chunks(
+        &self,
+        account: &AccountId,
+        ns: Namespace,
+        name: &[u8],
+        rec: &ObjectRecord,
+    ) -> Result<Vec<(ChunkId, u32)>> {
         let mut chunks = rec.head.clone();
         for seg in 0..rec.tail_segments() {
             chunks.extend(self.segment(account, ns, name, rec.version, seg)?);
@@ -175,13 +181,27 @@ impl Engine {
         Ok(chunks)
     }
 
-    pub(crate) fn segment(&self, account: &AccountId, ns: Namespace, name: &[u8], version: u64, seg: u32) -> Result<Vec<(ChunkId, u32)>> {
+    pub(crate) fn segment(
+        &self,
+        account: &AccountId,
+        ns: Namespace,
+        name: &[u8],
+        version: u64,
+        seg: u32,
+    ) -> Result<Vec<(ChunkId, u32)>> {
         let key = keys::segment_key(account, ns, name, version, seg);
         let v = self.db().get(CF_OBJECTS, &key)?.ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
         keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))
     }
 
-    fn delete_segments(&self, batch: &mut WriteBatch, account: &AccountId, ns: Namespace, name: &[u8], rec: &ObjectRecord) {
+    fn delete_segments(
+        &self,
+        batch: &mut WriteBatch,
+        account: &AccountId,
+        ns: Namespace,
+        name: &[u8],
+        rec: &ObjectRecord,
+    ) {
         for seg in 0..rec.tail_segments() {
             batch.delete_cf(self.db().cf(CF_OBJECTS), keys::segment_key(account, ns, name, rec.version, seg));
         }
@@ -239,11 +259,18 @@ impl Engine {
     }
 
     /// Release staged records of `chunks`: the object being committed now holds them.
-    fn unstage_into(&self, batch: &mut WriteBatch, books: &mut Books<'_>, account: &AccountId, chunks: &[(ChunkId, u32)]) -> Result<()> {
+    fn unstage_into(
+        &self,
+        batch: &mut WriteBatch,
+        books: &mut Books<'_>,
+        account: &AccountId,
+        chunks: &[(ChunkId, u32)],
+    ) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         let distinct: Vec<&(ChunkId, u32)> = chunks.iter().filter(|(id, _)| seen.insert(*id)).collect();
         let cf = self.db().cf(CF_OBJECTS);
-        let staged_keys: Vec<Vec<u8>> = distinct.iter().map(|(id, _)| keys::object_key(account, Namespace::Staged, &id.0)).collect();
+        let staged_keys: Vec<Vec<u8>> =
+            distinct.iter().map(|(id, _)| keys::object_key(account, Namespace::Staged, &id.0)).collect();
         let found = self.db().raw().multi_get_cf(staged_keys.iter().map(|k| (cf, k)));
         for ((id, len), (key, v)) in distinct.into_iter().zip(staged_keys.iter().zip(found)) {
             if v?.is_some() {
@@ -282,7 +309,14 @@ impl Engine {
 
     /// Objects of one namespace whose names start with `prefix`, in byte order, strictly after
     /// `after`, at most `limit`. Blocking.
-    pub fn list_objects(&self, account: &AccountId, ns: Namespace, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Listed>> {
+    pub fn list_objects(
+        &self,
+        account: &AccountId,
+        ns: Namespace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
         let base = keys::object_prefix(account, ns);
         let mut start = keys::object_key(account, ns, prefix);
         if let Some(a) = after {
@@ -315,7 +349,11 @@ impl Engine {
     /// Remove every object the account has and release every reference it holds, adding the
     /// deletions to `batch`; then let `more` add its own (the account's identity records), and
     /// commit it all as one durable step. Blocking.
-    pub fn purge_account<E: From<Error>>(&self, account: &AccountId, more: impl FnOnce(&mut WriteBatch) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
+    pub fn purge_account<E: From<Error>>(
+        &self,
+        account: &AccountId,
+        more: impl FnOnce(&mut WriteBatch) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let _books_are_ours = self.lock_account(account);
         let db = self.db();
         let mut batch = WriteBatch::default();
@@ -329,7 +367,11 @@ impl Engine {
                 break;
             }
             batch.delete_cf(db.cf(CF_ACCOUNT_CHUNKS), &k);
-            batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(&id), keys::encode_op(&ChunkOp::Refs { delta: -1, at: now }));
+            batch.merge_cf(
+                db.cf(CF_CHUNKS),
+                keys::chunk_key(&id),
+                keys::encode_op(&ChunkOp::Refs { delta: -1, at: now }),
+            );
         }
         // Every key of the account sorts below the next account id.
         let end = match u128::from_be_bytes(account.0).checked_add(1) {

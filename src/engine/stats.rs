@@ -41,6 +41,12 @@ impl Engine {
         for p in &packs {
             stored += std::fs::metadata(self.packs().path(*p)).map_or(0, |m| m.len());
         }
-        Ok(Stats { accounts: count(CF_ACCOUNTS)?, chunks: count(CF_CHUNKS)?, packs: packs.len() as u64, logical_bytes: logical, stored_bytes: stored })
+        Ok(Stats {
+            accounts: count(CF_ACCOUNTS)?,
+            chunks: count(CF_CHUNKS)?,
+            packs: packs.len() as u64,
+            logical_bytes: logical,
+            stored_bytes: stored,
+        })
     }
 }

@@ -34,7 +34,8 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
     let body: GcBody = if body.iter().all(u8::is_ascii_whitespace) {
         GcBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))?
     };
     let opts = gc_options(&body)?;
     let engine = app.engine.clone();
@@ -48,7 +49,9 @@ pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, 
     let engine = app.engine.clone();
     let report = blocking(move || fsck::check(&engine)).await?;
     app.metrics.fsck_problems.set(report.problems.len() as i64);
-    Ok(Json(json!({ "ok": report.ok, "problems": report.problems, "packs_checked": report.packs_checked, "chunks_indexed": report.chunks_indexed })))
+    Ok(Json(
+        json!({ "ok": report.ok, "problems": report.problems, "packs_checked": report.packs_checked, "chunks_indexed": report.chunks_indexed }),
+    ))
 }
 
 pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
@@ -62,9 +65,15 @@ pub struct PlanBody {
     plan: String,
 }
 
-pub async fn set_plan(State(app): State<AppState>, _: Admin, Path(id): Path<String>, JsonBody(body): JsonBody<PlanBody>) -> Result<Json<Value>, ApiError> {
+pub async fn set_plan(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PlanBody>,
+) -> Result<Json<Value>, ApiError> {
     let Some(limit) = app.plans.limit(&body.plan) else {
-        return Err(ApiError::bad_request("unknown_plan", format!("no plan is called {:?}", body.plan)).with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
+        return Err(ApiError::bad_request("unknown_plan", format!("no plan is called {:?}", body.plan))
+            .with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
     };
     let account: AccountId = id.parse().map_err(|_| ApiError::not_found())?;
     app.set_plan(&account, &body.plan).await?;

@@ -28,10 +28,7 @@ pub struct Authed {
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl FromRequestParts<AppState> for Authed {
@@ -39,16 +36,8 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let session = app
-            .identity
-            .authenticate(token)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(Authed {
-            account: session.account,
-            device_id: session.device_id,
-            session,
-        })
+        let session = app.identity.authenticate(token).await?.ok_or_else(ApiError::unauthorized)?;
+        Ok(Authed { account: session.account, device_id: session.device_id, session })
     }
 }
 
@@ -56,16 +45,11 @@ impl FromRequestParts<AppState> for Authed {
 impl OptionalFromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &AppState,
-    ) -> Result<Option<Self>, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Option<Self>, ApiError> {
         if !parts.headers.contains_key(AUTHORIZATION) {
             return Ok(None);
         }
-        <Authed as FromRequestParts<AppState>>::from_request_parts(parts, app)
-            .await
-            .map(Some)
+        <Authed as FromRequestParts<AppState>>::from_request_parts(parts, app).await.map(Some)
     }
 }
 
@@ -84,10 +68,7 @@ impl FromRequestParts<AppState> for Admin {
         let given = bearer(parts).unwrap_or("");
         // Hashes first: compared in constant time whatever the lengths, so neither the
         // token's bytes nor its length leak through timing.
-        let (a, b) = (
-            blake3::hash(given.as_bytes()),
-            blake3::hash(expected.as_bytes()),
-        );
+        let (a, b) = (blake3::hash(given.as_bytes()), blake3::hash(expected.as_bytes()));
         if bool::from(a.as_bytes().ct_eq(b.as_bytes())) {
             Ok(Admin)
         } else {
@@ -108,9 +89,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
-                c.0.ip().to_canonical()
-            });
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip().to_canonical());
         Ok(ClientIp(ip))
     }
 }
@@ -135,11 +114,7 @@ mod tests {
     const TOKEN: &str = "operator-token-0123456789";
 
     fn app(dir: &std::path::Path, admin: Option<&str>) -> AppState {
-        let config = Config {
-            data_dir: dir.to_path_buf(),
-            admin_token: admin.map(String::from),
-            ..Config::default()
-        };
+        let config = Config { data_dir: dir.to_path_buf(), admin_token: admin.map(String::from), ..Config::default() };
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::open(config.engine(), metrics.clone()).unwrap();
         let identity = Identity::open(engine.clone(), &config).unwrap();
@@ -148,9 +123,7 @@ mod tests {
 
     /// A stand-in for the admin routes of a later issue, guarded like them.
     fn admin_router(app: AppState) -> Router {
-        Router::new()
-            .route("/admin/ping", get(|_: Admin| async { "pong" }))
-            .with_state(app)
+        Router::new().route("/admin/ping", get(|_: Admin| async { "pong" })).with_state(app)
     }
 
     async fn status(router: &Router, auth: Option<&str>) -> StatusCode {
@@ -158,49 +131,26 @@ mod tests {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        router
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap()
-            .status()
+        router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status()
     }
 
     #[tokio::test]
     async fn admin_routes_need_the_admin_token() {
         let dir = tempfile::tempdir().unwrap();
         let r = admin_router(app(dir.path(), Some(TOKEN)));
-        assert_eq!(
-            status(&r, Some(&format!("Bearer {TOKEN}"))).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(&r, Some(&format!("bearer {TOKEN}"))).await,
-            StatusCode::OK
-        );
+        assert_eq!(status(&r, Some(&format!("Bearer {TOKEN}"))).await, StatusCode::OK);
+        assert_eq!(status(&r, Some(&format!("bearer {TOKEN}"))).await, StatusCode::OK);
         assert_eq!(status(&r, None).await, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            status(&r, Some("Bearer operator-token-012345678")).await,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            status(&r, Some(&format!("Basic {TOKEN}"))).await,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            status(&r, Some(&format!("Bearer {}", "ab".repeat(32)))).await,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(status(&r, Some("Bearer operator-token-012345678")).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&r, Some(&format!("Basic {TOKEN}"))).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&r, Some(&format!("Bearer {}", "ab".repeat(32)))).await, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
     async fn admin_routes_do_not_exist_without_a_token() {
         let dir = tempfile::tempdir().unwrap();
         let r = admin_router(app(dir.path(), None));
-        assert_eq!(
-            status(&r, Some(&format!("Bearer {TOKEN}"))).await,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(status(&r, Some(&format!("Bearer {TOKEN}"))).await, StatusCode::NOT_FOUND);
         assert_eq!(status(&r, None).await, StatusCode::NOT_FOUND);
     }
 }

@@ -21,7 +21,8 @@ use crate::store::keys::Namespace;
 pub const MAX_MISSING_QUERY: usize = 10_000;
 
 fn parse_hash(s: &str) -> Result<ChunkId, ApiError> {
-    s.parse().map_err(|_| ApiError::bad_request("bad_hash", format!("{s:?} is not a chunk hash (64 lowercase hex digits)")))
+    s.parse()
+        .map_err(|_| ApiError::bad_request("bad_hash", format!("{s:?} is not a chunk hash (64 lowercase hex digits)")))
 }
 
 #[derive(Deserialize)]
@@ -29,9 +30,16 @@ pub struct MissingBody {
     chunks: Vec<String>,
 }
 
-pub async fn missing(State(app): State<AppState>, authed: Authed, JsonBody(body): JsonBody<MissingBody>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn missing(
+    State(app): State<AppState>,
+    authed: Authed,
+    JsonBody(body): JsonBody<MissingBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if body.chunks.len() > MAX_MISSING_QUERY {
-        return Err(ApiError::bad_request("too_many_chunks", format!("ask about at most {MAX_MISSING_QUERY} chunks at a time")));
+        return Err(ApiError::bad_request(
+            "too_many_chunks",
+            format!("ask about at most {MAX_MISSING_QUERY} chunks at a time"),
+        ));
     }
     let mut ids = Vec::with_capacity(body.chunks.len());
     for h in &body.chunks {
@@ -48,9 +56,16 @@ pub async fn missing(State(app): State<AppState>, authed: Authed, JsonBody(body)
     Ok(Json(json!({ "missing": missing })))
 }
 
-pub async fn put(State(app): State<AppState>, authed: Authed, Path(hash): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let max = app.engine.chunking().max as usize;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::too_large(max as u64));
     }
@@ -71,10 +86,15 @@ pub async fn put(State(app): State<AppState>, authed: Authed, Path(hash): Path<S
     })
     .await
     .map_err(|e| app.refusal_counted_api(e))?;
-    let put = put.map_err(|_| ApiError::new(StatusCode::CONFLICT, "conflict", "the chunk changed while it was staged"))?;
+    let put =
+        put.map_err(|_| ApiError::new(StatusCode::CONFLICT, "conflict", "the chunk changed while it was staged"))?;
     let status = if held_before { StatusCode::OK } else { StatusCode::CREATED };
     let until = put.record.modified + (app.config.staged_ttl_secs as i64) * 1000;
-    Ok((status, Json(json!({ "hash": id.to_hex(), "size": put.record.size, "staged_until": super::rfc3339_millis(until) }))).into_response())
+    Ok((
+        status,
+        Json(json!({ "hash": id.to_hex(), "size": put.record.size, "staged_until": super::rfc3339_millis(until) })),
+    )
+        .into_response())
 }
 
 pub async fn get(State(app): State<AppState>, authed: Authed, Path(hash): Path<String>) -> Result<Response, ApiError> {

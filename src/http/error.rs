@@ -47,14 +47,22 @@ impl ApiError {
     }
 
     pub fn too_large(limit: u64) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is over the limit of {limit} bytes"))
-            .with("limit", limit)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the limit of {limit} bytes"),
+        )
+        .with("limit", limit)
     }
 
     pub fn quota(used: u64, limit: u64) -> Self {
-        Self::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", "this write would exceed the account's storage quota")
-            .with("used", used)
-            .with("limit", limit)
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "quota_exceeded",
+            "this write would exceed the account's storage quota",
+        )
+        .with("used", used)
+        .with("limit", limit)
     }
 }
 
@@ -101,7 +109,11 @@ impl From<Error> for ApiError {
             Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server could not complete the request")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request",
+                )
             }
         }
     }
@@ -112,10 +124,8 @@ impl From<Error> for ApiError {
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }

@@ -46,7 +46,11 @@ fn write_precondition(headers: &HeaderMap) -> Precondition {
 }
 
 fn precondition_failed() -> ApiError {
-    ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", "the file's current version does not match the request's precondition")
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "the file's current version does not match the request's precondition",
+    )
 }
 
 fn file_json(path: &str, rec: &ObjectRecord) -> serde_json::Value {
@@ -63,7 +67,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-pub async fn put(State(app): State<AppState>, authed: Authed, Path(path): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     checked_path(&path)?;
     let account = authed.account;
     let pre = write_precondition(&headers);
@@ -115,12 +125,22 @@ struct ManifestChunk {
     size: u32,
 }
 
-async fn adopt_manifest(app: &AppState, account: &crate::store::keys::AccountId, body: Body) -> Result<crate::engine::Ingested, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BODY).await.map_err(|_| ApiError::too_large(MAX_MANIFEST_BODY as u64))?;
-    let m: ManifestBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_json", format!("the manifest is not valid: {e}")))?;
+async fn adopt_manifest(
+    app: &AppState,
+    account: &crate::store::keys::AccountId,
+    body: Body,
+) -> Result<crate::engine::Ingested, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_MANIFEST_BODY as u64))?;
+    let m: ManifestBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the manifest is not valid: {e}")))?;
     let mut chunks = Vec::with_capacity(m.chunks.len());
     for c in m.chunks {
-        let id: ChunkId = c.hash.parse().map_err(|_| ApiError::bad_request("bad_hash", format!("{:?} is not a chunk hash", c.hash)))?;
+        let id: ChunkId = c
+            .hash
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad_hash", format!("{:?} is not a chunk hash", c.hash)))?;
         if c.size == 0 {
             return Err(ApiError::bad_request("bad_size", format!("chunk {id} has size 0")));
         }
@@ -130,20 +150,36 @@ async fn adopt_manifest(app: &AppState, account: &crate::store::keys::AccountId,
     let account = *account;
     match blocking(move || engine.adopt_chunks(&account, chunks)).await? {
         Ok(ingested) => Ok(ingested),
-        Err(Adoption::Missing(ids)) => Err(ApiError::new(StatusCode::CONFLICT, "missing_chunks", "some chunks must be uploaded first")
-            .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>())),
-        Err(Adoption::WrongSize { id, size, actual }) => Err(ApiError::bad_request("bad_size", format!("chunk {id} is {actual} bytes, not {size}"))),
+        Err(Adoption::Missing(ids)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "missing_chunks", "some chunks must be uploaded first")
+                .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()))
+        }
+        Err(Adoption::WrongSize { id, size, actual }) => {
+            Err(ApiError::bad_request("bad_size", format!("chunk {id} is {actual} bytes, not {size}")))
+        }
     }
 }
 
-pub async fn get(State(app): State<AppState>, authed: Authed, method: Method, Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    authed: Authed,
+    method: Method,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     checked_path(&path)?;
     let account = authed.account;
     let engine = app.engine.clone();
     let p = path.clone();
-    let rec = blocking(move || engine.get_object(&account, Namespace::Drive, p.as_bytes())).await?.ok_or_else(ApiError::not_found)?;
+    let rec = blocking(move || engine.get_object(&account, Namespace::Drive, p.as_bytes()))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let etag = drive::etag(rec.version);
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|l| drive::tag_list_matches(l, rec.version)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|l| drive::tag_list_matches(l, rec.version))
+    {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let ask = drive::parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), rec.size);
@@ -151,10 +187,15 @@ pub async fn get(State(app): State<AppState>, authed: Authed, method: Method, Pa
         RangeAsk::Whole => (StatusCode::OK, ByteRange::all(rec.size)),
         RangeAsk::Part(r) => (StatusCode::PARTIAL_CONTENT, r),
         RangeAsk::Unsatisfiable => {
-            let mut resp = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", format!("the file has {} bytes", rec.size))
-                .with("size", rec.size)
-                .into_response();
-            resp.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{}", rec.size)).expect("ascii"));
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {} bytes", rec.size),
+            )
+            .with("size", rec.size)
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{}", rec.size)).expect("ascii"));
             return Ok(resp);
         }
     };
@@ -190,7 +231,12 @@ impl Drop for DownloadTimer {
     }
 }
 
-pub async fn delete(State(app): State<AppState>, authed: Authed, Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     checked_path(&path)?;
     let account = authed.account;
     let pre = write_precondition(&headers);
@@ -209,7 +255,11 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list(State(app): State<AppState>, authed: Authed, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    authed: Authed,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = match q.limit {
         None => 100,
         Some(0) => return Err(ApiError::bad_request("bad_limit", "limit is 1 to 1000")),
@@ -217,12 +267,18 @@ pub async fn list(State(app): State<AppState>, authed: Authed, Query(q): Query<L
     };
     let after = match q.after.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(drive::decode_cursor(c).ok_or_else(|| ApiError::bad_request("bad_cursor", "after is not a cursor this server gave"))?),
+        Some(c) => Some(
+            drive::decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("bad_cursor", "after is not a cursor this server gave"))?,
+        ),
     };
     let account = authed.account;
     let prefix = q.prefix.unwrap_or_default();
     let engine = app.engine.clone();
-    let mut items = blocking(move || engine.list_objects(&account, Namespace::Drive, prefix.as_bytes(), after.as_deref(), limit + 1)).await?;
+    let mut items = blocking(move || {
+        engine.list_objects(&account, Namespace::Drive, prefix.as_bytes(), after.as_deref(), limit + 1)
+    })
+    .await?;
     let more = items.len() > limit;
     items.truncate(limit);
     let next = if more { items.last().map(|l| drive::encode_cursor(&l.name)) } else { None };

@@ -19,31 +19,20 @@ impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         let msg = e.to_string();
         match e {
-            IdentityError::BadField {
-                field: "identifier",
-                ..
-            } => ApiError::bad_request("bad_identifier", msg),
-            IdentityError::BadField { field, .. } => {
-                ApiError::bad_request("bad_field", msg).with("field", field)
+            IdentityError::BadField { field: "identifier", .. } => ApiError::bad_request("bad_identifier", msg),
+            IdentityError::BadField { field, .. } => ApiError::bad_request("bad_field", msg).with("field", field),
+            IdentityError::WeakPassword { min, max } => {
+                ApiError::bad_request("weak_password", msg).with("min_length", min).with("max_length", max)
             }
-            IdentityError::WeakPassword { min, max } => ApiError::bad_request("weak_password", msg)
-                .with("min_length", min)
-                .with("max_length", max),
             IdentityError::BadPurpose(_) => ApiError::bad_request("bad_purpose", msg),
             IdentityError::NoConfirmation => ApiError::bad_request("confirmation_required", msg),
             IdentityError::BadCode => ApiError::new(StatusCode::FORBIDDEN, "bad_code", msg),
-            IdentityError::IdentifierTaken => {
-                ApiError::new(StatusCode::CONFLICT, "identifier_taken", msg)
-            }
-            IdentityError::BadCredentials => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", msg)
-            }
-            IdentityError::WrongPassword => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg)
-            }
+            IdentityError::IdentifierTaken => ApiError::new(StatusCode::CONFLICT, "identifier_taken", msg),
+            IdentityError::BadCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", msg),
+            IdentityError::WrongPassword => ApiError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg),
             IdentityError::RateLimited { retry_after } => {
-                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
-                    .with("retry_after", retry_after);
+                let mut e =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg).with("retry_after", retry_after);
                 e.retry_after = Some(retry_after);
                 e
             }
@@ -67,10 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/accounts", post(register))
         .route("/v1/sessions", post(login))
         .route("/v1/sessions/current", delete(logout))
-        .route(
-            "/v1/account",
-            get(profile).patch(update_profile).delete(delete_account),
-        )
+        .route("/v1/account", get(profile).patch(update_profile).delete(delete_account))
         .route("/v1/account/password", post(change_password))
         .route("/v1/account/activity", get(activity))
         .route("/v1/password-reset", post(reset_password))
@@ -106,20 +92,14 @@ async fn send_code(
         )
     })?;
     if purpose.is_anonymous() {
-        let identifier = b.identifier.ok_or_else(|| {
-            ApiError::bad_request("bad_identifier", "this purpose needs an identifier")
-        })?;
+        let identifier =
+            b.identifier.ok_or_else(|| ApiError::bad_request("bad_identifier", "this purpose needs an identifier"))?;
         app.identity.send_code(&identifier, purpose, ip).await?;
     } else {
         let auth = auth.ok_or_else(ApiError::unauthorized)?;
-        app.identity
-            .send_account_code(&auth.session, purpose, ip)
-            .await?;
+        app.identity.send_account_code(&auth.session, purpose, ip).await?;
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "expires_in": app.identity.config().code_ttl_secs })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "expires_in": app.identity.config().code_ttl_secs }))))
 }
 
 #[derive(Deserialize)]
@@ -143,10 +123,7 @@ async fn register(
         nickname: b.nickname,
     };
     let account = app.identity.register(r, ip).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "account_id": account.to_string() })),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({ "account_id": account.to_string() }))))
 }
 
 #[derive(Deserialize)]
@@ -170,15 +147,8 @@ async fn login(
     ClientIp(ip): ClientIp,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let device = DeviceInfo {
-        name: b.device.name,
-        model: b.device.model,
-        os: b.device.os,
-    };
-    let s = app
-        .identity
-        .login(&b.identifier, b.password, device, ip)
-        .await?;
+    let device = DeviceInfo { name: b.device.name, model: b.device.model, os: b.device.os };
+    let s = app.identity.login(&b.identifier, b.password, device, ip).await?;
     let body = json!({
         "token": s.token,
         "account_id": s.account.to_string(),
@@ -188,11 +158,7 @@ async fn login(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn logout(
-    State(app): State<AppState>,
-    ClientIp(ip): ClientIp,
-    auth: Authed,
-) -> Result<StatusCode, ApiError> {
+async fn logout(State(app): State<AppState>, ClientIp(ip): ClientIp, auth: Authed) -> Result<StatusCode, ApiError> {
     app.identity.logout(&auth.session, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -239,10 +205,7 @@ async fn update_profile(
         recovery_email: b.recovery_email,
         recovery_phone: b.recovery_phone,
     };
-    let view = app
-        .identity
-        .update_profile(&auth.session, b.code.unwrap_or_default(), changes, ip)
-        .await?;
+    let view = app.identity.update_profile(&auth.session, b.code.unwrap_or_default(), changes, ip).await?;
     Ok(Json(json!(view)))
 }
 
@@ -264,9 +227,7 @@ async fn change_password(
         new_password: b.new_password,
         code: b.code.unwrap_or_default(),
     };
-    app.identity
-        .change_password(&auth.session, change, ip)
-        .await?;
+    app.identity.change_password(&auth.session, change, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -282,13 +243,8 @@ async fn reset_password(
     ClientIp(ip): ClientIp,
     JsonBody(b): JsonBody<ResetBody>,
 ) -> Result<StatusCode, ApiError> {
-    let (code, password) = (
-        b.code.unwrap_or_default(),
-        b.new_password.unwrap_or_default(),
-    );
-    app.identity
-        .reset_password(&b.identifier, code, password, ip)
-        .await?;
+    let (code, password) = (b.code.unwrap_or_default(), b.new_password.unwrap_or_default());
+    app.identity.reset_password(&b.identifier, code, password, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -324,16 +280,6 @@ async fn delete_account(
     auth: Authed,
     JsonBody(b): JsonBody<DeleteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.identity
-        .delete_account(
-            &auth.session,
-            b.code.unwrap_or_default(),
-            b.confirm.as_deref(),
-            ip,
-        )
-        .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "account_id": auth.account.to_string(), "deleted": true })),
-    ))
+    app.identity.delete_account(&auth.session, b.code.unwrap_or_default(), b.confirm.as_deref(), ip).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "account_id": auth.account.to_string(), "deleted": true }))))
 }

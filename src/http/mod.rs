@@ -41,7 +41,9 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 /// Run blocking storage work (RocksDB, pack I/O) off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::error::Result<T> + Send + 'static) -> Result<T, error::ApiError> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, error::ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(error::ApiError::from),
         Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
@@ -50,7 +52,8 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::error
 
 /// RFC 3339 in UTC with milliseconds, from unix milliseconds.
 pub(crate) fn rfc3339_millis(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&f).unwrap_or_default()
 }
@@ -69,13 +72,20 @@ impl App {
 
     /// The account's plan and its limit. An account on a plan that is no longer configured
     /// gets the free limit.
-    pub(crate) async fn plan_and_limit(&self, account: &crate::store::keys::AccountId) -> Result<(String, u64), error::ApiError> {
+    pub(crate) async fn plan_and_limit(
+        &self,
+        account: &crate::store::keys::AccountId,
+    ) -> Result<(String, u64), error::ApiError> {
         let plan = self.identity.plan(*account).await?;
         let limit = self.plans.limit_or_free(&plan);
         Ok((plan, limit))
     }
 
-    pub(crate) async fn set_plan(&self, account: &crate::store::keys::AccountId, plan: &str) -> Result<(), error::ApiError> {
+    pub(crate) async fn set_plan(
+        &self,
+        account: &crate::store::keys::AccountId,
+        plan: &str,
+    ) -> Result<(), error::ApiError> {
         Ok(self.identity.set_plan(*account, plan.to_string()).await?)
     }
 

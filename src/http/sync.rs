@@ -26,7 +26,9 @@ impl From<SyncError> for ApiError {
             SyncError::NotFound => ApiError::not_found(),
             SyncError::Conflict { current } => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg)
                 .with("current", current.map_or(Value::Null, |v| view_json(&v))),
-            SyncError::Conflicts(ids) => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg).with("conflicts", ids),
+            SyncError::Conflicts(ids) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg).with("conflicts", ids)
+            }
             SyncError::ResyncRequired => ApiError::new(StatusCode::GONE, "resync_required", msg),
             SyncError::Engine(e) => e.into(),
         }
@@ -79,7 +81,12 @@ pub struct FeedQuery {
     limit: Option<usize>,
 }
 
-pub async fn feed(State(app): State<AppState>, authed: Authed, Path(collection): Path<String>, Query(q): Query<FeedQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn feed(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(collection): Path<String>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<Value>, ApiError> {
     sync::check_collection(&collection)?;
     let limit = q.limit.unwrap_or(100).clamp(1, sync::MAX_FEED);
     let s = app.sync.clone();
@@ -88,13 +95,22 @@ pub async fn feed(State(app): State<AppState>, authed: Authed, Path(collection):
     Ok(Json(json!({ "records": records, "next": feed.next, "more": feed.more })))
 }
 
-pub async fn get(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     sync::check_collection(&collection)?;
     sync::check_id(&id)?;
     let s = app.sync.clone();
     let v = run(move || s.get(&authed.account, &collection, &id)).await?;
     let etag = drive::etag(v.version);
-    if headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok()).is_some_and(|l| drive::tag_list_matches(l, v.version)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|l| drive::tag_list_matches(l, v.version))
+    {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     Ok(([(header::ETAG, etag)], Json(view_json(&v))).into_response())
@@ -121,7 +137,13 @@ async fn write_one(app: &AppState, authed: &Authed, collection: String, id: Stri
     result.into_iter().next().ok_or_else(ApiError::not_found)
 }
 
-pub async fn put(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap, JsonBody(body): JsonBody<PutBody>) -> Result<Response, ApiError> {
+pub async fn put(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PutBody>,
+) -> Result<Response, ApiError> {
     sync::check_collection(&collection)?;
     sync::check_id(&id)?;
     let payload = body.payload.get().as_bytes().to_vec();
@@ -131,10 +153,16 @@ pub async fn put(State(app): State<AppState>, authed: Authed, Path((collection, 
     let op = Op::Put { id: id.clone(), payload, expect: expectation(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
     let etag = drive::etag(v.version);
-    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq }))).into_response())
+    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq })))
+        .into_response())
 }
 
-pub async fn delete(State(app): State<AppState>, authed: Authed, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     sync::check_collection(&collection)?;
     sync::check_id(&id)?;
     let s = app.sync.clone();
@@ -171,11 +199,18 @@ struct BatchDelete {
 fn expect_from(v: Option<&Value>) -> Result<Expect, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(Expect::Any),
-        Some(v) => parse_version(v).map(Expect::Version).ok_or_else(|| ApiError::bad_request("bad_version", "if_version is a version this server gave")),
+        Some(v) => parse_version(v)
+            .map(Expect::Version)
+            .ok_or_else(|| ApiError::bad_request("bad_version", "if_version is a version this server gave")),
     }
 }
 
-pub async fn batch(State(app): State<AppState>, authed: Authed, Path(collection): Path<String>, JsonBody(body): JsonBody<BatchBody>) -> Result<Json<Value>, ApiError> {
+pub async fn batch(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(collection): Path<String>,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Json<Value>, ApiError> {
     sync::check_collection(&collection)?;
     if body.put.len() + body.delete.len() > sync::MAX_BATCH {
         return Err(SyncError::BatchTooLarge.into());
@@ -196,7 +231,11 @@ pub async fn batch(State(app): State<AppState>, authed: Authed, Path(collection)
     let (_, limit) = app.plan_and_limit(&authed.account).await?;
     let s = app.sync.clone();
     let account = authed.account;
-    let views = run(move || s.apply(&account, &collection, ops, limit)).await.map_err(|e| app.refusal_counted_api(e))?;
-    let records: Vec<Value> = views.iter().map(|v| json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq, "deleted": v.deleted })).collect();
+    let views =
+        run(move || s.apply(&account, &collection, ops, limit)).await.map_err(|e| app.refusal_counted_api(e))?;
+    let records: Vec<Value> = views
+        .iter()
+        .map(|v| json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq, "deleted": v.deleted }))
+        .collect();
     Ok(Json(json!({ "records": records })))
 }

@@ -19,38 +19,29 @@ impl Inner {
     pub(super) fn account(&self, a: &AccountId) -> Result<Option<AccountRecord>> {
         match self.db().get(CF_ACCOUNTS, &ik::account_key(a))? {
             None => Ok(None),
-            Some(v) => ik::decode_account(&v).map(Some).ok_or_else(|| {
-                crate::error::Error::corrupt(format!("account record of {a} is unreadable")).into()
-            }),
+            Some(v) => ik::decode_account(&v)
+                .map(Some)
+                .ok_or_else(|| crate::error::Error::corrupt(format!("account record of {a} is unreadable")).into()),
         }
     }
 
     /// The account that signs in with this identifier, if any.
-    pub(super) fn account_by_hash(
-        &self,
-        id_hash: &[u8; 32],
-    ) -> Result<Option<(AccountId, AccountRecord)>> {
-        let Some(v) = self
-            .db()
-            .get(CF_IDENTIFIERS, &ik::identifier_key(id_hash))?
-        else {
+    pub(super) fn account_by_hash(&self, id_hash: &[u8; 32]) -> Result<Option<(AccountId, AccountRecord)>> {
+        let Some(v) = self.db().get(CF_IDENTIFIERS, &ik::identifier_key(id_hash))? else {
             return Ok(None);
         };
-        let a = ik::decode_account_id(&v).ok_or_else(|| {
-            crate::error::Error::corrupt("an identifier index entry is unreadable")
-        })?;
+        let a = ik::decode_account_id(&v)
+            .ok_or_else(|| crate::error::Error::corrupt("an identifier index entry is unreadable"))?;
         Ok(self.account(&a)?.map(|r| (a, r)))
     }
 
     /// The account and its identifier in the clear (for sending it a code, or showing it).
-    pub(super) fn account_with_identifier(
-        &self,
-        a: &AccountId,
-    ) -> Result<(AccountRecord, Identifier)> {
+    pub(super) fn account_with_identifier(&self, a: &AccountId) -> Result<(AccountRecord, Identifier)> {
         let rec = self.account(a)?.ok_or(IdentityError::NotFound)?;
-        let id = self.secrets.open(&rec.identifier.0).ok_or_else(|| {
-            IdentityError::Internal(format!("the identifier of account {a} does not unseal"))
-        })?;
+        let id = self
+            .secrets
+            .open(&rec.identifier.0)
+            .ok_or_else(|| IdentityError::Internal(format!("the identifier of account {a} does not unseal")))?;
         Ok((rec, id))
     }
 
@@ -62,10 +53,7 @@ impl Inner {
 
     /// Refuse while this identifier or this address is locked out, even a correct password.
     pub(super) fn check_lockout(&self, id_hash: &[u8; 32], ip: IpAddr) -> Result<()> {
-        for limit in [
-            self.failures_by_identifier.check(id_hash),
-            self.failures_by_ip.check(&ip),
-        ] {
+        for limit in [self.failures_by_identifier.check(id_hash), self.failures_by_ip.check(&ip)] {
             limit.map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
         }
         Ok(())
@@ -81,24 +69,12 @@ pub struct PasswordChange {
 impl Identity {
     /// Needs the current password (a wrong one counts as a failed login), a `change_details`
     /// code, and a new password of the allowed length. Ends every other session.
-    pub async fn change_password(
-        &self,
-        s: &Session,
-        change: PasswordChange,
-        ip: IpAddr,
-    ) -> Result<()> {
+    pub async fn change_password(&self, s: &Session, change: PasswordChange, ip: IpAddr) -> Result<()> {
         let account = s.account;
-        let (rec, _) = self
-            .blocking(move |i| i.account_with_identifier(&account))
-            .await?;
+        let (rec, _) = self.blocking(move |i| i.account_with_identifier(&account)).await?;
         let id_hash = id_hash_of(&rec.id_hash.0)?;
         self.inner.check_lockout(&id_hash, ip)?;
-        if !self
-            .inner
-            .hashers
-            .verify(change.current_password, Some(rec.password.clone()))
-            .await?
-        {
+        if !self.inner.hashers.verify(change.current_password, Some(rec.password.clone())).await? {
             self.inner.count_failure(&id_hash, ip);
             return Err(IdentityError::WrongPassword);
         }
@@ -107,32 +83,17 @@ impl Identity {
         let session = s.clone();
         self.blocking(move |i| {
             let _held = i.lock(&id_hash);
-            if !i
-                .codes()
-                .check(&id_hash, Purpose::ChangeDetails, &change.code)?
-            {
+            if !i.codes().check(&id_hash, Purpose::ChangeDetails, &change.code)? {
                 return Err(IdentityError::BadCode);
             }
-            let mut rec = i
-                .account(&session.account)?
-                .ok_or(IdentityError::NotFound)?;
+            let mut rec = i.account(&session.account)?.ok_or(IdentityError::NotFound)?;
             rec.password = phc;
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                i.db().cf(CF_ACCOUNTS),
-                ik::account_key(&session.account),
-                ik::encode_account(&rec),
-            );
+            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
             codes::consume(i.db(), &mut batch, &id_hash, Purpose::ChangeDetails);
             i.revoke_devices(&mut batch, &session.account, Some(session.device_id))?;
             let device = i.event_device(&session.account, &session.device_id)?;
-            i.record_event(
-                &mut batch,
-                &session.account,
-                EventKind::PasswordChanged,
-                ip,
-                device,
-            )?;
+            i.record_event(&mut batch, &session.account, EventKind::PasswordChanged, ip, device)?;
             i.db().commit(batch)?;
             Ok(())
         })

@@ -58,12 +58,7 @@ impl Inner {
         device: Option<EventDevice>,
     ) -> Result<()> {
         let at = now_micros();
-        let rec = EventRecord {
-            at,
-            kind: kind.as_str().into(),
-            ip: ip.to_string(),
-            device,
-        };
+        let rec = EventRecord { at, kind: kind.as_str().into(), ip: ip.to_string(), device };
         let cf = self.db().cf(CF_EVENTS);
         batch.put_cf(cf, ik::event_key(account, at), ik::encode_event(&rec));
         let keep_old = self.config.activity_kept.saturating_sub(1);
@@ -80,10 +75,7 @@ impl Inner {
         let prefix = ik::event_prefix(account);
         let db = self.db();
         let mut out = Vec::new();
-        for item in db.raw().iterator_cf(
-            db.cf(CF_EVENTS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
+        for item in db.raw().iterator_cf(db.cf(CF_EVENTS), IteratorMode::From(&prefix, Direction::Forward)) {
             let (k, _) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -97,10 +89,7 @@ impl Inner {
         let prefix = ik::event_prefix(account);
         let db = self.db();
         let mut out = Vec::new();
-        for item in db.raw().iterator_cf(
-            db.cf(CF_EVENTS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
+        for item in db.raw().iterator_cf(db.cf(CF_EVENTS), IteratorMode::From(&prefix, Direction::Forward)) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) || out.len() >= self.config.activity_kept {
                 break;
@@ -120,12 +109,7 @@ impl Identity {
         let events = self.blocking(move |i| i.events(&account)).await?;
         Ok(events
             .into_iter()
-            .map(|e| EventView {
-                at: rfc3339_micros(e.at),
-                kind: e.kind,
-                ip: e.ip,
-                device: e.device,
-            })
+            .map(|e| EventView { at: rfc3339_micros(e.at), kind: e.kind, ip: e.ip, device: e.device })
             .collect())
     }
 }

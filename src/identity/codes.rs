@@ -22,12 +22,8 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 4] = [
-        Purpose::Register,
-        Purpose::ResetPassword,
-        Purpose::ChangeDetails,
-        Purpose::DeleteAccount,
-    ];
+    pub const ALL: [Purpose; 4] =
+        [Purpose::Register, Purpose::ResetPassword, Purpose::ChangeDetails, Purpose::DeleteAccount];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
@@ -72,29 +68,15 @@ pub struct Codes<'a> {
 
 impl Codes<'_> {
     /// Store a fresh code (replacing any older one) durably, and return it for sending.
-    pub fn issue(
-        &self,
-        id_hash: &[u8; 32],
-        purpose: Purpose,
-        ttl_secs: u64,
-        tries: u32,
-    ) -> Result<String> {
+    pub fn issue(&self, id_hash: &[u8; 32], purpose: Purpose, ttl_secs: u64, tries: u32) -> Result<String> {
         let code = generate();
         let rec = CodeRecord {
-            hash: HexBytes(
-                self.secrets
-                    .code_hash(id_hash, purpose.tag(), &code)
-                    .to_vec(),
-            ),
+            hash: HexBytes(self.secrets.code_hash(id_hash, purpose.tag(), &code).to_vec()),
             expires_at: self.now.saturating_add(ttl_secs),
             tries_left: tries,
         };
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.db.cf(CF_CODES),
-            ik::code_key(id_hash, purpose.tag()),
-            ik::encode_code(&rec),
-        );
+        batch.put_cf(self.db.cf(CF_CODES), ik::code_key(id_hash, purpose.tag()), ik::encode_code(&rec));
         self.db.commit(batch)?;
         Ok(code)
     }

@@ -17,13 +17,7 @@ impl Identity {
     /// `confirm` must be `DELETE` (`400`, checked first so that it does not spend the code),
     /// then the `delete_account` code (`403`). Afterwards the identifier is free for a new
     /// account with a new id, and every token of this one answers `401`.
-    pub async fn delete_account(
-        &self,
-        s: &Session,
-        code: String,
-        confirm: Option<&str>,
-        _ip: IpAddr,
-    ) -> Result<()> {
+    pub async fn delete_account(&self, s: &Session, code: String, confirm: Option<&str>, _ip: IpAddr) -> Result<()> {
         if confirm != Some("DELETE") {
             return Err(IdentityError::NoConfirmation);
         }
@@ -56,10 +50,7 @@ pub(super) fn remove_account(
     let id_hash = id_hash_of(&rec.id_hash.0)?;
     batch.delete_cf(db.cf(CF_ACCOUNTS), ik::account_key(account));
     // The index entry goes only if it is still ours (it always is while we hold the stripe).
-    if db
-        .get(CF_IDENTIFIERS, &ik::identifier_key(&id_hash))?
-        .and_then(|v| ik::decode_account_id(&v))
-        == Some(*account)
+    if db.get(CF_IDENTIFIERS, &ik::identifier_key(&id_hash))?.and_then(|v| ik::decode_account_id(&v)) == Some(*account)
     {
         batch.delete_cf(db.cf(CF_IDENTIFIERS), ik::identifier_key(&id_hash));
     }

@@ -34,10 +34,7 @@ pub enum IdentityError {
 
 impl IdentityError {
     pub fn field(field: &'static str, why: impl Into<String>) -> Self {
-        IdentityError::BadField {
-            field,
-            why: why.into(),
-        }
+        IdentityError::BadField { field, why: why.into() }
     }
 }
 

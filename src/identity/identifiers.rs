@@ -49,38 +49,25 @@ impl Identifier {
         if local.is_empty() || local.len() > 64 {
             return Err(bad("the part before @ must be 1 to 64 characters"));
         }
-        if !local.bytes().all(local_char)
-            || local.starts_with('.')
-            || local.ends_with('.')
-            || local.contains("..")
-        {
-            return Err(bad(
-                "the part before @ has a character or dot that addresses cannot have",
-            ));
+        if !local.bytes().all(local_char) || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(bad("the part before @ has a character or dot that addresses cannot have"));
         }
         check_domain(domain).map_err(bad)?;
-        Ok(Identifier {
-            kind: Kind::Email,
-            value: s.to_ascii_lowercase(),
-        })
+        Ok(Identifier { kind: Kind::Email, value: s.to_ascii_lowercase() })
     }
 
     /// E.164: `+`, a country code that does not start with 0, 8 to 15 digits in all.
     pub fn phone(field: &'static str, s: &str) -> Result<Self> {
         let digits = s.strip_prefix('+').unwrap_or("");
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
+        let ok =
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
         if !ok {
             return Err(IdentityError::field(
                 field,
                 "not a phone number in E.164 form (+ and 8 to 15 digits, no spaces)",
             ));
         }
-        Ok(Identifier {
-            kind: Kind::Phone,
-            value: s.to_string(),
-        })
+        Ok(Identifier { kind: Kind::Phone, value: s.to_string() })
     }
 
     pub fn kind(&self) -> Kind {
@@ -109,10 +96,7 @@ impl Identifier {
             "phone" => Kind::Phone,
             _ => return None,
         };
-        Some(Identifier {
-            kind,
-            value: value.to_string(),
-        })
+        Some(Identifier { kind, value: value.to_string() })
     }
 }
 
@@ -129,9 +113,7 @@ fn check_domain(domain: &str) -> Result<(), &'static str> {
     }
     for label in &labels {
         let valid = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
@@ -150,10 +132,7 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        Identifier::parse("identifier", s)
-            .unwrap()
-            .as_str()
-            .to_string()
+        Identifier::parse("identifier", s).unwrap().as_str().to_string()
     }
 
     fn bad(s: &str) -> bool {
@@ -162,14 +141,8 @@ mod tests {
 
     #[test]
     fn emails_are_lower_cased() {
-        assert_eq!(
-            ok("Ada.Lovelace+cloud@Example.COM"),
-            "ada.lovelace+cloud@example.com"
-        );
-        assert_eq!(
-            Identifier::parse("i", "a@b.io").unwrap().kind(),
-            Kind::Email
-        );
+        assert_eq!(ok("Ada.Lovelace+cloud@Example.COM"), "ada.lovelace+cloud@example.com");
+        assert_eq!(Identifier::parse("i", "a@b.io").unwrap().kind(), Kind::Email);
     }
 
     #[test]
@@ -177,15 +150,9 @@ mod tests {
         assert_eq!(ok("+4915112345678"), "+4915112345678");
         assert_eq!(ok("+12345678"), "+12345678");
         assert_eq!(ok("+123456789012345"), "+123456789012345");
-        for s in [
-            "+1234567",
-            "+1234567890123456",
-            "+0123456789",
-            "+49 151 1234567",
-            "+49-1511234567",
-            "4915112345678",
-            "+",
-        ] {
+        for s in
+            ["+1234567", "+1234567890123456", "+0123456789", "+49 151 1234567", "+49-1511234567", "4915112345678", "+"]
+        {
             assert!(bad(s), "{s}");
         }
     }

@@ -31,14 +31,7 @@ pub struct RetryAfter(pub u64);
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn new(max: u32, window: Duration) -> Self {
-        Limiter {
-            max: max as usize,
-            window,
-            events: Mutex::new(Book {
-                map: HashMap::new(),
-                sweep_at: SWEEP_AT,
-            }),
-        }
+        Limiter { max: max as usize, window, events: Mutex::new(Book { map: HashMap::new(), sweep_at: SWEEP_AT }) }
     }
 
     /// Refused if the key already has `max` events in the window; nothing is counted.
@@ -91,10 +84,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     fn expire(&self, q: &mut VecDeque<Instant>, now: Instant) {
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
+        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             q.pop_front();
         }
     }
@@ -105,9 +95,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
         let oldest = *q.front()?;
         let left = self.window.saturating_sub(now.duration_since(oldest));
-        Some(RetryAfter(
-            (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1),
-        ))
+        Some(RetryAfter((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)))
     }
 
     fn sweep_if_large(&self, now: Instant) {
@@ -116,8 +104,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             return;
         }
         let window = self.window;
-        book.map
-            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        book.map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         // If most keys are live, sweeping again soon would be wasted work: wait for growth.
         book.sweep_at = (book.map.len() * 2).max(SWEEP_AT);
     }
@@ -137,10 +124,7 @@ mod tests {
         let wait = l.check_at(&"k", t0 + Duration::from_secs(10)).unwrap_err();
         assert_eq!(wait, RetryAfter(50));
         assert!(l.check_at(&"other", t0).is_ok());
-        assert!(
-            l.check_at(&"k", t0 + Duration::from_secs(60)).is_ok(),
-            "the oldest left the window"
-        );
+        assert!(l.check_at(&"k", t0 + Duration::from_secs(60)).is_ok(), "the oldest left the window");
     }
 
     #[test]

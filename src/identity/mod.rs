@@ -91,9 +91,7 @@ impl Identity {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             config: c,
         };
-        Ok(Identity {
-            inner: Arc::new(inner),
-        })
+        Ok(Identity { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &IdentityConfig {
@@ -101,10 +99,7 @@ impl Identity {
     }
 
     /// Run store work on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -123,38 +118,25 @@ impl Inner {
     }
 
     fn codes(&self) -> codes::Codes<'_> {
-        codes::Codes {
-            db: self.db(),
-            secrets: &self.secrets,
-            now: now_secs(),
-        }
+        codes::Codes { db: self.db(), secrets: &self.secrets, now: now_secs() }
     }
 }
 
 fn id_hash_of(bytes: &[u8]) -> Result<[u8; 32]> {
-    bytes.try_into().map_err(|_| {
-        IdentityError::Internal("an account record has a damaged identifier hash".into())
-    })
+    bytes.try_into().map_err(|_| IdentityError::Internal("an account record has a damaged identifier hash".into()))
 }
 
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 pub(crate) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// RFC 3339 in UTC, as the API shows every time.
 pub fn rfc3339_secs(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    OffsetDateTime::from_unix_timestamp(unix).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
 pub fn rfc3339_micros(unix_micros: i64) -> String {

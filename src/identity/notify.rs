@@ -71,11 +71,8 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn from_config(c: &NotifierConfig, data_dir: &std::path::Path) -> Result<Self> {
-        let outbox: Arc<dyn Deliver> = Arc::new(Outbox::new(
-            c.outbox
-                .clone()
-                .unwrap_or_else(|| data_dir.join("outbox.jsonl")),
-        ));
+        let outbox: Arc<dyn Deliver> =
+            Arc::new(Outbox::new(c.outbox.clone().unwrap_or_else(|| data_dir.join("outbox.jsonl"))));
         let email: Arc<dyn Deliver> = match &c.smtp {
             Some(s) => Arc::new(Smtp::new(s)?),
             None => outbox.clone(),
@@ -116,10 +113,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(path: PathBuf) -> Self {
-        Outbox {
-            path,
-            lock: Arc::new(Mutex::new(())),
-        }
+        Outbox { path, lock: Arc::new(Mutex::new(())) }
     }
 }
 
@@ -158,45 +152,28 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn new(c: &SmtpConfig) -> Result<Self> {
-        let bad =
-            |e: &dyn std::fmt::Display| IdentityError::Internal(format!("notifier.smtp: {e}"));
+        let bad = |e: &dyn std::fmt::Display| IdentityError::Internal(format!("notifier.smtp: {e}"));
         let from: Mailbox = c.from.parse().map_err(|e| bad(&e))?;
         let (builder, default_port) = match c.tls {
-            SmtpTls::None => (
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
-                25,
-            ),
-            SmtpTls::Starttls => (
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
-                    .map_err(|e| bad(&e))?,
-                587,
-            ),
-            SmtpTls::Tls => (
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| bad(&e))?,
-                465,
-            ),
+            SmtpTls::None => (AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host), 25),
+            SmtpTls::Starttls => {
+                (AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host).map_err(|e| bad(&e))?, 587)
+            }
+            SmtpTls::Tls => (AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| bad(&e))?, 465),
         };
-        let mut builder = builder
-            .port(c.port.unwrap_or(default_port))
-            .timeout(Some(Duration::from_secs(c.timeout_secs)));
+        let mut builder =
+            builder.port(c.port.unwrap_or(default_port)).timeout(Some(Duration::from_secs(c.timeout_secs)));
         if let (Some(user), Some(pass)) = (&c.username, &c.password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
-        Ok(Smtp {
-            transport: builder.build(),
-            from,
-        })
+        Ok(Smtp { transport: builder.build(), from })
     }
 }
 
 impl Deliver for Smtp {
     fn deliver<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let to: Mailbox = msg
-                .to
-                .as_str()
-                .parse()
-                .map_err(|e| format!("recipient: {e}"))?;
+            let to: Mailbox = msg.to.as_str().parse().map_err(|e| format!("recipient: {e}"))?;
             let mail = lettre::Message::builder()
                 .from(self.from.clone())
                 .to(to)
@@ -204,11 +181,7 @@ impl Deliver for Smtp {
                 .header(ContentType::TEXT_PLAIN)
                 .body(msg.text())
                 .map_err(|e| format!("building the mail: {e}"))?;
-            self.transport
-                .send(mail)
-                .await
-                .map(drop)
-                .map_err(|e| format!("smtp: {e}"))
+            self.transport.send(mail).await.map(drop).map_err(|e| format!("smtp: {e}"))
         })
     }
 
@@ -225,19 +198,12 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(c: &WebhookConfig) -> Result<Self> {
-        let url = c
-            .url
-            .parse()
-            .map_err(|e| IdentityError::Internal(format!("notifier.webhook.url: {e}")))?;
+        let url = c.url.parse().map_err(|e| IdentityError::Internal(format!("notifier.webhook.url: {e}")))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(c.timeout_secs))
             .build()
             .map_err(|e| IdentityError::Internal(format!("notifier.webhook: {e}")))?;
-        Ok(Webhook {
-            client,
-            url,
-            bearer: c.bearer_token.clone(),
-        })
+        Ok(Webhook { client, url, bearer: c.bearer_token.clone() })
     }
 }
 

@@ -21,8 +21,7 @@ const ITERATIONS: u32 = 2;
 const LANES: u32 = 1;
 
 fn argon2() -> Argon2<'static> {
-    let params =
-        Params::new(MEMORY_KIB, ITERATIONS, LANES, None).expect("the OWASP parameters are valid");
+    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).expect("the OWASP parameters are valid");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -33,10 +32,7 @@ pub fn check_strength(password: &str) -> Result<()> {
     if (MIN_CHARS..=MAX_CHARS).contains(&n) {
         Ok(())
     } else {
-        Err(IdentityError::WeakPassword {
-            min: MIN_CHARS,
-            max: MAX_CHARS,
-        })
+        Err(IdentityError::WeakPassword { min: MIN_CHARS, max: MAX_CHARS })
     }
 }
 
@@ -52,9 +48,7 @@ pub fn hash_blocking(password: &str) -> Result<String> {
 /// Blocking. A stored string that does not parse verifies nothing.
 pub fn verify_blocking(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => argon2()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -63,8 +57,7 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
 /// that a login's answer time does not tell whether the account exists.
 pub fn verify_dummy_blocking(password: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let phc = DUMMY
-        .get_or_init(|| hash_blocking("cairn dummy password").expect("hashing a constant works"));
+    let phc = DUMMY.get_or_init(|| hash_blocking("cairn dummy password").expect("hashing a constant works"));
     let _ = verify_blocking(password, phc);
 }
 
@@ -76,9 +69,7 @@ pub struct Hashers {
 
 impl Hashers {
     pub fn new(parallel: usize) -> Self {
-        Hashers {
-            permits: Arc::new(Semaphore::new(parallel.max(1))),
-        }
+        Hashers { permits: Arc::new(Semaphore::new(parallel.max(1))) }
     }
 
     /// Sized to the machine: two per core keeps every core busy while one hash waits to start.
@@ -86,18 +77,9 @@ impl Hashers {
         Self::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2))
     }
 
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| IdentityError::Internal("hashers closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| IdentityError::Internal(format!("hashing task: {e}")))
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let _permit = self.permits.acquire().await.map_err(|_| IdentityError::Internal("hashers closed".into()))?;
+        tokio::task::spawn_blocking(f).await.map_err(|e| IdentityError::Internal(format!("hashing task: {e}")))
     }
 
     pub async fn hash(&self, password: String) -> Result<String> {

@@ -57,10 +57,7 @@ pub struct ProfileView {
 pub fn check_nickname(s: &str) -> Result<String> {
     let n = s.chars().count();
     if !(1..=64).contains(&n) || s.chars().any(char::is_control) || s.trim().is_empty() {
-        return Err(IdentityError::field(
-            "nickname",
-            "1 to 64 characters, not only spaces, no control characters",
-        ));
+        return Err(IdentityError::field("nickname", "1 to 64 characters, not only spaces, no control characters"));
     }
     Ok(s.to_string())
 }
@@ -78,22 +75,15 @@ fn check_region(s: &str) -> Result<String> {
     if s.len() == 2 && s.is_ascii() && REGIONS.split(' ').any(|r| r == up) {
         Ok(up)
     } else {
-        Err(IdentityError::field(
-            "region",
-            "an ISO 3166-1 alpha-2 country code such as DE or US",
-        ))
+        Err(IdentityError::field("region", "an ISO 3166-1 alpha-2 country code such as DE or US"))
     }
 }
 
 /// A well-formed BCP 47 language tag (RFC 5646 "langtag" or private use), in its canonical
 /// case: language lower, script title, region upper (`zh-hant-tw` becomes `zh-Hant-TW`).
 pub fn check_locale(s: &str) -> Result<String> {
-    canonical_locale(s).ok_or_else(|| {
-        IdentityError::field(
-            "locale",
-            "a BCP 47 language tag such as en-US or zh-Hant-TW",
-        )
-    })
+    canonical_locale(s)
+        .ok_or_else(|| IdentityError::field("locale", "a BCP 47 language tag such as en-US or zh-Hant-TW"))
 }
 
 fn canonical_locale(s: &str) -> Option<String> {
@@ -132,14 +122,11 @@ fn canonical_locale(s: &str) -> Option<String> {
         out.push(p[..1].to_ascii_uppercase() + &p[1..]);
         i += 1;
     }
-    if i < parts.len()
-        && ((parts[i].len() == 2 && alpha(parts[i])) || (parts[i].len() == 3 && digit(parts[i])))
-    {
+    if i < parts.len() && ((parts[i].len() == 2 && alpha(parts[i])) || (parts[i].len() == 3 && digit(parts[i]))) {
         out.push(parts[i].to_ascii_uppercase());
         i += 1;
     }
-    let variant =
-        |p: &str| (5..=8).contains(&p.len()) || (p.len() == 4 && p.as_bytes()[0].is_ascii_digit());
+    let variant = |p: &str| (5..=8).contains(&p.len()) || (p.len() == 4 && p.as_bytes()[0].is_ascii_digit());
     while i < parts.len() && variant(parts[i]) {
         out.push(parts[i].to_ascii_lowercase());
         i += 1;
@@ -172,11 +159,7 @@ fn private_use(rest: &[&str]) -> bool {
 }
 
 /// Apply one field's patch, validating a new value with `check`.
-fn apply(
-    slot: &mut Option<String>,
-    patch: Patch,
-    check: impl Fn(&str) -> Result<String>,
-) -> Result<()> {
+fn apply(slot: &mut Option<String>, patch: Patch, check: impl Fn(&str) -> Result<String>) -> Result<()> {
     match patch {
         None => {}
         Some(None) => *slot = None,
@@ -208,30 +191,18 @@ impl Inner {
         apply(&mut p.gender, c.gender, check_gender)?;
         apply(&mut p.region, c.region, check_region)?;
         apply(&mut p.locale, c.locale, check_locale)?;
-        self.seal_patch(
-            &mut p.recovery_email,
-            c.recovery_email,
-            Identifier::email,
-            "recovery_email",
-        )?;
-        self.seal_patch(
-            &mut p.recovery_phone,
-            c.recovery_phone,
-            Identifier::phone,
-            "recovery_phone",
-        )?;
+        self.seal_patch(&mut p.recovery_email, c.recovery_email, Identifier::email, "recovery_email")?;
+        self.seal_patch(&mut p.recovery_phone, c.recovery_phone, Identifier::phone, "recovery_phone")?;
         Ok(p)
     }
 
     fn view(&self, a: &AccountId, rec: &AccountRecord) -> Result<ProfileView> {
-        let unseal = |v: &Option<HexBytes>| {
-            v.as_ref()
-                .and_then(|b| self.secrets.open(&b.0))
-                .map(|i| i.as_str().to_string())
-        };
-        let id = self.secrets.open(&rec.identifier.0).ok_or_else(|| {
-            IdentityError::Internal(format!("the identifier of account {a} does not unseal"))
-        })?;
+        let unseal =
+            |v: &Option<HexBytes>| v.as_ref().and_then(|b| self.secrets.open(&b.0)).map(|i| i.as_str().to_string());
+        let id = self
+            .secrets
+            .open(&rec.identifier.0)
+            .ok_or_else(|| IdentityError::Internal(format!("the identifier of account {a} does not unseal")))?;
         let p = &rec.profile;
         Ok(ProfileView {
             account_id: a.to_string(),
@@ -276,20 +247,10 @@ impl Identity {
             let mut rec = i.account(&s.account)?.ok_or(IdentityError::NotFound)?;
             rec.profile = i.patched(&rec.profile, changes)?;
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                i.db().cf(CF_ACCOUNTS),
-                ik::account_key(&s.account),
-                ik::encode_account(&rec),
-            );
+            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&s.account), ik::encode_account(&rec));
             codes::consume(i.db(), &mut batch, &id_hash, Purpose::ChangeDetails);
             let device = i.event_device(&s.account, &s.device_id)?;
-            i.record_event(
-                &mut batch,
-                &s.account,
-                EventKind::DetailsChanged,
-                ip,
-                device,
-            )?;
+            i.record_event(&mut batch, &s.account, EventKind::DetailsChanged, ip, device)?;
             i.db().commit(batch)?;
             i.view(&s.account, &rec)
         })

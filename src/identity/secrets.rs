@@ -44,9 +44,8 @@ impl Secrets {
     /// directory, created on first start.
     pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<Self> {
         let master = match configured {
-            Some(hex_key) => parse_key(hex_key.trim()).ok_or_else(|| {
-                IdentityError::Internal("identity.key must be 64 hex digits (32 bytes)".into())
-            })?,
+            Some(hex_key) => parse_key(hex_key.trim())
+                .ok_or_else(|| IdentityError::Internal("identity.key must be 64 hex digits (32 bytes)".into()))?,
             None => load_or_create_key_file(&data_dir.join(KEY_FILE))?,
         };
         Ok(Secrets::from_master(&master))
@@ -63,13 +62,7 @@ impl Secrets {
         let plain = id.canonical();
         let ct = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plain.as_bytes(),
-                    aad: SEAL_AAD,
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: SEAL_AAD })
             .expect("XChaCha20-Poly1305 encrypts any message of this size");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -82,16 +75,7 @@ impl Secrets {
             return None;
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: SEAL_AAD,
-                },
-            )
-            .ok()?;
+        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: SEAL_AAD }).ok()?;
         Identifier::from_canonical(std::str::from_utf8(&plain).ok()?)
     }
 
@@ -114,21 +98,15 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<[u8; 32]> {
-    let io = |what: &str, e: std::io::Error| {
-        IdentityError::Internal(format!("{what} {}: {e}", path.display()))
-    };
+    let io = |what: &str, e: std::io::Error| IdentityError::Internal(format!("{what} {}: {e}", path.display()));
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| io("reading", e))?
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(path).map_err(|e| io("reading", e))?.permissions().mode();
             if mode & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), "the identity key file is readable by others; chmod 600 it");
             }
-            parse_key(text.trim()).ok_or_else(|| {
-                IdentityError::Internal(format!("{} is not 64 hex digits", path.display()))
-            })
+            parse_key(text.trim())
+                .ok_or_else(|| IdentityError::Internal(format!("{} is not 64 hex digits", path.display())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
@@ -140,13 +118,10 @@ fn load_or_create_key_file(path: &Path) -> Result<[u8; 32]> {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| io("creating", e))?;
-            f.write_all(format!("{}\n", hex::encode(key)).as_bytes())
-                .map_err(|e| io("writing", e))?;
+            f.write_all(format!("{}\n", hex::encode(key)).as_bytes()).map_err(|e| io("writing", e))?;
             f.sync_all().map_err(|e| io("syncing", e))?;
             if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io("syncing the directory of", e))?;
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the directory of", e))?;
             }
             tracing::info!(path = %path.display(), "generated the identity key; back it up with the database");
             Ok(key)
@@ -182,10 +157,7 @@ mod tests {
         let b = Identifier::parse("i", "ada@example.com").unwrap();
         assert_eq!(s.lookup(&a), s.lookup(&b));
         assert_ne!(s.lookup(&a), Secrets::from_master(&[8; 32]).lookup(&a));
-        assert_ne!(
-            s.code_hash(&[0; 32], 1, "123456"),
-            s.code_hash(&[0; 32], 2, "123456")
-        );
+        assert_ne!(s.code_hash(&[0; 32], 1, "123456"), s.code_hash(&[0; 32], 2, "123456"));
     }
 
     #[test]
@@ -193,15 +165,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Identifier::parse("i", "+4915112345678").unwrap();
         let sealed = Secrets::load(None, dir.path()).unwrap().seal(&id);
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(
-            Secrets::load(None, dir.path()).unwrap().open(&sealed),
-            Some(id)
-        );
+        assert_eq!(Secrets::load(None, dir.path()).unwrap().open(&sealed), Some(id));
         assert!(Secrets::load(Some("abc"), dir.path()).is_err());
         assert!(Secrets::load(Some(&"ab".repeat(32)), dir.path()).is_ok());
     }

@@ -12,9 +12,7 @@ use super::activity::EventKind;
 use super::error::{IdentityError, Result};
 use super::identifiers::Identifier;
 use super::{now_secs, rfc3339_secs, Identity, Inner};
-use crate::store::identity_keys::{
-    self as ik, DeviceId, DeviceRecord, EventDevice, HexBytes, SessionRecord,
-};
+use crate::store::identity_keys::{self as ik, DeviceId, DeviceRecord, EventDevice, HexBytes, SessionRecord};
 use crate::store::keys::AccountId;
 use crate::store::CF_SESSIONS;
 
@@ -31,11 +29,7 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("device.name", &self.name),
-            ("device.model", &self.model),
-            ("device.os", &self.os),
-        ] {
+        for (field, v) in [("device.name", &self.name), ("device.model", &self.model), ("device.os", &self.os)] {
             if v.chars().count() > MAX_DEVICE_FIELD || v.chars().any(char::is_control) {
                 return Err(IdentityError::field(
                     field,
@@ -96,10 +90,7 @@ impl Inner {
     }
 
     pub(super) fn device(&self, a: &AccountId, d: &DeviceId) -> Result<Option<DeviceRecord>> {
-        Ok(self
-            .db()
-            .get(CF_SESSIONS, &ik::device_key(a, d))?
-            .and_then(|v| ik::decode_device(&v)))
+        Ok(self.db().get(CF_SESSIONS, &ik::device_key(a, d))?.and_then(|v| ik::decode_device(&v)))
     }
 
     pub(super) fn event_device(&self, a: &AccountId, d: &DeviceId) -> Result<Option<EventDevice>> {
@@ -107,13 +98,7 @@ impl Inner {
     }
 
     /// Add a new device and its session to `batch`; the token is returned once, never kept.
-    fn add_session(
-        &self,
-        batch: &mut WriteBatch,
-        a: &AccountId,
-        info: &DeviceInfo,
-        now: u64,
-    ) -> (String, DeviceId) {
+    fn add_session(&self, batch: &mut WriteBatch, a: &AccountId, info: &DeviceInfo, now: u64) -> (String, DeviceId) {
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let hash = *blake3::hash(&raw).as_bytes();
@@ -127,26 +112,13 @@ impl Inner {
             token_hash: HexBytes(hash.to_vec()),
         };
         let cf = self.db().cf(CF_SESSIONS);
-        batch.put_cf(
-            cf,
-            ik::session_key(&hash),
-            ik::encode_session(&SessionRecord {
-                account: *a,
-                device: device_id,
-            }),
-        );
+        batch.put_cf(cf, ik::session_key(&hash), ik::encode_session(&SessionRecord { account: *a, device: device_id }));
         batch.put_cf(cf, ik::device_key(a, &device_id), ik::encode_device(&dev));
         (hex::encode(raw), device_id)
     }
 
     /// Add to `batch` the removal of one device and its session.
-    fn remove_device(
-        &self,
-        batch: &mut WriteBatch,
-        a: &AccountId,
-        d: &DeviceId,
-        rec: Option<&DeviceRecord>,
-    ) {
+    fn remove_device(&self, batch: &mut WriteBatch, a: &AccountId, d: &DeviceId, rec: Option<&DeviceRecord>) {
         let cf = self.db().cf(CF_SESSIONS);
         batch.delete_cf(cf, ik::device_key(a, d));
         if let Some(hash) = rec.and_then(|r| <[u8; 32]>::try_from(r.token_hash.0.as_slice()).ok()) {
@@ -159,10 +131,7 @@ impl Inner {
         let prefix = ik::device_prefix(a);
         let db = self.db();
         let mut out = Vec::new();
-        for item in db.raw().iterator_cf(
-            db.cf(CF_SESSIONS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
+        for item in db.raw().iterator_cf(db.cf(CF_SESSIONS), IteratorMode::From(&prefix, Direction::Forward)) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -175,12 +144,7 @@ impl Inner {
     }
 
     /// Add to `batch` the end of every session of the account but `keep`'s.
-    pub(super) fn revoke_devices(
-        &self,
-        batch: &mut WriteBatch,
-        a: &AccountId,
-        keep: Option<DeviceId>,
-    ) -> Result<()> {
+    pub(super) fn revoke_devices(&self, batch: &mut WriteBatch, a: &AccountId, keep: Option<DeviceId>) -> Result<()> {
         for (d, rec) in self.devices(a)? {
             if Some(d) != keep {
                 self.remove_device(batch, a, &d, rec.as_ref());
@@ -190,11 +154,7 @@ impl Inner {
     }
 
     fn authenticate(&self, hash: [u8; 32]) -> Result<Option<Session>> {
-        let Some(s) = self
-            .db()
-            .get(CF_SESSIONS, &ik::session_key(&hash))?
-            .and_then(|v| ik::decode_session(&v))
-        else {
+        let Some(s) = self.db().get(CF_SESSIONS, &ik::session_key(&hash))?.and_then(|v| ik::decode_session(&v)) else {
             return Ok(None);
         };
         let Some(account) = self.account(&s.account)? else {
@@ -210,11 +170,7 @@ impl Inner {
                 if now.saturating_sub(d.last_seen) >= every.max(1) || every == 0 {
                     self.touch(&account.id_hash.0, &s.account, &s.device, now)?;
                 }
-                Ok(Some(Session {
-                    account: s.account,
-                    device_id: s.device,
-                    token_hash: hash,
-                }))
+                Ok(Some(Session { account: s.account, device_id: s.device, token_hash: hash }))
             }
             other => {
                 let id_hash = super::id_hash_of(&account.id_hash.0)?;
@@ -235,11 +191,7 @@ impl Inner {
         if let Some(mut rec) = self.device(a, d)? {
             rec.last_seen = rec.last_seen.max(now);
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                self.db().cf(CF_SESSIONS),
-                ik::device_key(a, d),
-                ik::encode_device(&rec),
-            );
+            batch.put_cf(self.db().cf(CF_SESSIONS), ik::device_key(a, d), ik::encode_device(&rec));
             self.db().write_unsynced(batch)?;
         }
         Ok(())
@@ -247,12 +199,7 @@ impl Inner {
 }
 
 fn event_device(d: &DeviceId, r: &DeviceRecord) -> EventDevice {
-    EventDevice {
-        device_id: d.to_string(),
-        name: r.name.clone(),
-        model: r.model.clone(),
-        os: r.os.clone(),
-    }
+    EventDevice { device_id: d.to_string(), name: r.name.clone(), model: r.model.clone(), os: r.os.clone() }
 }
 
 impl Identity {
@@ -290,12 +237,7 @@ impl Identity {
                     i.record_event(&mut batch, &account, EventKind::Login, ip, Some(ev))?;
                     i.db().commit(batch)?;
                     let expires_at = rfc3339_secs(now.saturating_add(i.ttl()) as i64);
-                    Ok(NewSession {
-                        token,
-                        account,
-                        device_id,
-                        expires_at,
-                    })
+                    Ok(NewSession { token, account, device_id, expires_at })
                 }
                 (_, now_found, _) => {
                     i.count_failure(&id_hash, ip);
@@ -320,16 +262,14 @@ impl Identity {
 
     pub async fn logout(&self, s: &Session, ip: IpAddr) -> Result<()> {
         let s = s.clone();
-        self.blocking(move |i| i.sign_out(&s, &s.device_id, EventKind::Logout, ip))
-            .await
+        self.blocking(move |i| i.sign_out(&s, &s.device_id, EventKind::Logout, ip)).await
     }
 
     /// `NotFound` for a device that is not this account's (or no longer signed in).
     pub async fn sign_out_device(&self, s: &Session, device: &str, ip: IpAddr) -> Result<()> {
         let d: DeviceId = device.parse().map_err(|_| IdentityError::NotFound)?;
         let s = s.clone();
-        self.blocking(move |i| i.sign_out(&s, &d, EventKind::DeviceSignedOut, ip))
-            .await
+        self.blocking(move |i| i.sign_out(&s, &d, EventKind::DeviceSignedOut, ip)).await
     }
 
     pub async fn devices(&self, s: &Session) -> Result<Vec<DeviceView>> {
@@ -349,11 +289,7 @@ impl Identity {
                     os: r.os,
                 })
                 .collect();
-            out.sort_by(|a, b| {
-                b.last_seen
-                    .cmp(&a.last_seen)
-                    .then_with(|| a.device_id.cmp(&b.device_id))
-            });
+            out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.device_id.cmp(&b.device_id)));
             Ok(out)
         })
         .await
@@ -365,21 +301,12 @@ impl Inner {
         let rec = self.account(&s.account)?.ok_or(IdentityError::NotFound)?;
         let id_hash = super::id_hash_of(&rec.id_hash.0)?;
         let _held = self.lock(&id_hash);
-        let Some(dev) = self
-            .device(&s.account, d)?
-            .filter(|r| self.alive(r, now_secs()))
-        else {
+        let Some(dev) = self.device(&s.account, d)?.filter(|r| self.alive(r, now_secs())) else {
             return Err(IdentityError::NotFound);
         };
         let mut batch = WriteBatch::default();
         self.remove_device(&mut batch, &s.account, d, Some(&dev));
-        self.record_event(
-            &mut batch,
-            &s.account,
-            kind,
-            ip,
-            Some(event_device(d, &dev)),
-        )?;
+        self.record_event(&mut batch, &s.account, kind, ip, Some(event_device(d, &dev)))?;
         self.db().commit(batch)?;
         Ok(())
     }
@@ -399,29 +326,10 @@ mod tests {
 
     #[test]
     fn device_fields_are_bounded() {
-        let ok = DeviceInfo {
-            name: "Ada's phone".into(),
-            model: "P8".into(),
-            os: "Android 15".into(),
-        };
+        let ok = DeviceInfo { name: "Ada's phone".into(), model: "P8".into(), os: "Android 15".into() };
         assert!(ok.validate().is_ok());
-        assert!(DeviceInfo {
-            name: "".into(),
-            ..ok.clone()
-        }
-        .validate()
-        .is_err());
-        assert!(DeviceInfo {
-            model: "x".repeat(129),
-            ..ok.clone()
-        }
-        .validate()
-        .is_err());
-        assert!(DeviceInfo {
-            os: "a\nb".into(),
-            ..ok
-        }
-        .validate()
-        .is_err());
+        assert!(DeviceInfo { name: "".into(), ..ok.clone() }.validate().is_err());
+        assert!(DeviceInfo { model: "x".repeat(129), ..ok.clone() }.validate().is_err());
+        assert!(DeviceInfo { os: "a\nb".into(), ..ok }.validate().is_err());
     }
 }

@@ -50,16 +50,10 @@ impl IdentityConfig {
             ("code_ttl_secs", self.code_ttl_secs),
             ("code_max_tries", u64::from(self.code_max_tries)),
             ("session_ttl_secs", self.session_ttl_secs),
-            (
-                "code_sends_per_identifier",
-                u64::from(self.code_sends_per_identifier),
-            ),
+            ("code_sends_per_identifier", u64::from(self.code_sends_per_identifier)),
             ("code_sends_per_ip", u64::from(self.code_sends_per_ip)),
             ("code_send_window_secs", self.code_send_window_secs),
-            (
-                "failed_logins_per_identifier",
-                u64::from(self.failed_logins_per_identifier),
-            ),
+            ("failed_logins_per_identifier", u64::from(self.failed_logins_per_identifier)),
             ("failed_logins_per_ip", u64::from(self.failed_logins_per_ip)),
             ("failed_login_window_secs", self.failed_login_window_secs),
             ("activity_kept", self.activity_kept as u64),
@@ -143,41 +137,20 @@ mod tests {
     #[test]
     fn defaults_are_the_api_defaults() {
         let c = IdentityConfig::default();
-        assert_eq!(
-            (c.code_ttl_secs, c.code_max_tries, c.session_ttl_secs),
-            (600, 5, 2_592_000)
-        );
-        assert_eq!(
-            (c.code_sends_per_identifier, c.code_send_window_secs),
-            (5, 900)
-        );
-        assert_eq!(
-            (
-                c.failed_logins_per_identifier,
-                c.failed_logins_per_ip,
-                c.failed_login_window_secs
-            ),
-            (5, 100, 900)
-        );
+        assert_eq!((c.code_ttl_secs, c.code_max_tries, c.session_ttl_secs), (600, 5, 2_592_000));
+        assert_eq!((c.code_sends_per_identifier, c.code_send_window_secs), (5, 900));
+        assert_eq!((c.failed_logins_per_identifier, c.failed_logins_per_ip, c.failed_login_window_secs), (5, 100, 900));
         assert!(c.validate().is_ok());
     }
 
     #[test]
     fn sections_parse_and_refuse_unknown_settings() {
-        let n: NotifierConfig = toml::from_str(
-            "[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"a@b.cd\"\n",
-        )
-        .unwrap();
+        let n: NotifierConfig =
+            toml::from_str("[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"a@b.cd\"\n").unwrap();
         assert_eq!(n.smtp.unwrap().tls, SmtpTls::None);
-        assert!(toml::from_str::<NotifierConfig>(
-            "[smtp]\nhost = \"h\"\nfrom = \"a@b.cd\"\nbogus = 1\n"
-        )
-        .is_err());
+        assert!(toml::from_str::<NotifierConfig>("[smtp]\nhost = \"h\"\nfrom = \"a@b.cd\"\nbogus = 1\n").is_err());
         assert!(toml::from_str::<IdentityConfig>("bogus = 1").is_err());
-        let bad = IdentityConfig {
-            code_max_tries: 0,
-            ..IdentityConfig::default()
-        };
+        let bad = IdentityConfig { code_max_tries: 0, ..IdentityConfig::default() };
         assert!(bad.validate().is_err());
     }
 }

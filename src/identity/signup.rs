@@ -48,9 +48,7 @@ impl Identity {
             return Err(IdentityError::BadPurpose("an identifier"));
         }
         let account = s.account;
-        let (_, id) = self
-            .blocking(move |i| i.account_with_identifier(&account))
-            .await?;
+        let (_, id) = self.blocking(move |i| i.account_with_identifier(&account)).await?;
         self.issue_and_send(id, purpose, ip).await
     }
 
@@ -59,12 +57,8 @@ impl Identity {
     async fn issue_and_send(&self, id: Identifier, purpose: Purpose, ip: IpAddr) -> Result<()> {
         let i = &self.inner;
         let id_hash = i.secrets.lookup(&id);
-        i.sends_by_ip
-            .check(&ip)
-            .map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        i.sends_by_identifier
-            .acquire(&id_hash)
-            .map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
+        i.sends_by_ip.check(&ip).map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
+        i.sends_by_identifier.acquire(&id_hash).map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
         i.sends_by_ip.record(&ip);
         let (ttl, tries) = (i.config.code_ttl_secs, i.config.code_max_tries);
         let code = self
@@ -73,13 +67,7 @@ impl Identity {
                 i.codes().issue(&id_hash, purpose, ttl, tries)
             })
             .await?;
-        let msg = Message {
-            to: id,
-            purpose,
-            code,
-            at: OffsetDateTime::now_utc(),
-            valid_minutes: ttl.div_ceil(60),
-        };
+        let msg = Message { to: id, purpose, code, at: OffsetDateTime::now_utc(), valid_minutes: ttl.div_ceil(60) };
         i.notifier.send(msg).await
     }
 
@@ -88,8 +76,7 @@ impl Identity {
     pub async fn register(&self, r: Registration, ip: IpAddr) -> Result<AccountId> {
         let id = Identifier::parse("identifier", &r.identifier)?;
         let id_hash = self.inner.secrets.lookup(&id);
-        self.check_code(id_hash, Purpose::Register, r.code.clone())
-            .await?;
+        self.check_code(id_hash, Purpose::Register, r.code.clone()).await?;
         password::check_strength(&r.password)?;
         let nickname = r.nickname.as_deref().map(check_nickname).transpose()?;
         let phc = self.inner.hashers.hash(r.password).await?;
@@ -109,22 +96,11 @@ impl Identity {
                 password: phc,
                 plan: FREE_PLAN.to_string(),
                 created_at: now_secs() as i64,
-                profile: Profile {
-                    nickname,
-                    ..Profile::default()
-                },
+                profile: Profile { nickname, ..Profile::default() },
             };
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                i.db().cf(CF_ACCOUNTS),
-                ik::account_key(&account),
-                ik::encode_account(&rec),
-            );
-            batch.put_cf(
-                i.db().cf(CF_IDENTIFIERS),
-                ik::identifier_key(&id_hash),
-                account.0,
-            );
+            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&account), ik::encode_account(&rec));
+            batch.put_cf(i.db().cf(CF_IDENTIFIERS), ik::identifier_key(&id_hash), account.0);
             codes::consume(i.db(), &mut batch, &id_hash, Purpose::Register);
             i.record_event(&mut batch, &account, EventKind::AccountCreated, ip, None)?;
             i.db().commit(batch)?;
@@ -135,17 +111,10 @@ impl Identity {
 
     /// A valid code and a new password end every session of the account. Without an account
     /// the same work is done and the code answers as wrong.
-    pub async fn reset_password(
-        &self,
-        identifier: &str,
-        code: String,
-        new_password: String,
-        ip: IpAddr,
-    ) -> Result<()> {
+    pub async fn reset_password(&self, identifier: &str, code: String, new_password: String, ip: IpAddr) -> Result<()> {
         let id = Identifier::parse("identifier", identifier)?;
         let id_hash = self.inner.secrets.lookup(&id);
-        self.check_code(id_hash, Purpose::ResetPassword, code.clone())
-            .await?;
+        self.check_code(id_hash, Purpose::ResetPassword, code.clone()).await?;
         password::check_strength(&new_password)?;
         let phc = self.inner.hashers.hash(new_password).await?;
         self.blocking(move |i| {
@@ -160,11 +129,7 @@ impl Identity {
                 return Err(IdentityError::BadCode);
             };
             rec.password = phc;
-            batch.put_cf(
-                i.db().cf(CF_ACCOUNTS),
-                ik::account_key(&account),
-                ik::encode_account(&rec),
-            );
+            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&account), ik::encode_account(&rec));
             i.revoke_devices(&mut batch, &account, None)?;
             i.record_event(&mut batch, &account, EventKind::PasswordReset, ip, None)?;
             i.db().commit(batch)?;

@@ -49,9 +49,7 @@ impl Serialize for HexBytes {
 impl<'de> Deserialize<'de> for HexBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        hex::decode(s)
-            .map(HexBytes)
-            .map_err(serde::de::Error::custom)
+        hex::decode(s).map(HexBytes).map_err(serde::de::Error::custom)
     }
 }
 
@@ -305,10 +303,7 @@ mod tests {
             password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             plan: "free".into(),
             created_at: 1_700_000_000,
-            profile: Profile {
-                nickname: Some("Ada".into()),
-                ..Profile::default()
-            },
+            profile: Profile { nickname: Some("Ada".into()), ..Profile::default() },
         }
     }
 
@@ -316,16 +311,9 @@ mod tests {
     fn records_round_trip() {
         let a = account();
         assert_eq!(decode_account(&encode_account(&a)), Some(a));
-        let s = SessionRecord {
-            account: AccountId([3; 16]),
-            device: DeviceId([4; 16]),
-        };
+        let s = SessionRecord { account: AccountId([3; 16]), device: DeviceId([4; 16]) };
         assert_eq!(decode_session(&encode_session(&s)), Some(s));
-        let c = CodeRecord {
-            hash: HexBytes(vec![5; 32]),
-            expires_at: 9,
-            tries_left: 5,
-        };
+        let c = CodeRecord { hash: HexBytes(vec![5; 32]), expires_at: 9, tries_left: 5 };
         assert_eq!(decode_code(&encode_code(&c)), Some(c));
         let k = device_key(&AccountId([3; 16]), &DeviceId([4; 16]));
         assert_eq!(device_id_from_key(&k), Some(DeviceId([4; 16])));
@@ -352,14 +340,7 @@ mod tests {
         for n in 0..good.len() {
             assert!(decode_account(&good[..n]).is_none());
         }
-        for junk in [
-            &b""[..],
-            b"\x00",
-            b"\x01{",
-            b"\x02{}",
-            b"\x01\xff\xfe",
-            b"\x01null",
-        ] {
+        for junk in [&b""[..], b"\x00", b"\x01{", b"\x02{}", b"\x01\xff\xfe", b"\x01null"] {
             assert!(decode_account(junk).is_none());
             assert!(decode_session(junk).is_none());
             assert!(decode_device(junk).is_none());

@@ -482,7 +482,13 @@ mod tests {
     fn rec(refs: u64) -> ChunkRecord {
         ChunkRecord {
             pack: 3,
-            entry: EntryInfo { id: ChunkId([7; 32]), offset: 24, raw_len: 100, stored_len: 60, compression: Compression::Zstd },
+            entry: EntryInfo {
+                id: ChunkId([7; 32]),
+                offset: 24,
+                raw_len: 100,
+                stored_len: 60,
+                compression: Compression::Zstd,
+            },
             refs,
             zero_since: 5,
         }
@@ -505,7 +511,14 @@ mod tests {
         let p = PackRecord { size: 10, entries: 2, live_bytes: 8 };
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
         let chunks = vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)];
-        let o = ObjectRecord { version: 4, modified: 1_700_000_000_000, size: 30, hash: [1; 32], chunk_count: 2, head: chunks.clone() };
+        let o = ObjectRecord {
+            version: 4,
+            modified: 1_700_000_000_000,
+            size: 30,
+            hash: [1; 32],
+            chunk_count: 2,
+            head: chunks.clone(),
+        };
         assert_eq!(decode_object(&encode_object(&o)), Some(o));
         assert_eq!(decode_segment(&encode_segment(&chunks)), Some(chunks));
     }
@@ -523,9 +536,11 @@ mod tests {
     #[test]
     fn moves_apply_only_from_where_they_were_planned() {
         let r = rec(1);
-        let moved = apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
+        let moved =
+            apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
         assert_eq!(moved.pack, 8);
-        let stale = apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
+        let stale =
+            apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
         assert_eq!(stale.pack, 8);
     }
 

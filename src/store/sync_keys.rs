@@ -122,7 +122,12 @@ pub fn decode_collection_meta(v: &[u8]) -> Option<CollectionMeta> {
     if v.len() != 33 || v[0] != V1 {
         return None;
     }
-    Some(CollectionMeta { count: reader_u64(v, 1)?, bytes: reader_u64(v, 9)?, seq: reader_u64(v, 17)?, purged_seq: reader_u64(v, 25)? })
+    Some(CollectionMeta {
+        count: reader_u64(v, 1)?,
+        bytes: reader_u64(v, 9)?,
+        seq: reader_u64(v, 17)?,
+        purged_seq: reader_u64(v, 25)?,
+    })
 }
 
 #[cfg(test)]

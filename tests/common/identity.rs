@@ -16,29 +16,19 @@ pub fn start_configured(toml: &str) -> (Server, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("cairn.toml");
     std::fs::write(&cfg, toml).unwrap();
-    let s = Server::start_in(
-        &tmp.path().join("data"),
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let s = Server::start_in(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
     (s, tmp)
 }
 
 /// A fresh email address, distinct within this test process.
 pub fn new_email() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "user{}.{}@example.com",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("user{}.{}@example.com", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn outbox(dir: &Path) -> Vec<Value> {
     match std::fs::read_to_string(dir.join("outbox.jsonl")) {
-        Ok(text) => text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
+        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -93,12 +83,7 @@ pub async fn register(s: &Server, identifier: &str, password: &str) -> reqwest::
         .unwrap()
 }
 
-pub async fn login_as(
-    s: &Server,
-    identifier: &str,
-    password: &str,
-    device: &str,
-) -> reqwest::Response {
+pub async fn login_as(s: &Server, identifier: &str, password: &str, device: &str) -> reqwest::Response {
     let device = json!({ "name": device, "model": "Pixel 9", "os": "Android 15" });
     s.client
         .post(s.url("/v1/sessions"))
@@ -121,10 +106,7 @@ pub struct User {
 pub async fn signed_up(s: &Server, identifier: &str) -> User {
     let r = register(s, identifier, PASSWORD).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let account_id = r.json::<Value>().await.unwrap()["account_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account_id = r.json::<Value>().await.unwrap()["account_id"].as_str().unwrap().to_string();
     let mut u = login(s, identifier, PASSWORD).await;
     assert_eq!(u.account_id, account_id);
     u.account_id = account_id;
@@ -150,10 +132,5 @@ pub async fn login(s: &Server, identifier: &str, password: &str) -> User {
 }
 
 pub async fn get_as(s: &Server, token: &str, path: &str) -> reqwest::Response {
-    s.client
-        .get(s.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    s.client.get(s.url(path)).bearer_auth(token).send().await.unwrap()
 }

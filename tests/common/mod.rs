@@ -39,7 +39,11 @@ impl Server {
         let mut child = cmd.spawn().expect("start cairn serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("cairn listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let base = line
+            .trim()
+            .strip_prefix("cairn listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         Server { child, base, dir: dir.to_path_buf(), _tmp: None, client }
     }
