@@ -272,7 +272,7 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(ok >= 1 && ok < 32, "{ok} uploads succeeded");
+    assert!((1..32).contains(&ok), "{ok} uploads succeeded");
     let q = quota(&s, &u).await;
     assert!(q["used"].as_u64().unwrap() <= 8 << 20);
     assert_eq!(q["used"], ok * 600_000, "refused uploads left nothing behind");

@@ -96,9 +96,12 @@ async fn sign_up_with_the_code_from_a_real_mail() {
     assert!(outbox(&s.dir).is_empty());
 }
 
+/// What the webhook received: its `Authorization` header and its JSON body.
+type Received = (Option<String>, Value);
+
 #[tokio::test]
 async fn phone_codes_go_to_the_sms_webhook() {
-    let got: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
     let seen = got.clone();
     let app = Router::new().route(
         "/sms",
