@@ -16,8 +16,12 @@
 //! A run first seals the open pack, so that everything written before it is eligible.
 //!
 //! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). Locks
-//! that uploads also take (the chunk table, the pack lock) are held for one batch of at most
-//! `FORGET_BATCH` map lookups, or one append, at a time.
+//! that uploads also take are held for one step at a time, but some steps wait on the disk
+//! (measured in docs/benchmarks.md): the chunk table for one batch of at most `FORGET_BATCH`
+//! map lookups *and the RocksDB write of its operands*, which queues behind any synced commit
+//! in flight; the pack lock for one append, which seals the open pack (an fsync) when a copy
+//! fills it; the pack sync lock for one `fdatasync` of copies. Copies are synced every
+//! `COPY_SYNC_BYTES` so that neither of the last two has more than a few MiB to write out.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -29,10 +33,13 @@ use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::pack::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
+use crate::pack::Appended;
 use crate::store::keys::{self, ChunkOp, PackRecord};
 use crate::store::{CF_CHUNKS, CF_PACKS};
 
 const FORGET_BATCH: usize = 1024;
+/// Compaction syncs its copies at least this often (see `copy_group`).
+const COPY_SYNC_BYTES: u64 = 4 << 20;
 
 /// What an operator asks of one run.
 #[derive(Clone, Copy, Debug)]
@@ -111,7 +118,9 @@ impl Engine {
         let mut candidates = Vec::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
             let (k, v) = item?;
-            let Some(id) = keys::chunk_id_from_key(&k) else { continue };
+            let Some(id) = keys::chunk_id_from_key(&k) else {
+                continue;
+            };
             if let Some(rec) = keys::decode_chunk(id, &v) {
                 if rec.refs == 0 && rec.zero_since <= horizon {
                     candidates.push(id);
@@ -145,7 +154,9 @@ impl Engine {
         let mut live: HashMap<u64, Vec<EntryInfo>> = HashMap::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
             let (k, v) = item?;
-            let Some(id) = keys::chunk_id_from_key(&k) else { continue };
+            let Some(id) = keys::chunk_id_from_key(&k) else {
+                continue;
+            };
             if let Some(rec) = keys::decode_chunk(id, &v) {
                 live.entry(rec.pack).or_default().push(rec.entry);
             }
@@ -191,49 +202,65 @@ impl Engine {
     fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo]) -> Result<u64> {
         let mut copied = 0;
         for group in entries.chunks(FORGET_BATCH) {
-            let mut batch = WriteBatch::default();
-            let mut last = None;
-            let mut appended_all = Vec::with_capacity(group.len());
-            for e in group {
-                // Copy the stored form as it is (no recompression), after checking it.
-                let stored = self.packs().read_stored(pack, e)?;
-                let raw = crate::codec::unseal(e.compression, stored.clone(), e.raw_len as usize)
-                    .map_err(|err| crate::error::Error::corrupt(format!("chunk {} in pack {pack}: {err}", e.id)))?;
-                if ChunkId::of(&raw) != e.id {
-                    return Err(crate::error::Error::corrupt(format!("chunk {} in pack {pack} fails its hash", e.id)));
-                }
-                let sealed = crate::codec::SealedChunk {
-                    id: e.id,
-                    raw: raw.into(),
-                    compression: e.compression,
-                    stored: stored.into(),
-                };
-                let (appended, sealed_pack) = self.packs().append(&sealed)?;
-                if let Some(p) = sealed_pack {
-                    self.record_sealed(&p)?;
-                }
-                copied += appended.entry.end() - appended.entry.offset;
-                let op = ChunkOp::Move {
-                    from_pack: pack,
-                    from_offset: e.offset,
-                    to_pack: appended.pack_id,
-                    to_offset: appended.entry.offset,
-                };
-                batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
-                appended_all.push(appended.clone());
-                last = Some(appended);
-            }
-            if let Some(a) = &last {
-                self.packs().sync(a)?; // copies durable before the index points at them
-            }
-            let committed = self.db().commit(batch);
-            self.packs().settle(&appended_all);
-            committed?;
+            let mut appended = Vec::with_capacity(group.len());
+            let result = self.copy_group(pack, group, &mut appended);
+            // Indexed or abandoned as dead bytes, these copies no longer keep their pack from
+            // being quiet; on every path, also when a read, an append or a sync failed.
+            self.packs().settle(&appended);
+            copied += result?;
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.db().cf(CF_PACKS), keys::pack_key(pack));
         self.db().commit(batch)?;
         self.packs().remove(pack)?;
+        Ok(copied)
+    }
+
+    /// Copy one group of live entries into the open pack, make the copies durable, then move
+    /// their index entries in one synced batch. Every append is pushed onto `appended`.
+    ///
+    /// The copies share the open pack with uploads, and `fdatasync` covers the whole file: an
+    /// upload's sync (or a seal, which holds the pack lock) first writes out every copy we
+    /// left unsynced, and our own sync holds the sync lock that uploads wait on. So the copies
+    /// are synced every `COPY_SYNC_BYTES`, not once per group (up to 1024 chunks of up to
+    /// 256 KiB), which keeps each of those waits to what a few MiB cost.
+    fn copy_group(&self, pack: u64, group: &[EntryInfo], appended: &mut Vec<Appended>) -> Result<u64> {
+        let mut batch = WriteBatch::default();
+        let (mut copied, mut unsynced) = (0, 0);
+        for e in group {
+            // Copy the stored form as it is (no recompression), after checking it.
+            let stored = self.packs().read_stored(pack, e)?;
+            let raw = crate::codec::unseal(e.compression, stored.clone(), e.raw_len as usize)
+                .map_err(|err| crate::error::Error::corrupt(format!("chunk {} in pack {pack}: {err}", e.id)))?;
+            if ChunkId::of(&raw) != e.id {
+                return Err(crate::error::Error::corrupt(format!("chunk {} in pack {pack} fails its hash", e.id)));
+            }
+            let sealed = crate::codec::SealedChunk {
+                id: e.id,
+                raw: raw.into(),
+                compression: e.compression,
+                stored: stored.into(),
+            };
+            let (a, sealed_pack) = self.packs().append(&sealed)?;
+            appended.push(a.clone());
+            if let Some(p) = sealed_pack {
+                self.record_sealed(&p)?;
+            }
+            let len = a.entry.end() - a.entry.offset;
+            copied += len;
+            unsynced += len;
+            if unsynced >= COPY_SYNC_BYTES {
+                self.packs().sync(&a)?;
+                unsynced = 0;
+            }
+            let op =
+                ChunkOp::Move { from_pack: pack, from_offset: e.offset, to_pack: a.pack_id, to_offset: a.entry.offset };
+            batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
+        }
+        if let Some(a) = appended.last() {
+            self.packs().sync(a)?; // copies durable before the index points at them
+        }
+        self.db().commit(batch)?;
         Ok(copied)
     }
 }

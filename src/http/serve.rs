@@ -44,6 +44,11 @@ pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<O
             },
             () = &mut shutdown => break,
         };
+        // Responses stream headers and body in separate writes; without NODELAY a small body
+        // waits for the client's delayed ACK (~40 ms), which cut small downloads 20-fold.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, %peer, "could not set TCP_NODELAY");
+        }
         let svc = service.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req.map(axum::body::Body::new)

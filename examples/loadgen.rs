@@ -1,0 +1,1194 @@
+//! Load generator behind `tools/bench-drive`, `tools/bench-sync` and `tools/bench-gc`
+//! (issues 4, 5 and 6; figures and how to read them in docs/benchmarks.md).
+//!
+//! HTTP workloads start the real `cairn serve` (the binary given with `--cairn`) on
+//! 127.0.0.1:0 with a temporary data directory and an admin token, sign users up through the
+//! outbox file, run bounded loops against loopback only, stop the server with SIGTERM and print
+//! a Markdown table. Engine workloads run in this process on a temporary directory. Every
+//! figure is printed next to a baseline measured in the same run, because the machine is
+//! shared and absolute numbers drift from one run to the next.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use cairn::chunk::ChunkingParams;
+use cairn::engine::{AdmitAll, ByteRange, Engine, EngineConfig, GcOptions, GcReport, Precondition};
+use cairn::metrics::Metrics;
+use cairn::store::keys::{AccountId, Namespace};
+use cairn::store::CF_CHUNKS;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+const PASSWORD: &str = "correct horse battery staple";
+/// Plans large enough for every workload; no scheduled GC to disturb the figures.
+const SERVER_CONFIG: &str = "gc_interval_secs = 0\n[plans]\nfree = \"100GiB\"\n";
+const MB: f64 = 1e6;
+
+#[derive(Parser)]
+#[command(about = "cairn benchmarks: drive (issue 4), sync (issue 5), gc (issue 6)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Upload and download one big file and many small ones, over HTTP and in-process.
+    Drive(DriveArgs),
+    /// Sync record writes and feed reads with 1 and with N concurrent clients.
+    Sync(SyncArgs),
+    /// GC and compaction over many chunks, and upload latency while GC runs (engine).
+    Gc(GcArgs),
+    /// Internal: collections on a store `gc` built, in a fresh process.
+    #[command(hide = true)]
+    GcChild {
+        #[arg(long)]
+        dir: PathBuf,
+        /// compact_below of each run, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        runs: Vec<f64>,
+    },
+}
+
+#[derive(Args)]
+struct DriveArgs {
+    /// The `cairn` binary to start (a release build).
+    #[arg(long)]
+    cairn: PathBuf,
+    /// Size of the big file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    big_mib: u64,
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    #[arg(long, default_value_t = 4096)]
+    file_bytes: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Size of the frames the client generates and sends, in KiB.
+    #[arg(long, default_value_t = 256)]
+    frame_kib: usize,
+    /// Rounds of HTTP then engine, alternating which goes first.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    #[arg(long)]
+    cairn: PathBuf,
+    /// Concurrent clients of the big level; each level is also compared with 1 client.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds each write or read phase lasts.
+    #[arg(long, default_value_t = 8)]
+    secs: u64,
+    /// Upper bound on requests per client per phase (the loops are bounded either way).
+    #[arg(long, default_value_t = 200_000)]
+    max_ops: usize,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// Chunks to create (tiny chunking: min 64, avg 256, max 1024 bytes).
+    #[arg(long, default_value_t = 1_000_000)]
+    chunks: u64,
+    /// Keep every Nth object; the others are deleted and become garbage.
+    #[arg(long, default_value_t = 10)]
+    keep_every: usize,
+    /// Size of each object of the tiny-chunk store, in KiB.
+    #[arg(long, default_value_t = 2560)]
+    object_kib: usize,
+    /// Uploads in the no-GC baseline of each latency scenario.
+    #[arg(long, default_value_t = 400)]
+    uploads: usize,
+    #[arg(long, default_value_t = 64)]
+    upload_kib: usize,
+    /// Size of the default-chunking store of the second latency scenario, in MiB (0: skip).
+    #[arg(long, default_value_t = 1536)]
+    bytes_mib: u64,
+    /// Keep every Nth file of the default-chunking stores (engine and HTTP): 2 leaves packs
+    /// half live, the most compaction copies at the default threshold.
+    #[arg(long, default_value_t = 2)]
+    bytes_keep_every: usize,
+    /// The `cairn` binary: with it, the latency scenario is also run over HTTP against the
+    /// real server (PUT /v1/files beside POST /admin/gc).
+    #[arg(long)]
+    cairn: Option<PathBuf>,
+    /// Garbage uploaded over HTTP for that scenario, in MiB (8 MiB files).
+    #[arg(long, default_value_t = 1024)]
+    http_mib: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.cmd {
+        Cmd::Drive(a) => rt.block_on(drive(a)),
+        Cmd::Sync(a) => rt.block_on(sync_bench(a)),
+        Cmd::Gc(a) => gc_bench(&rt, a),
+        Cmd::GcChild { dir, runs } => gc_child(&dir, &runs),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data, numbers, tables
+
+/// xorshift64: incompressible enough for zstd (which then stores raw) and far faster than the
+/// pipeline, so the generator is never the bottleneck.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0; n];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// A body of `left` pseudo-random bytes made one frame at a time: the client never holds more
+/// than the frame it is handing over.
+struct NoiseStream {
+    rng: Rng,
+    left: u64,
+    frame: usize,
+}
+
+impl NoiseStream {
+    fn new(seed: u64, len: u64, frame: usize) -> Self {
+        NoiseStream { rng: Rng::new(seed), left: len, frame }
+    }
+}
+
+impl Stream for NoiseStream {
+    type Item = std::io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.frame as u64).min(self.left) as usize;
+        let mut buf = vec![0u8; n];
+        self.rng.fill(&mut buf);
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Bytes::from(buf))))
+    }
+}
+
+/// Latencies in milliseconds.
+#[derive(Default)]
+struct Lat(Vec<f64>);
+
+impl Lat {
+    fn add(&mut self, d: Duration) {
+        self.0.push(d.as_secs_f64() * 1e3);
+    }
+    fn extend(&mut self, other: Lat) {
+        self.0.extend(other.0);
+    }
+    fn q(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
+    fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NAN, f64::max)
+    }
+    fn over(&self, ms: f64) -> usize {
+        self.0.iter().filter(|&&x| x > ms).count()
+    }
+}
+
+fn print_table(title: &str, head: &[&str], rows: &[Vec<String>]) {
+    println!("\n{title}\n");
+    println!("| {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(head.len().saturating_sub(1)));
+    for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
+fn f1(x: f64) -> String {
+    format!("{x:.1}")
+}
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
+/// Reset VmHWM to the current RSS (Linux >= 4.0), so the next reading is the peak of what
+/// follows rather than of the whole process.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+    stopped: bool,
+}
+
+impl Server {
+    fn start(cairn: &Path, config: &str) -> Result<Server> {
+        let dir = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let cfg = dir.path().join("cairn.toml");
+        std::fs::write(&cfg, config)?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut child = Command::new(cairn)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN, "--config"])
+            .arg(&cfg)
+            .env("CAIRN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", cairn.display()))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let Some(base) = line.trim().strip_prefix("cairn listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            bail!("the server did not start (first line {line:?}); its log:\n{log}");
+        };
+        ensure!(base.starts_with("http://127.0.0.1:"), "the server listens on {base}, not on loopback");
+        // Keep draining stdout so that the server can never block on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        let client =
+            reqwest::Client::builder().pool_max_idle_per_host(128).timeout(Duration::from_secs(600)).build()?;
+        Ok(Server { child, base, dir, client, stopped: false })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    fn stop(&mut self) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait()?;
+        ensure!(status.success(), "the server exited with {status}");
+        Ok(())
+    }
+
+    /// Sign up `email` through the outbox and sign in; returns the bearer token.
+    async fn sign_up(&self, email: &str) -> Result<String> {
+        let r = self
+            .client
+            .post(self.url("/v1/codes"))
+            .json(&json!({ "identifier": email, "purpose": "register" }))
+            .send()
+            .await?;
+        ensure!(r.status() == 202, "POST /v1/codes: {} {}", r.status(), r.text().await?);
+        let code = self.code_for(email).await?;
+        let r = self
+            .client
+            .post(self.url("/v1/accounts"))
+            .json(&json!({ "identifier": email, "password": PASSWORD, "code": code }))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "POST /v1/accounts: {} {}", r.status(), r.text().await?);
+        let device = json!({ "name": "loadgen", "model": "bench", "os": "linux" });
+        let r = self
+            .client
+            .post(self.url("/v1/sessions"))
+            .json(&json!({ "identifier": email, "password": PASSWORD, "device": device }))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "POST /v1/sessions: {} {}", r.status(), r.text().await?);
+        let v: Value = r.json().await?;
+        Ok(v["token"].as_str().context("no token in the session")?.to_string())
+    }
+
+    async fn code_for(&self, email: &str) -> Result<String> {
+        let outbox = self.dir.path().join("data").join("outbox.jsonl");
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&outbox).unwrap_or_default();
+            let found = text
+                .lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|m| m["to"] == email && m["purpose"] == "register");
+            if let Some(code) = found.and_then(|m| m["code"].as_str().map(String::from)) {
+                return Ok(code);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("no register code for {email} in {}", outbox.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 4: drive
+
+struct DriveFigures {
+    big_up_s: f64,
+    big_down_s: f64,
+    small_up_s: f64,
+    small_down_s: f64,
+}
+
+impl DriveFigures {
+    fn add(&mut self, o: &DriveFigures) {
+        self.big_up_s += o.big_up_s;
+        self.big_down_s += o.big_down_s;
+        self.small_up_s += o.small_up_s;
+        self.small_down_s += o.small_down_s;
+    }
+}
+
+async fn drive(a: DriveArgs) -> Result<()> {
+    let big = a.big_mib << 20;
+    // Rounds alternate which side goes first, so that neither always inherits the other's
+    // page-cache writeback; figures are totals over all rounds.
+    let mut http = DriveFigures { big_up_s: 0.0, big_down_s: 0.0, small_up_s: 0.0, small_down_s: 0.0 };
+    let mut eng = DriveFigures { big_up_s: 0.0, big_down_s: 0.0, small_up_s: 0.0, small_down_s: 0.0 };
+    for round in 0..a.rounds.max(1) {
+        let (h, e) = if round % 2 == 0 {
+            let h = drive_http(&a).await?;
+            (h, drive_engine(&a).await?)
+        } else {
+            let e = drive_engine(&a).await?;
+            (drive_http(&a).await?, e)
+        };
+        let big_mb = (a.big_mib << 20) as f64 / MB;
+        eprintln!(
+            "round {round}: big up {:.0}/{:.0} MB/s, big down {:.0}/{:.0} MB/s, small up {:.0}/{:.0} files/s, small down {:.0}/{:.0} files/s (HTTP/engine)",
+            big_mb / h.big_up_s,
+            big_mb / e.big_up_s,
+            big_mb / h.big_down_s,
+            big_mb / e.big_down_s,
+            a.files as f64 / h.small_up_s,
+            a.files as f64 / e.small_up_s,
+            a.files as f64 / h.small_down_s,
+            a.files as f64 / e.small_down_s
+        );
+        http.add(&h);
+        eng.add(&e);
+    }
+    let rounds = a.rounds.max(1) as f64;
+    let mbs = |secs: f64| rounds * big as f64 / MB / secs;
+    let fps = |secs: f64| rounds * a.files as f64 / secs;
+    let row = |what: String, unit: &str, h: f64, e: f64| vec![what, unit.into(), f1(h), f1(e), f2(h / e)];
+    let rows = vec![
+        row(format!("upload {} MiB random, one stream", a.big_mib), "MB/s", mbs(http.big_up_s), mbs(eng.big_up_s)),
+        row(format!("download {} MiB", a.big_mib), "MB/s", mbs(http.big_down_s), mbs(eng.big_down_s)),
+        row(
+            format!("upload {} x {} B, {} at a time", a.files, a.file_bytes, a.concurrency),
+            "files/s",
+            fps(http.small_up_s),
+            fps(eng.small_up_s),
+        ),
+        row(
+            format!("download {} x {} B, {} at a time", a.files, a.file_bytes, a.concurrency),
+            "files/s",
+            fps(http.small_down_s),
+            fps(eng.small_down_s),
+        ),
+    ];
+    print_table(
+        "Drive (issue 4): HTTP on loopback vs the engine in-process, same run",
+        &["workload", "unit", "HTTP", "engine", "HTTP/engine"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// The drive workload over HTTP, against the real server.
+async fn drive_http(a: &DriveArgs) -> Result<DriveFigures> {
+    let big = a.big_mib << 20;
+    let frame = a.frame_kib << 10;
+    let small_seed = |i: usize| 1_000_000 + i as u64;
+    let mut server = Server::start(&a.cairn, SERVER_CONFIG)?;
+    let token = server.sign_up("drive@bench.example").await?;
+    let s = &server;
+    let t = Instant::now();
+    let body = reqwest::Body::wrap_stream(NoiseStream::new(1, big, frame));
+    let r = s
+        .client
+        .put(s.url("/v1/files/big.bin"))
+        .bearer_auth(&token)
+        .header("content-length", big)
+        .body(body)
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "big upload: {} {}", r.status(), r.text().await?);
+    let big_up_s = t.elapsed().as_secs_f64();
+    let v: Value = r.json().await?;
+    ensure!(v["size"] == big, "big upload stored {} bytes", v["size"]);
+
+    let t = Instant::now();
+    let r = s.client.get(s.url("/v1/files/big.bin")).bearer_auth(&token).send().await?;
+    ensure!(r.status() == 200, "big download: {}", r.status());
+    let mut got = 0u64;
+    let mut body = r.bytes_stream();
+    while let Some(piece) = body.next().await {
+        got += piece?.len() as u64;
+    }
+    let big_down_s = t.elapsed().as_secs_f64();
+    ensure!(got == big, "big download gave {got} bytes");
+
+    let t = Instant::now();
+    let results: Vec<Result<()>> = futures::stream::iter(0..a.files)
+        .map(|i| {
+            let (s, token, n) = (&server, &token, a.file_bytes);
+            async move {
+                let r = s
+                    .client
+                    .put(s.url(&format!("/v1/files/small/{i:05}")))
+                    .bearer_auth(token)
+                    .body(noise(n, small_seed(i)))
+                    .send()
+                    .await?;
+                ensure!(r.status() == 201, "small upload {i}: {}", r.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    let small_up_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let results: Vec<Result<()>> = futures::stream::iter(0..a.files)
+        .map(|i| {
+            let (s, token, n) = (&server, &token, a.file_bytes);
+            async move {
+                let r = s.client.get(s.url(&format!("/v1/files/small/{i:05}"))).bearer_auth(token).send().await?;
+                ensure!(r.status() == 200, "small download {i}: {}", r.status());
+                ensure!(r.bytes().await?.len() == n, "small download {i}: wrong length");
+                Ok(())
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    let small_down_s = t.elapsed().as_secs_f64();
+    server.stop()?;
+    drop(server);
+    Ok(DriveFigures { big_up_s, big_down_s, small_up_s, small_down_s })
+}
+
+/// The same work in-process: Engine::ingest + put_object, read_stream.
+async fn drive_engine(a: &DriveArgs) -> Result<DriveFigures> {
+    let big = a.big_mib << 20;
+    let frame = a.frame_kib << 10;
+    let small_seed = |i: usize| 1_000_000 + i as u64;
+    let tmp = tempfile::Builder::new().prefix("cairn-bench-engine-").tempdir()?;
+    let engine = Engine::open(EngineConfig::new(tmp.path()), Arc::new(Metrics::new()))?;
+    let acct = AccountId([4; 16]);
+    let t = Instant::now();
+    let ing = engine.ingest(NoiseStream::new(1, big, frame), AdmitAll).await?;
+    commit(&engine, acct, "big.bin".into(), ing).await?;
+    let big_up_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let got = read_object(&engine, acct, "big.bin".into()).await?;
+    let big_down_s = t.elapsed().as_secs_f64();
+    ensure!(got == big, "engine read gave {got} bytes");
+
+    let t = Instant::now();
+    let results: Vec<Result<()>> = futures::stream::iter(0..a.files)
+        .map(|i| {
+            let (e, n) = (engine.clone(), a.file_bytes);
+            async move {
+                let ing = e.ingest_bytes(Bytes::from(noise(n, small_seed(i)))).await?;
+                commit(&e, acct, format!("small/{i:05}"), ing).await
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    let small_up_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let results: Vec<Result<()>> = futures::stream::iter(0..a.files)
+        .map(|i| {
+            let (e, n) = (engine.clone(), a.file_bytes as u64);
+            async move {
+                ensure!(
+                    read_object(&e, acct, format!("small/{i:05}")).await? == n,
+                    "engine small read {i}: wrong length"
+                );
+                Ok(())
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    let small_down_s = t.elapsed().as_secs_f64();
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.close()).await??;
+    Ok(DriveFigures { big_up_s, big_down_s, small_up_s, small_down_s })
+}
+
+async fn commit(e: &Engine, acct: AccountId, name: String, ing: cairn::engine::Ingested) -> Result<()> {
+    let e = e.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        e.put_object(&acct, Namespace::Drive, name.as_bytes(), ing, u64::MAX, Precondition::None)??;
+        Ok(())
+    })
+    .await?
+}
+
+/// Stream an object out of the engine as the HTTP handler does; returns the byte count.
+async fn read_object(e: &Engine, acct: AccountId, name: String) -> Result<u64> {
+    let e2 = e.clone();
+    let (chunks, size) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let rec = e2.get_object(&acct, Namespace::Drive, name.as_bytes())?.context("no such object")?;
+        Ok((e2.object_chunks(&acct, Namespace::Drive, name.as_bytes(), &rec)?, rec.size))
+    })
+    .await??;
+    let mut got = 0u64;
+    let mut s = std::pin::pin!(e.read_stream(chunks, ByteRange::all(size)));
+    while let Some(piece) = s.next().await {
+        got += piece?.len() as u64;
+    }
+    Ok(got)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 5: sync
+
+struct Client {
+    token: String,
+    /// Records this client writes are `{prefix}-{n}`.
+    prefix: String,
+    /// Which account (index into the sign-ups) the client belongs to.
+    account: usize,
+}
+
+#[derive(Default)]
+struct Phase {
+    ops: usize,
+    secs: f64,
+    lat: Lat,
+    records: usize,
+}
+
+#[derive(Deserialize)]
+struct FeedPage<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+fn payload(i: usize) -> Value {
+    json!({
+        "title": format!("note {i}"),
+        "body": "Buy milk, eggs and bread; call the plumber about the kitchen tap before Friday.",
+        "tags": ["home", "todo"],
+        "pinned": i % 7 == 0,
+    })
+}
+
+async fn sync_bench(a: SyncArgs) -> Result<()> {
+    let mut server = Server::start(&a.cairn, SERVER_CONFIG)?;
+    let n = a.clients.max(1);
+    let emails: Vec<String> = (0..n).map(|i| format!("sync{i}@bench.example")).collect();
+    let tokens: Vec<Result<String>> =
+        futures::stream::iter(&emails).map(|e| server.sign_up(e)).buffered(4).collect().await;
+    let tokens: Vec<String> = tokens.into_iter().collect::<Result<_>>()?;
+    let secs = Duration::from_secs(a.secs);
+
+    let one: Vec<Client> = vec![Client { token: tokens[0].clone(), prefix: "solo".into(), account: 0 }];
+    let many: Vec<Client> =
+        (0..n).map(|i| Client { token: tokens[i].clone(), prefix: format!("c{i}"), account: i }).collect();
+    let shared: Vec<Client> =
+        (0..n).map(|i| Client { token: tokens[0].clone(), prefix: format!("s{i}"), account: 0 }).collect();
+
+    let mut rows = Vec::new();
+    let mut figures = Vec::new();
+    let n_str = n.to_string();
+    for (label, accounts, clients) in [("1", "1", &one), (&*n_str, &*n_str, &many), (&*n_str, "1 (shared)", &shared)] {
+        let (w, last_seq) = sync_writes(&server, clients, n, secs, a.max_ops).await?;
+        let r = sync_reads(&server, clients, &last_seq, secs, a.max_ops).await?;
+        rows.push(vec![
+            label.to_string(),
+            accounts.to_string(),
+            f1(w.ops as f64 / w.secs),
+            f2(w.lat.q(0.5)),
+            f2(w.lat.q(0.99)),
+            f1(r.ops as f64 / r.secs),
+            f2(r.lat.q(0.5)),
+            f2(r.lat.q(0.99)),
+            format!("{:.0}", r.records as f64 / r.secs),
+        ]);
+        figures.push((w.ops as f64 / w.secs, r.ops as f64 / r.secs, w.lat.q(0.99), r.lat.q(0.99)));
+    }
+    server.stop()?;
+    print_table(
+        &format!("Sync (issue 5): {}-second phases, PUT /v1/sync/notes/ID (~170-byte JSON) and GET /v1/sync/notes?since=S&limit=100", a.secs),
+        &["clients", "accounts", "writes/s", "write p50 ms", "write p99 ms", "feed reads/s", "read p50 ms", "read p99 ms", "records read/s"],
+        &rows,
+    );
+    let (base_w, base_r, base_wp, base_rp) = figures[0];
+    let ratio_rows: Vec<Vec<String>> = figures[1..]
+        .iter()
+        .zip([format!("{n} clients, {n} accounts"), format!("{n} clients, 1 account")])
+        .map(|((w, r, wp, rp), label)| vec![label, f2(w / base_w), f2(r / base_r), f2(wp / base_wp), f2(rp / base_rp)])
+        .collect();
+    print_table(
+        &format!("Ratios to 1 client (same run); {n} clients would be {n}.00 with perfect scaling"),
+        &["", "writes/s", "feed reads/s", "write p99", "read p99"],
+        &ratio_rows,
+    );
+    Ok(())
+}
+
+/// Every client writes new records until the time is up. Returns the phase and, per account,
+/// the highest `seq` handed out.
+async fn sync_writes(
+    s: &Server,
+    clients: &[Client],
+    accounts: usize,
+    secs: Duration,
+    max_ops: usize,
+) -> Result<(Phase, Vec<u64>)> {
+    let started = Instant::now();
+    let deadline = started + secs;
+    let per_client: Vec<Result<(usize, Lat, u64)>> = futures::future::join_all(clients.iter().map(|c| async move {
+        let mut lat = Lat::default();
+        let mut top = 0u64;
+        let mut i = 0;
+        while i < max_ops && Instant::now() < deadline {
+            let t = Instant::now();
+            let r = s
+                .client
+                .put(s.url(&format!("/v1/sync/notes/{}-{i}", c.prefix)))
+                .bearer_auth(&c.token)
+                .json(&json!({ "payload": payload(i) }))
+                .send()
+                .await?;
+            ensure!(r.status() == 200, "sync write: {} {}", r.status(), r.text().await?);
+            let v: Value = r.json().await?;
+            lat.add(t.elapsed());
+            top = top.max(v["seq"].as_u64().context("no seq")?);
+            i += 1;
+        }
+        Ok((i, lat, top))
+    }))
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut phase = Phase { secs, ..Default::default() };
+    let mut last_seq = vec![0u64; accounts];
+    for (c, r) in clients.iter().zip(per_client) {
+        let (ops, lat, top) = r?;
+        phase.ops += ops;
+        phase.lat.extend(lat);
+        last_seq[c.account] = last_seq[c.account].max(top);
+    }
+    Ok((phase, last_seq))
+}
+
+/// Every client reads full pages of its account's feed from random points.
+async fn sync_reads(s: &Server, clients: &[Client], last_seq: &[u64], secs: Duration, max_ops: usize) -> Result<Phase> {
+    let started = Instant::now();
+    let deadline = started + secs;
+    let per_client: Vec<Result<(usize, Lat, usize)>> =
+        futures::future::join_all(clients.iter().enumerate().map(|(k, c)| async move {
+            let mut rng = Rng::new(77 + k as u64);
+            let hi = last_seq[c.account].saturating_sub(100);
+            let (mut lat, mut records, mut i) = (Lat::default(), 0, 0);
+            while i < max_ops && Instant::now() < deadline {
+                let since = rng.below(hi + 1);
+                let t = Instant::now();
+                let r = s
+                    .client
+                    .get(s.url(&format!("/v1/sync/notes?since={since}&limit=100")))
+                    .bearer_auth(&c.token)
+                    .send()
+                    .await?;
+                ensure!(r.status() == 200, "feed read: {}", r.status());
+                let body = r.bytes().await?;
+                let page: FeedPage = serde_json::from_slice(&body)?;
+                lat.add(t.elapsed());
+                records += page.records.len();
+                i += 1;
+            }
+            Ok((i, lat, records))
+        }))
+        .await;
+    let mut phase = Phase { secs: started.elapsed().as_secs_f64(), ..Default::default() };
+    for r in per_client {
+        let (ops, lat, records) = r?;
+        phase.ops += ops;
+        phase.records += records;
+        phase.lat.extend(lat);
+    }
+    Ok(phase)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 6: GC and compaction
+
+fn tiny_config(dir: &Path) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.chunking = ChunkingParams { min: 64, avg: 256, max: 1024 };
+    c
+}
+
+fn open_engine(config: EngineConfig) -> Result<Engine> {
+    Ok(Engine::open(config, Arc::new(Metrics::new()))?)
+}
+
+/// Fill a store with objects of `object_bytes` until `chunks` chunks exist (or, with
+/// `chunks == 0`, until `total_bytes` are written), then delete all but every `keep_every`th.
+/// Objects go in one after another, so every pack ends up with about 1/keep_every live.
+fn build_garbage(
+    rt: &tokio::runtime::Runtime,
+    e: &Engine,
+    acct: AccountId,
+    object_bytes: u64,
+    chunks: u64,
+    total_bytes: u64,
+    keep_every: usize,
+) -> Result<(usize, u64)> {
+    let (mut made, mut written, mut objects) = (0u64, 0u64, 0usize);
+    while if chunks > 0 { made < chunks } else { written < total_bytes } {
+        let ing =
+            rt.block_on(e.ingest(NoiseStream::new(10_000 + objects as u64, object_bytes, 256 << 10), AdmitAll))?;
+        made += ing.new_chunks;
+        written += object_bytes;
+        e.put_object(
+            &acct,
+            Namespace::Drive,
+            format!("obj/{objects:06}").as_bytes(),
+            ing,
+            u64::MAX,
+            Precondition::None,
+        )??;
+        objects += 1;
+    }
+    for i in (0..objects).filter(|i| i % keep_every != 0) {
+        e.delete_object(&acct, Namespace::Drive, format!("obj/{i:06}").as_bytes(), Precondition::None)??;
+    }
+    Ok((objects, made))
+}
+
+/// Keys of the `chunks` column family: (records, empty values left by forgotten chunks), and
+/// how long the scan took (the floor under any pass over the index).
+fn scan_index(e: &Engine) -> Result<(u64, u64, f64)> {
+    let t = Instant::now();
+    let db = e.db();
+    let (mut live, mut empty) = (0, 0);
+    for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), rocksdb::IteratorMode::Start) {
+        if item?.1.is_empty() {
+            empty += 1;
+        } else {
+            live += 1;
+        }
+    }
+    Ok((live, empty, t.elapsed().as_secs_f64()))
+}
+
+/// No figure is printed for a collection that lost or damaged anything.
+fn fsck_clean(e: &Engine) -> Result<()> {
+    let report = cairn::engine::fsck::check(e)?;
+    ensure!(report.ok(), "fsck after GC: {:?}", report.problems);
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    ensure!(status.success(), "cp -a {} {} failed", from.display(), to.display());
+    Ok(())
+}
+
+fn timed_gc(e: &Engine, compact_below: f64) -> Result<(f64, GcReport, Option<u64>)> {
+    reset_peak_rss();
+    let t = Instant::now();
+    let report = e.gc(GcOptions { grace_secs: 0, compact_below })?;
+    Ok((t.elapsed().as_secs_f64(), report, proc_status_kib("VmHWM:")))
+}
+
+/// `GcReport`, which the server only ever serializes.
+#[derive(serde::Serialize, Deserialize)]
+struct Rep {
+    chunks_freed: u64,
+    bytes_freed: u64,
+    packs_rewritten: u64,
+    packs_deleted: u64,
+}
+
+impl From<GcReport> for Rep {
+    fn from(r: GcReport) -> Self {
+        Rep {
+            chunks_freed: r.chunks_freed,
+            bytes_freed: r.bytes_freed,
+            packs_rewritten: r.packs_rewritten,
+            packs_deleted: r.packs_deleted,
+        }
+    }
+}
+
+/// What `loadgen gc-child` measured, for the parent to print.
+#[derive(serde::Serialize, Deserialize)]
+struct ChildFigures {
+    records: u64,
+    scan_s: f64,
+    rss_kib: Option<u64>,
+    /// Per run: seconds, report, VmHWM during the run (KiB).
+    runs: Vec<(f64, Rep, Option<u64>)>,
+    records_after: u64,
+    empty_after: u64,
+    scan_after_s: f64,
+}
+
+/// One or more collections on an existing tiny-chunk store, in a fresh process so that its
+/// RSS is the engine's and the collection's alone. Prints `ChildFigures` as JSON.
+fn gc_child(dir: &Path, runs: &[f64]) -> Result<()> {
+    let e = open_engine(tiny_config(dir))?;
+    let (records, _, scan_s) = scan_index(&e)?;
+    let rss_kib = proc_status_kib("VmRSS:");
+    let mut out = Vec::new();
+    for &compact_below in runs {
+        let (secs, report, hwm) = timed_gc(&e, compact_below)?;
+        out.push((secs, Rep::from(report), hwm));
+    }
+    let (records_after, empty_after, scan_after_s) = scan_index(&e)?;
+    fsck_clean(&e)?;
+    e.close()?;
+    let figures = ChildFigures { records, scan_s, rss_kib, runs: out, records_after, empty_after, scan_after_s };
+    println!("{}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+fn run_child(dir: &Path, runs: &[f64]) -> Result<ChildFigures> {
+    let list = runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
+    let out = Command::new(std::env::current_exe()?)
+        .arg("gc-child")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--runs")
+        .arg(&list)
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "gc-child failed: {}", out.status);
+    let text = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(text.lines().last().context("gc-child printed nothing")?)?)
+}
+
+fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
+    let base = tempfile::Builder::new().prefix("cairn-bench-gc-").tempdir()?;
+    let acct = AccountId([6; 16]);
+    let mut lat_rows = Vec::new();
+    if a.chunks > 0 {
+        let dir_one = base.path().join("one");
+        let t = Instant::now();
+        let e = open_engine(tiny_config(&dir_one))?;
+        let (objects, made) = build_garbage(rt, &e, acct, (a.object_kib as u64) << 10, a.chunks, 0, a.keep_every)?;
+        e.close()?;
+        drop(e);
+        let build_s = t.elapsed().as_secs_f64();
+        // The same store three times: one full collection, the phases one by one, and uploads.
+        let (dir_split, dir_lat) = (base.path().join("split"), base.path().join("lat"));
+        copy_dir(&dir_one, &dir_split)?;
+        copy_dir(&dir_one, &dir_lat)?;
+        eprintln!("built {made} chunks in {objects} objects in {build_s:.1} s");
+
+        // One collection as an operator runs it (grace 0, compact_below 1.0), then a rerun with
+        // nothing to do; on the copy, the phases one by one: forget (compact_below 0 rewrites
+        // nothing), then compaction (nothing left to forget). Each in a fresh process.
+        let one = run_child(&dir_one, &[1.0])?;
+        let idle = run_child(&dir_one, &[1.0])?;
+        let forget = run_child(&dir_split, &[0.0])?;
+        let compact = run_child(&dir_split, &[1.0])?;
+        let scan_s = one.scan_s;
+        let report_cells = |r: &Rep| {
+            vec![
+                r.chunks_freed.to_string(),
+                r.packs_rewritten.to_string(),
+                r.packs_deleted.to_string(),
+                format!("{:.0}", r.bytes_freed as f64 / (1 << 20) as f64),
+            ]
+        };
+        let mut rows = Vec::new();
+        for (what, (secs, r, hwm), rss) in [
+            ("one run: grace 0, compact_below 1.0", &one.runs[0], one.rss_kib),
+            ("  forget phase alone (compact_below 0)", &forget.runs[0], forget.rss_kib),
+            ("  compaction alone (after the forget run)", &compact.runs[0], compact.rss_kib),
+            ("rerun with nothing to do", &idle.runs[0], idle.rss_kib),
+        ] {
+            let mut row = vec![what.to_string(), f2(*secs), f1(secs / scan_s)];
+            row.extend(report_cells(r));
+            row.push(mib(rss));
+            row.push(mib(*hwm));
+            row.push(match (hwm, rss) {
+                (Some(h), Some(b)) => f2(*h as f64 / b as f64),
+                _ => "n/a".into(),
+            });
+            rows.push(row);
+        }
+        print_table(
+            &format!(
+                "GC (issue 6): {} chunks indexed ({objects} objects of {} KiB, chunking 64/256/1024), all but every {}th object deleted; \
+                 each collection in a fresh process; baseline: one scan of the chunk index = {scan_s:.2} s",
+                one.records, a.object_kib, a.keep_every,
+            ),
+            &["run", "seconds", "x index scan", "chunks freed", "packs rewritten", "packs deleted", "MiB freed", "RSS before MiB", "peak RSS during MiB", "peak / before"],
+            &rows,
+        );
+        println!(
+            "\nAfter GC: {} chunk records, {} empty values left in the index by forgotten chunks; a scan takes {:.2} s ({:.2}x the scan before GC).",
+            idle.records_after,
+            idle.empty_after,
+            idle.scan_after_s,
+            idle.scan_after_s / scan_s
+        );
+
+        // Upload latency beside a heavy collection, on the untouched third copy.
+        let e = open_engine(tiny_config(&dir_lat))?;
+        lat_rows.extend(latency_scenario(
+            rt,
+            &e,
+            &a,
+            &format!("engine: {made} tiny chunks (forget-heavy), chunking 64/256/1024"),
+        )?);
+        e.close()?;
+        drop(e);
+    }
+    if a.bytes_mib > 0 {
+        let dir = base.path().join("bytes");
+        let e = open_engine(EngineConfig::new(&dir))?;
+        let t = Instant::now();
+        let (objects, made) = build_garbage(rt, &e, acct, 8 << 20, 0, a.bytes_mib << 20, a.bytes_keep_every)?;
+        eprintln!("built {made} chunks in {objects} objects of 8 MiB in {:.1} s", t.elapsed().as_secs_f64());
+        lat_rows.extend(latency_scenario(
+            rt,
+            &e,
+            &a,
+            &format!("engine: {} MiB in 8 MiB files (compaction-heavy), default chunking", a.bytes_mib),
+        )?);
+        e.close()?;
+    }
+    if let Some(cairn) = &a.cairn {
+        lat_rows.extend(rt.block_on(http_gc_latency(cairn, &a))?);
+    }
+    print_table(
+        &format!("Upload latency beside GC (issue 6): {} KiB uploads one at a time (engine: ingest + put_object in-process; HTTP: PUT /v1/files)", a.upload_kib),
+        &["store", "GC", "uploads", "p50 ms", "p99 ms", "max ms", "> 10 ms", "> 50 ms", "p99 / p99 without GC", "GC run s"],
+        &lat_rows,
+    );
+    Ok(())
+}
+
+/// Uploads one at a time without GC, then while one heavy collection runs beside them.
+fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store: &str) -> Result<Vec<Vec<String>>> {
+    let acct = AccountId([9; 16]);
+    let size = a.upload_kib << 10;
+    let mut n = 0u64;
+    let mut upload = |e: &Engine| -> Result<Duration> {
+        n += 1;
+        let data = Bytes::from(noise(size, 5_000_000 + n));
+        let t = Instant::now();
+        let ing = rt.block_on(e.ingest_bytes(data))?;
+        e.put_object(&acct, Namespace::Drive, format!("up/{n:07}").as_bytes(), ing, u64::MAX, Precondition::None)??;
+        Ok(t.elapsed())
+    };
+    let mut quiet = Lat::default();
+    for _ in 0..a.uploads {
+        quiet.add(upload(e)?);
+    }
+
+    let done = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (e, done) = (e.clone(), done.clone());
+        std::thread::Builder::new().name("gc".into()).spawn(move || -> Result<f64> {
+            let t = Instant::now();
+            let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 });
+            done.store(true, Ordering::Release);
+            r?;
+            Ok(t.elapsed().as_secs_f64())
+        })?
+    };
+    let mut busy = Lat::default();
+    while !done.load(Ordering::Acquire) && busy.0.len() < 100 * a.uploads {
+        busy.add(upload(e)?);
+    }
+    let gc_s = collector.join().expect("the collector panicked")?;
+    fsck_clean(e)?;
+    let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
+        vec![
+            store.to_string(),
+            gc.into(),
+            l.0.len().to_string(),
+            f2(l.q(0.5)),
+            f2(l.q(0.99)),
+            f1(l.max()),
+            l.over(10.0).to_string(),
+            l.over(50.0).to_string(),
+            ratio,
+            gc_s,
+        ]
+    };
+    Ok(vec![
+        row("no", &quiet, "1.00".into(), "-".into()),
+        row("running", &busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s)),
+    ])
+}
+
+/// The latency scenario over HTTP: garbage uploaded and deleted through the API, then 64 KiB
+/// PUTs without GC and while `POST /admin/gc` (grace 0, compact_below 1.0) runs.
+async fn http_gc_latency(cairn: &Path, a: &GcArgs) -> Result<Vec<Vec<String>>> {
+    let mut server = Server::start(cairn, SERVER_CONFIG)?;
+    let token = server.sign_up("gc@bench.example").await?;
+    let s = &server;
+    let file = 8u64 << 20;
+    let files = (a.http_mib << 20).div_ceil(file) as usize;
+    let t = Instant::now();
+    for i in 0..files {
+        let body = reqwest::Body::wrap_stream(NoiseStream::new(20_000 + i as u64, file, 256 << 10));
+        let r = s
+            .client
+            .put(s.url(&format!("/v1/files/g/{i:05}")))
+            .bearer_auth(&token)
+            .header("content-length", file)
+            .body(body)
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "garbage upload {i}: {}", r.status());
+    }
+    for i in (0..files).filter(|i| i % a.bytes_keep_every != 0) {
+        let r = s.client.delete(s.url(&format!("/v1/files/g/{i:05}"))).bearer_auth(&token).send().await?;
+        ensure!(r.status() == 204, "delete {i}: {}", r.status());
+    }
+    eprintln!(
+        "uploaded {files} files of 8 MiB over HTTP and deleted all but every {}th in {:.1} s",
+        a.bytes_keep_every,
+        t.elapsed().as_secs_f64()
+    );
+    let size = a.upload_kib << 10;
+    let mut n = 0u64;
+    let mut put = || {
+        n += 1;
+        let (url, body, token) = (s.url(&format!("/v1/files/up/{n:07}")), noise(size, 6_000_000 + n), &token);
+        async move {
+            let t = Instant::now();
+            let r = s.client.put(url).bearer_auth(token).body(body).send().await?;
+            ensure!(r.status() == 201, "upload: {}", r.status());
+            Ok::<_, anyhow::Error>(t.elapsed())
+        }
+    };
+    let mut quiet = Lat::default();
+    for _ in 0..a.uploads {
+        quiet.add(put().await?);
+    }
+    let (client, url) = (s.client.clone(), s.url("/admin/gc"));
+    let gc = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = client
+            .post(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "grace_seconds": 0, "compact_below": 1.0 }))
+            .send()
+            .await?;
+        ensure!(r.status() == 200, "POST /admin/gc: {}", r.status());
+        let report: Value = r.json().await?;
+        Ok::<_, anyhow::Error>((t.elapsed().as_secs_f64(), report))
+    });
+    let mut busy = Lat::default();
+    while !gc.is_finished() && busy.0.len() < 100 * a.uploads {
+        busy.add(put().await?);
+    }
+    let (gc_s, report) = gc.await??;
+    eprintln!("POST /admin/gc: {report}");
+    let r = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await?;
+    let fsck: Value = r.json().await?;
+    ensure!(fsck["ok"] == true, "fsck after GC: {fsck}");
+    server.stop()?;
+    let store = format!("HTTP: {} MiB in 8 MiB files, default chunking", a.http_mib);
+    let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
+        vec![
+            store.clone(),
+            gc.into(),
+            l.0.len().to_string(),
+            f2(l.q(0.5)),
+            f2(l.q(0.99)),
+            f1(l.max()),
+            l.over(10.0).to_string(),
+            l.over(50.0).to_string(),
+            ratio,
+            gc_s,
+        ]
+    };
+    Ok(vec![
+        row("no", &quiet, "1.00".into(), "-".into()),
+        row("running", &busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s)),
+    ])
+}
