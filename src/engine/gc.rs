@@ -1,10 +1,10 @@
 //! Garbage collection and pack compaction, online or offline.
 //!
 //! 1. Forget: chunks unreferenced for longer than the grace period leave the index. Each batch
-//!    of `Forget` operands is written with the chunk table locked, skipping pinned or claimed
-//!    chunks; an upload must pin a chunk before it looks it up, so no upload can be about to
-//!    reference a chunk that is forgotten. `Forget` itself applies only if the chunk is still
-//!    unreferenced, so a reference committed meanwhile wins.
+//!    is first doomed in the chunk table, which skips pinned or claimed chunks and makes uploads
+//!    that want to pin a doomed one wait; an upload must pin a chunk before it looks it up, so
+//!    no upload can be about to reference a chunk that is forgotten. `Forget` itself applies
+//!    only if the chunk is still unreferenced, so a reference committed meanwhile wins.
 //! 2. Liveness: one scan of the index gives each pack's live bytes exactly; `packs` records are
 //!    rewritten from it.
 //! 3. Compaction: a sealed pack whose live share is below the threshold has its live chunks
@@ -16,12 +16,12 @@
 //! A run first seals the open pack, so that everything written before it is eligible.
 //!
 //! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). Locks
-//! that uploads also take are held for one step at a time, but some steps wait on the disk
-//! (measured in docs/benchmarks.md): the chunk table for one batch of at most `FORGET_BATCH`
-//! map lookups *and the RocksDB write of its operands*, which queues behind any synced commit
-//! in flight; the pack lock for one append, which seals the open pack (an fsync) when a copy
-//! fills it; the pack sync lock for one `fdatasync` of copies. Copies are synced every
-//! `COPY_SYNC_BYTES` so that neither of the last two has more than a few MiB to write out.
+//! that uploads also take are held for one step at a time: the chunk table for the map
+//! operations of one batch of at most `FORGET_BATCH` ids (never across the database write; only
+//! an upload carrying a chunk being forgotten waits for that write); the pack lock for one
+//! append, which seals the open pack (an fsync) when a copy fills it; the pack sync lock for one
+//! `fdatasync` of copies. Copies are synced every `COPY_SYNC_BYTES` so that neither of the last
+//! two has more than a few MiB to write out (measured in docs/benchmarks.md).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -129,19 +129,17 @@ impl Engine {
         }
         let mut freed = 0;
         for batch_ids in candidates.chunks(FORGET_BATCH) {
-            let forgotten: Vec<ChunkId> = self.table().with_busy_check(|busy| -> Result<Vec<ChunkId>> {
-                let mut batch = WriteBatch::default();
-                let ids: Vec<ChunkId> = batch_ids.iter().filter(|id| !busy(id)).copied().collect();
-                for id in &ids {
-                    batch.merge_cf(
-                        db.cf(CF_CHUNKS),
-                        keys::chunk_key(id),
-                        keys::encode_op(&ChunkOp::Forget { before: horizon }),
-                    );
-                }
-                db.write_unsynced(batch)?;
-                Ok(ids)
-            })?;
+            // Doom, write, spare: the table's lock is held for map operations only, never
+            // across the write, which can queue behind uploads' synced commits.
+            let forgotten = self.table().doom(batch_ids);
+            let mut batch = WriteBatch::default();
+            for id in &forgotten {
+                let op = ChunkOp::Forget { before: horizon };
+                batch.merge_cf(db.cf(CF_CHUNKS), keys::chunk_key(id), keys::encode_op(&op));
+            }
+            let written = db.write_unsynced(batch);
+            self.table().spare(&forgotten);
+            written?;
             freed += db.chunks(&forgotten)?.iter().filter(|r| r.is_none()).count() as u64;
         }
         db.raw().flush_wal(true)?;

@@ -7,10 +7,12 @@
 //!   ingests of the same new chunk store it once.
 //! - A claim holder that must wait for another claim first releases all of its own (by making
 //!   its pending chunks durable and indexed), so waits cannot form a cycle.
-//! - GC takes this table's lock, and checks `is_busy`, around the moment it forgets a chunk, so it
-//!   never forgets one that an upload is about to reference.
+//! - GC forgets only chunks it has first marked doomed here, which it can do only for chunks
+//!   that are neither pinned nor claimed; while a chunk is doomed nobody can pin it (`pin`
+//!   waits). So no upload can be about to reference a chunk GC forgets, and the table's lock is
+//!   held only for map operations: GC's database write happens outside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::chunk::ChunkId;
@@ -19,6 +21,8 @@ use crate::chunk::ChunkId;
 struct State {
     pins: HashMap<ChunkId, u32>,
     claimed: HashMap<ChunkId, ()>,
+    /// Being forgotten by GC right now.
+    doomed: HashSet<ChunkId>,
 }
 
 /// std Mutex and Condvar: only blocking threads (ingest writers, GC) use the table, and each
@@ -34,8 +38,14 @@ impl ChunkTable {
         self.state.lock().expect("chunk table poisoned")
     }
 
+    /// Pin a chunk, first waiting out a GC that is forgetting it (then the index no longer has
+    /// it, and the upload stores it anew).
     pub fn pin(&self, id: ChunkId) {
-        *self.lock().pins.entry(id).or_insert(0) += 1;
+        let mut s = self.lock();
+        while s.doomed.contains(&id) {
+            s = self.released.wait(s).expect("chunk table poisoned");
+        }
+        *s.pins.entry(id).or_insert(0) += 1;
     }
 
     pub fn unpin<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) {
@@ -75,11 +85,23 @@ impl ChunkTable {
         self.released.notify_all();
     }
 
-    /// Run `f` with the table locked; `f` is told whether a chunk is pinned or claimed. GC
-    /// uses this to forget chunks atomically with respect to uploads.
-    pub fn with_busy_check<R>(&self, f: impl FnOnce(&dyn Fn(&ChunkId) -> bool) -> R) -> R {
-        let s = self.lock();
-        f(&|id| s.pins.contains_key(id) || s.claimed.contains_key(id))
+    /// Mark for forgetting those of `ids` that no upload pins or claims; returns them. The
+    /// caller must `spare` them when its write is done, whatever its outcome.
+    pub fn doom(&self, ids: &[ChunkId]) -> Vec<ChunkId> {
+        let mut s = self.lock();
+        let free: Vec<ChunkId> =
+            ids.iter().filter(|id| !s.pins.contains_key(id) && !s.claimed.contains_key(id)).copied().collect();
+        s.doomed.extend(free.iter().copied());
+        free
+    }
+
+    pub fn spare(&self, ids: &[ChunkId]) {
+        let mut s = self.lock();
+        for id in ids {
+            s.doomed.remove(id);
+        }
+        drop(s);
+        self.released.notify_all();
     }
 
     pub fn pinned_count(&self) -> usize {
@@ -109,15 +131,30 @@ mod tests {
     }
 
     #[test]
+    fn a_doomed_chunk_cannot_be_pinned_until_spared() {
+        let t = Arc::new(ChunkTable::default());
+        let id = ChunkId([3; 32]);
+        assert_eq!(t.doom(&[id]), vec![id]);
+        let t2 = t.clone();
+        let pinner = std::thread::spawn(move || t2.pin(id));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(t.pinned_count(), 0, "pin must wait while the chunk is doomed");
+        t.spare(&[id]);
+        pinner.join().unwrap();
+        assert_eq!(t.pinned_count(), 1);
+    }
+
+    #[test]
     fn pins_count_and_show_as_busy() {
         let t = ChunkTable::default();
         let id = ChunkId([2; 32]);
         t.pin(id);
         t.pin(id);
         t.unpin([&id]);
-        assert!(t.with_busy_check(|busy| busy(&id)));
+        assert!(t.doom(&[id]).is_empty(), "a pinned chunk cannot be doomed");
         t.unpin([&id]);
-        assert!(!t.with_busy_check(|busy| busy(&id)));
+        assert_eq!(t.doom(&[id]), vec![id]);
         assert_eq!(t.pinned_count(), 0);
+        t.spare(&[id]);
     }
 }
