@@ -546,16 +546,7 @@ async fn plans_downgrades_and_account_deletion() {
     assert_eq!(get_as(&s, &u.token, "/v1/files/big").await.status(), 200);
 
     // Deleting the account removes its files and its usage, and its bytes become garbage.
-    let code = account_code(&s, &u, "delete_account").await;
-    let r = s
-        .client
-        .delete(s.url("/v1/account"))
-        .bearer_auth(&u.token)
-        .json(&json!({ "code": code, "confirm": "DELETE" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    delete_account(&s, &u).await;
     let stats: Value =
         s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(stats["logical_bytes"], 0);

@@ -182,16 +182,7 @@ async fn scheduled_gc_reclaims_a_deleted_accounts_unshared_bytes_and_keeps_share
             .unwrap()
     };
     let before = stats().await;
-    let code = account_code(&s, &a, "delete_account").await;
-    let r = s
-        .client
-        .delete(s.url("/v1/account"))
-        .bearer_auth(&a.token)
-        .json(&json!({ "code": code, "confirm": "DELETE" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    delete_account(&s, &a).await;
     assert_eq!(stats().await["logical_bytes"], 1 << 20, "the deleted account's usage left the books at once");
     // No one calls GC: the schedule does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

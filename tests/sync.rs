@@ -243,16 +243,7 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     let f = ok_json(call(&s, &other, Method::GET, "/v1/sync/notes", None, &[]).await, 200).await;
     assert_eq!(f["records"], json!([]));
 
-    let code = account_code(&s, &u, "delete_account").await;
-    let r = s
-        .client
-        .delete(s.url("/v1/account"))
-        .bearer_auth(&u.token)
-        .json(&json!({ "code": code, "confirm": "DELETE" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    delete_account(&s, &u).await;
     let again = signed_up(&s, &u.identifier).await;
     let sum = ok_json(call(&s, &again, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"], json!({}), "a new account starts empty");

@@ -134,3 +134,18 @@ pub async fn login(s: &Server, identifier: &str, password: &str) -> User {
 pub async fn get_as(s: &Server, token: &str, path: &str) -> reqwest::Response {
     s.client.get(s.url(path)).bearer_auth(token).send().await.unwrap()
 }
+
+/// Delete `u`'s account the way a user does (a `delete_account` code, then the confirmation),
+/// asserting the `202`.
+pub async fn delete_account(s: &Server, u: &User) {
+    let code = account_code(s, u, "delete_account").await;
+    let r = s
+        .client
+        .delete(s.url("/v1/account"))
+        .bearer_auth(&u.token)
+        .json(&json!({ "code": code, "confirm": "DELETE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+}
