@@ -116,11 +116,14 @@ impl Packs {
     /// size. Returns the sealed pack, if any, for the caller to record.
     pub fn append(&self, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
         let mut slot = self.open.lock().expect("pack lock poisoned");
-        let mut sealed = None;
+        let mut full = None;
         if let Some(p) = slot.as_ref() {
-            let full = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
-            if !p.entries.is_empty() && full > self.target_size {
-                sealed = Some(seal(slot.take().expect("checked"))?);
+            let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
+            if !p.entries.is_empty() && size > self.target_size {
+                let p = slot.take().expect("checked");
+                // Not quiet while it is being sealed, so GC and fsck leave it alone.
+                self.hold(p.id, 1);
+                full = Some(p);
             }
         }
         if slot.is_none() {
@@ -129,21 +132,34 @@ impl Packs {
         }
         let p = slot.as_mut().expect("just opened");
         let entry = p.append(chunk)?;
-        *self.unindexed.lock().expect("unindexed poisoned").entry(p.id).or_insert(0) += 1;
+        self.hold(p.id, 1);
         let appended = Appended { pack_id: p.id, entry, file: p.file.clone(), synced: p.synced.clone() };
-        Ok((appended, sealed))
+        drop(slot);
+        // The full pack is out of the slot, so nobody appends to it: seal it (a table write and
+        // an fsync) without holding up other appenders.
+        let sealed = full.map(|p| {
+            let id = p.id;
+            let sealed = seal(p);
+            self.hold(id, -1);
+            sealed
+        });
+        Ok((appended, sealed.transpose()?))
+    }
+
+    /// Count entries (or a seal) in flight in a pack; see `unindexed`.
+    fn hold(&self, pack_id: u64, delta: i64) {
+        let mut unindexed = self.unindexed.lock().expect("unindexed poisoned");
+        let n = unindexed.entry(pack_id).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            unindexed.remove(&pack_id);
+        }
     }
 
     /// The appender is done with these entries: indexed, or abandoned as dead bytes.
     pub fn settle<'a>(&self, done: impl IntoIterator<Item = &'a Appended>) {
-        let mut unindexed = self.unindexed.lock().expect("unindexed poisoned");
         for a in done {
-            if let Some(n) = unindexed.get_mut(&a.pack_id) {
-                *n -= 1;
-                if *n == 0 {
-                    unindexed.remove(&a.pack_id);
-                }
-            }
+            self.hold(a.pack_id, -1);
         }
     }
 
@@ -180,10 +196,16 @@ impl Packs {
     /// Seal the open pack if it has been idle for `idle` (or at all, with `Duration::ZERO`).
     pub fn seal_if_idle(&self, idle: Duration) -> Result<Option<SealedPack>> {
         let mut slot = self.open.lock().expect("pack lock poisoned");
-        match slot.as_ref() {
-            Some(p) if p.last_append.elapsed() >= idle => seal(slot.take().expect("checked")).map(Some),
-            _ => Ok(None),
-        }
+        let p = match slot.as_ref() {
+            Some(p) if p.last_append.elapsed() >= idle => slot.take().expect("checked"),
+            _ => return Ok(None),
+        };
+        self.hold(p.id, 1);
+        drop(slot); // appenders open a new pack meanwhile; this one takes no more appends
+        let id = p.id;
+        let sealed = seal(p);
+        self.hold(id, -1);
+        sealed.map(Some)
     }
 
     pub fn open_pack_id(&self) -> Option<u64> {
