@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Precondition};
 use crate::error::{Error, Refusal};
 use crate::store::keys::{self, AccountId, Usage};
 use crate::store::sync_keys::{self as sk, CollectionMeta, SyncRecord};
@@ -84,27 +84,9 @@ fn view(id: &str, r: &SyncRecord) -> View {
     }
 }
 
-/// What a write expects of the current record. A tombstone counts as absent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    Any,
-    Version(u64),
-    Absent,
-}
-
-impl Expect {
-    fn holds(self, live: Option<&SyncRecord>) -> bool {
-        match self {
-            Expect::Any => true,
-            Expect::Version(v) => live.is_some_and(|r| r.version == v),
-            Expect::Absent => live.is_none(),
-        }
-    }
-}
-
 pub enum Op {
-    Put { id: String, payload: Vec<u8>, expect: Expect },
-    Delete { id: String, expect: Expect },
+    Put { id: String, payload: Vec<u8>, expect: Precondition },
+    Delete { id: String, expect: Precondition },
 }
 
 impl Op {
@@ -182,10 +164,13 @@ impl Sync {
         let conflicts: Vec<String> = ops
             .iter()
             .filter(|op| {
+                // A tombstone counts as absent for preconditions.
                 let live = current[op.id()].as_ref().filter(|r| !r.deleted);
                 match op {
-                    Op::Put { expect, .. } => !expect.holds(live),
-                    Op::Delete { expect, .. } => *expect != Expect::Any && !expect.holds(live),
+                    Op::Put { expect, .. } => !expect.holds_for(live.map(|r| r.version)),
+                    Op::Delete { expect, .. } => {
+                        *expect != Precondition::None && !expect.holds_for(live.map(|r| r.version))
+                    }
                 }
             })
             .map(|op| op.id().to_string())

@@ -37,9 +37,15 @@ pub struct PreconditionFailed;
 
 impl Precondition {
     pub fn check(self, current: Option<&ObjectRecord>) -> bool {
+        self.holds_for(current.map(|o| o.version))
+    }
+
+    /// Whether the precondition holds for a thing whose current version is `current` (`None`:
+    /// it does not exist). Files and sync records share this.
+    pub fn holds_for(self, current: Option<u64>) -> bool {
         match self {
             Precondition::None => true,
-            Precondition::IfVersion(v) => current.is_some_and(|o| o.version == v),
+            Precondition::IfVersion(v) => current == Some(v),
             Precondition::IfExists => current.is_some(),
             Precondition::IfAbsent => current.is_none(),
         }

@@ -29,9 +29,10 @@ fn checked_path(path: &str) -> Result<(), ApiError> {
     drive::check_path(path).map_err(|e| ApiError::bad_request("bad_path", e.to_string()))
 }
 
-/// `If-Match` / `If-None-Match: *` as a write precondition. An `If-Match` tag that is not one
-/// of ours matches nothing, so the write fails with 412 as RFC 9110 says.
-fn write_precondition(headers: &HeaderMap) -> Precondition {
+/// `If-Match` / `If-None-Match: *` as a write precondition, for files and sync records alike. An
+/// `If-Match` tag that is not one of ours matches nothing, so the write fails with 412 as RFC
+/// 9110 says.
+pub(super) fn write_precondition(headers: &HeaderMap) -> Precondition {
     let get = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::trim);
     if let Some(m) = get(header::IF_MATCH) {
         if m == "*" {

@@ -13,7 +13,8 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::AppState;
 use crate::drive;
-use crate::sync::{self, Expect, Op, SyncError, View};
+use crate::engine::Precondition;
+use crate::sync::{self, Op, SyncError, View};
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
@@ -46,17 +47,6 @@ async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T, SyncError> + Send 
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
     }
-}
-
-fn expectation(headers: &HeaderMap) -> Expect {
-    let get = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::trim);
-    if let Some(m) = get(header::IF_MATCH) {
-        return Expect::Version(m.split(',').find_map(drive::parse_etag).unwrap_or(u64::MAX));
-    }
-    if get(header::IF_NONE_MATCH) == Some("*") {
-        return Expect::Absent;
-    }
-    Expect::Any
 }
 
 fn parse_version(v: &Value) -> Option<u64> {
@@ -150,7 +140,7 @@ pub async fn put(
     if payload.len() > sync::MAX_PAYLOAD {
         return Err(SyncError::TooLarge.into());
     }
-    let op = Op::Put { id: id.clone(), payload, expect: expectation(&headers) };
+    let op = Op::Put { id: id.clone(), payload, expect: super::files::write_precondition(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
     let etag = drive::etag(v.version);
     Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq })))
@@ -170,7 +160,7 @@ pub async fn delete(
     if run(move || s.get(&account, &c, &i)).await.is_err() {
         return Err(ApiError::not_found()); // absent or already a tombstone
     }
-    let op = Op::Delete { id: id.clone(), expect: expectation(&headers) };
+    let op = Op::Delete { id: id.clone(), expect: super::files::write_precondition(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
     Ok(Json(json!({ "version": v.version.to_string(), "seq": v.seq })))
 }
@@ -196,11 +186,11 @@ struct BatchDelete {
     if_version: Option<Value>,
 }
 
-fn expect_from(v: Option<&Value>) -> Result<Expect, ApiError> {
+fn expect_from(v: Option<&Value>) -> Result<Precondition, ApiError> {
     match v {
-        None | Some(Value::Null) => Ok(Expect::Any),
+        None | Some(Value::Null) => Ok(Precondition::None),
         Some(v) => parse_version(v)
-            .map(Expect::Version)
+            .map(Precondition::IfVersion)
             .ok_or_else(|| ApiError::bad_request("bad_version", "if_version is a version this server gave")),
     }
 }
