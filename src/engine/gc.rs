@@ -8,20 +8,21 @@
 //! 2. Liveness: one scan of the index gives each pack's live bytes exactly; `packs` records are
 //!    rewritten from it.
 //! 3. Compaction: a sealed pack whose live share is below the threshold has its live chunks
-//!    copied into the open pack, made durable, and its index entries moved in one synced batch
+//!    copied into compaction's own open pack (`Lane::Compaction`), made durable, and its index entries moved in one synced batch
 //!    (`Move` operands, which apply only if the chunk is still where it was found); then the
 //!    old pack is deleted. A crash at any step leaves every chunk readable from one of the two
 //!    packs; a pack left with no live entries is deleted by the next run.
 //!
-//! A run first seals the open pack, so that everything written before it is eligible.
+//! A run first seals the uploads' open pack, so that everything written before it is eligible,
+//! and ends by sealing its own.
 //!
-//! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). Locks
-//! that uploads also take are held for one step at a time: the chunk table for the map
-//! operations of one batch of at most `FORGET_BATCH` ids (never across the database write; only
-//! an upload carrying a chunk being forgotten waits for that write); the pack lock for one
-//! append, which seals the open pack (an fsync) when a copy fills it; the pack sync lock for one
-//! `fdatasync` of copies. Copies are synced every `COPY_SYNC_BYTES` so that neither of the last
-//! two has more than a few MiB to write out (measured in docs/benchmarks.md).
+//! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). The one
+//! lock that uploads also take is the chunk table's, held for the map operations of one batch
+//! of at most `FORGET_BATCH` ids, never across the database write (only an upload carrying a
+//! chunk being forgotten waits for that write). Copies go to a pack of their own, with its own
+//! lock and sync lock, so no upload waits on a copy's append or `fdatasync`, nor writes copies
+//! out in its own. They share the disk, though: copies are synced every `COPY_SYNC_BYTES` so
+//! that no single flush of copies sits long in the device queue ahead of an upload's.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -33,7 +34,7 @@ use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::pack::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
-use crate::pack::Appended;
+use crate::pack::{Appended, Lane};
 use crate::store::keys::{self, ChunkOp, PackRecord};
 use crate::store::{CF_CHUNKS, CF_PACKS};
 
@@ -76,7 +77,7 @@ pub fn live_share(rec: &PackRecord) -> f64 {
     rec.live_bytes as f64 / data as f64
 }
 
-/// Every pack on disk with its record, and the live entries of each pack.
+/// Every quiet pack with its record, and the live entries of each pack.
 type Liveness = (Vec<(u64, PackRecord)>, HashMap<u64, Vec<EntryInfo>>);
 
 impl Engine {
@@ -85,19 +86,29 @@ impl Engine {
         let _one_at_a_time = self.inner.gc_lock.lock().expect("gc lock poisoned");
         let started = Instant::now();
         let mut report = GcReport { chunks_freed: self.forget_garbage(opts.grace_secs)?, ..Default::default() };
-        // Seal the open pack, so that everything written before this run can be compacted.
-        if let Some(p) = self.packs().seal_now()? {
+        // Seal the uploads' open pack, so that everything written before this run can be
+        // compacted.
+        if let Some(p) = self.packs().seal_lane(Lane::Uploads)? {
             self.record_sealed(&p)?;
         }
+        let compacted = self.compact(opts, &mut report);
+        // Seal our own pack whatever happened, so the next run can judge it.
+        if let Some(p) = self.packs().seal_lane(Lane::Compaction)? {
+            self.record_sealed(&p)?;
+        }
+        compacted?;
+        tracing::info!(?report, secs = started.elapsed().as_secs_f64(), "gc finished");
+        Ok(report)
+    }
+
+    /// Phases 2 and 3.
+    fn compact(&self, opts: GcOptions, report: &mut GcReport) -> Result<()> {
         // Quiet packs are taken before the index is scanned: a pack an upload is still
         // indexing into must not look empty to us.
         let quiet = self.packs().quiet()?;
-        let (records, live) = self.pack_liveness()?;
+        let (records, live) = self.pack_liveness(&quiet)?;
         for (pack, rec) in &records {
             let entries = live.get(pack).map(Vec::as_slice).unwrap_or_default();
-            if !quiet.contains(pack) {
-                continue;
-            }
             if entries.is_empty() || live_share(rec) < opts.compact_below {
                 let copied = self.rewrite_pack(*pack, entries)?;
                 if !entries.is_empty() {
@@ -107,8 +118,7 @@ impl Engine {
                 report.bytes_freed += rec.size.saturating_sub(copied);
             }
         }
-        tracing::info!(?report, secs = started.elapsed().as_secs_f64(), "gc finished");
-        Ok(report)
+        Ok(())
     }
 
     /// Phase 1. Returns how many chunks left the index.
@@ -146,8 +156,8 @@ impl Engine {
         Ok(freed)
     }
 
-    /// Phase 2: every pack on disk with its exact live bytes, and the live entries of each.
-    fn pack_liveness(&self) -> Result<Liveness> {
+    /// Phase 2: every quiet pack with its exact live bytes, and the live entries of each.
+    fn pack_liveness(&self, quiet: &[u64]) -> Result<Liveness> {
         let db = self.db();
         let mut live: HashMap<u64, Vec<EntryInfo>> = HashMap::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
@@ -159,14 +169,21 @@ impl Engine {
                 live.entry(rec.pack).or_default().push(rec.entry);
             }
         }
-        let open = self.packs().open_pack_id();
         let mut records = Vec::new();
         let mut batch = WriteBatch::default();
+        // Records of packs that are gone (deleted by a run that crashed before its last step).
+        // Records are read before the directory, so a pack sealed meanwhile is on disk by then;
+        // only GC deletes packs, and only one GC runs.
+        let mut recorded = Vec::new();
+        for item in db.raw().iterator_cf(db.cf(CF_PACKS), IteratorMode::Start) {
+            let (k, _) = item?;
+            recorded.extend(<[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes));
+        }
         let on_disk = self.packs().list()?;
-        for &pack in &on_disk {
-            if Some(pack) == open {
-                continue;
-            }
+        for id in recorded.into_iter().filter(|id| !on_disk.contains(id)) {
+            batch.delete_cf(db.cf(CF_PACKS), keys::pack_key(id));
+        }
+        for &pack in quiet {
             let entries = match crate::pack::read_sealed(&self.packs().path(pack)) {
                 Ok(entries) => entries.len() as u32,
                 Err(e) => {
@@ -181,15 +198,6 @@ impl Engine {
             let rec = PackRecord { size, entries, live_bytes };
             batch.put_cf(db.cf(CF_PACKS), keys::pack_key(pack), keys::encode_pack(&rec));
             records.push((pack, rec));
-        }
-        // Records of packs that are gone (deleted by a run that crashed before its last step).
-        for item in db.raw().iterator_cf(db.cf(CF_PACKS), IteratorMode::Start) {
-            let (k, _) = item?;
-            if let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) {
-                if !on_disk.contains(&id) {
-                    batch.delete_cf(db.cf(CF_PACKS), k);
-                }
-            }
         }
         db.commit(batch)?;
         Ok((records, live))
@@ -214,14 +222,13 @@ impl Engine {
         Ok(copied)
     }
 
-    /// Copy one group of live entries into the open pack, make the copies durable, then move
-    /// their index entries in one synced batch. Every append is pushed onto `appended`.
+    /// Copy one group of live entries into compaction's open pack, make the copies durable,
+    /// then move their index entries in one synced batch. Every append is pushed onto
+    /// `appended`.
     ///
-    /// The copies share the open pack with uploads, and `fdatasync` covers the whole file: an
-    /// upload's sync (or a seal, which holds the pack lock) first writes out every copy we
-    /// left unsynced, and our own sync holds the sync lock that uploads wait on. So the copies
-    /// are synced every `COPY_SYNC_BYTES`, not once per group (up to 1024 chunks of up to
-    /// 256 KiB), which keeps each of those waits to what a few MiB cost.
+    /// The copies are synced every `COPY_SYNC_BYTES`, not once per group (up to 1024 chunks of
+    /// up to 256 KiB): one flush of hundreds of MiB would sit in the disk's queue ahead of the
+    /// uploads' small fsyncs.
     fn copy_group(&self, pack: u64, group: &[EntryInfo], appended: &mut Vec<Appended>) -> Result<u64> {
         let mut batch = WriteBatch::default();
         let (mut copied, mut unsynced) = (0, 0);
@@ -239,7 +246,7 @@ impl Engine {
                 compression: e.compression,
                 stored: stored.into(),
             };
-            let (a, sealed_pack) = self.packs().append(&sealed)?;
+            let (a, sealed_pack) = self.packs().append(Lane::Compaction, &sealed)?;
             appended.push(a.clone());
             if let Some(p) = sealed_pack {
                 self.record_sealed(&p)?;

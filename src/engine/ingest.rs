@@ -33,7 +33,7 @@ use super::{unix_now, Engine};
 use crate::chunk::{ChunkId, Cutter};
 use crate::codec::{self, SealedChunk};
 use crate::error::{Error, Result};
-use crate::pack::Appended;
+use crate::pack::{Appended, Lane};
 use crate::store::keys::{self, AccountId, ChunkOp, ChunkRecord, Manifest};
 use crate::store::CF_CHUNKS;
 
@@ -341,7 +341,7 @@ impl<A: Admit> Writer<A> {
             self.engine.metrics().chunks_dedup.inc();
             return Ok(());
         }
-        let appended = match self.engine.packs().append(&chunk) {
+        let appended = match self.engine.packs().append(Lane::Uploads, &chunk) {
             Ok((appended, sealed)) => {
                 if let Some(p) = sealed {
                     self.engine.record_sealed(&p)?;

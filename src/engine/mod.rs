@@ -152,17 +152,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Seal the open pack if it has sat idle; blocking.
+    /// Seal the open packs that have sat idle; blocking.
     pub fn seal_idle(&self) -> Result<()> {
-        if let Some(p) = self.packs().seal_if_idle(self.config().pack_idle_seal)? {
+        for p in self.packs().seal_if_idle(self.config().pack_idle_seal)? {
             self.record_sealed(&p)?;
         }
         Ok(())
     }
 
-    /// Seal the open pack and flush the database: the clean-shutdown path. Blocking.
+    /// Seal the open packs and flush the database: the clean-shutdown path. Blocking.
     pub fn close(&self) -> Result<()> {
-        if let Some(p) = self.packs().seal_now()? {
+        for p in self.packs().close()? {
             self.record_sealed(&p)?;
         }
         self.db().flush()

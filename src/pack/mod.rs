@@ -13,11 +13,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use format::{EntryInfo, FormatError, ENTRY_HEADER_LEN, TRAILER_LEN};
-use open::OpenPack;
+use open::{Durability, OpenPack};
 
 use crate::chunk::ChunkId;
 use crate::codec::{self, SealedChunk};
@@ -31,29 +31,44 @@ pub struct SealedPack {
     pub entries: Vec<EntryInfo>,
 }
 
+/// Who is appending, and so which open pack the bytes go to. Uploads and compaction never
+/// share a pack: an upload's `fdatasync` then never has to write out compaction's copies, and
+/// neither waits on the other's sync lock (compaction copies hundreds of MiB; an upload wants
+/// its few chunks durable now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Uploads,
+    Compaction,
+}
+
+impl Lane {
+    const ALL: [Lane; 2] = [Lane::Uploads, Lane::Compaction];
+}
+
 /// Proof of an append, and the means to make it durable.
 #[derive(Clone)]
 pub struct Appended {
     pub pack_id: u64,
     pub entry: EntryInfo,
-    file: Arc<File>,
-    synced: Arc<AtomicU64>,
+    durable: Arc<Durability>,
 }
 
 pub struct Packs {
     dir: PathBuf,
     target_size: u64,
-    /// std Mutex, not tokio's: it is only ever taken on blocking threads, for one positioned
-    /// write or one seal, and never across an `.await`.
-    open: Mutex<Option<OpenPack>>,
-    /// Serializes `fdatasync` so that a crowd of committers shares one: whoever gets the lock
-    /// second usually finds its bytes already covered.
-    sync_lock: Mutex<()>,
+    /// The open pack of each lane. std Mutex, not tokio's: it is only ever taken on blocking
+    /// threads, for one positioned write, and never across an `.await`, a seal or a sync.
+    open: [Mutex<Option<OpenPack>>; 2],
+    /// A pack created ahead of need. Creating one costs a header write, two fsyncs and a
+    /// rename (3–7 ms here); a lane that fills takes the spare under its lock instead, and the
+    /// appender that took it makes the next one after letting go of the lock.
+    spare: Mutex<Option<OpenPack>>,
     next_id: AtomicU64,
     /// Read handles, opened on first use. Positioned reads need no lock on the file itself.
     readers: Mutex<HashMap<u64, Arc<File>>>,
-    /// Entries appended but not yet indexed (or abandoned), per pack. A pack with any is not
-    /// "quiet": GC must not judge its liveness from the index, which does not know them yet.
+    /// Holds on packs that GC and fsck must not judge from the index, by pack id: one from the
+    /// pack's creation until its seal is done (open, spare or being sealed), plus one per entry
+    /// appended but not yet indexed (or abandoned). A pack with none is "quiet", and stays so.
     unindexed: Mutex<HashMap<u64, u64>>,
 }
 
@@ -95,8 +110,8 @@ impl Packs {
         let packs = Packs {
             dir: dir.to_path_buf(),
             target_size,
-            open: Mutex::new(None),
-            sync_lock: Mutex::new(()),
+            open: Default::default(),
+            spare: Mutex::new(None),
             next_id: AtomicU64::new(next),
             readers: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(HashMap::new()),
@@ -112,41 +127,103 @@ impl Packs {
         &self.dir
     }
 
-    /// Append one chunk, first sealing the open pack if the chunk would take it past the target
-    /// size. Returns the sealed pack, if any, for the caller to record.
-    pub fn append(&self, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
-        let mut slot = self.open.lock().expect("pack lock poisoned");
+    fn lane(&self, lane: Lane) -> MutexGuard<'_, Option<OpenPack>> {
+        self.open[lane as usize].lock().expect("pack lock poisoned")
+    }
+
+    /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
+    /// chunk would take it past the target size. Returns the pack this sealed, if any, for the
+    /// caller to record.
+    pub fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
+        let mut slot = self.lane(lane);
         let mut full = None;
         if let Some(p) = slot.as_ref() {
             let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
             if !p.entries.is_empty() && size > self.target_size {
-                let p = slot.take().expect("checked");
-                // Not quiet while it is being sealed, so GC and fsck leave it alone.
-                self.hold(p.id, 1);
-                full = Some(p);
+                full = slot.take();
             }
         }
+        let took_spare = slot.is_none();
+        let appended = self.append_in(&mut slot, chunk);
+        drop(slot);
+        // The full pack is out of the lane, so nobody appends to it: seal it (a table write and
+        // an fsync) without holding up other appenders. Our chunk went elsewhere, so a failed
+        // seal is not this append's error: the pack stays unsealed, every entry in it still
+        // readable, for fsck to report and the next start to recover.
+        let sealed = full.and_then(|p| {
+            let id = p.id;
+            self.seal(p).map_err(|e| tracing::error!(pack = id, error = %e, "cannot seal a full pack")).ok()
+        });
+        if took_spare {
+            self.refill_spare();
+        }
+        Ok((appended?, sealed))
+    }
+
+    fn append_in(&self, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
         if slot.is_none() {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            *slot = Some(OpenPack::create(&self.path(id), id)?);
+            *slot = Some(self.take_spare()?);
         }
         let p = slot.as_mut().expect("just opened");
         let entry = p.append(chunk)?;
         self.hold(p.id, 1);
-        let appended = Appended { pack_id: p.id, entry, file: p.file.clone(), synced: p.synced.clone() };
-        drop(slot);
-        // The full pack is out of the slot, so nobody appends to it: seal it (a table write and
-        // an fsync) without holding up other appenders.
-        let sealed = full.map(|p| {
-            let id = p.id;
-            let sealed = seal(p);
-            self.hold(id, -1);
-            sealed
-        });
-        Ok((appended, sealed.transpose()?))
+        Ok(Appended { pack_id: p.id, entry, durable: p.durable.clone() })
     }
 
-    /// Count entries (or a seal) in flight in a pack; see `unindexed`.
+    /// The spare pack, or a new one if there is none (the first pack, or a refill failed or is
+    /// still under way).
+    fn take_spare(&self) -> Result<OpenPack> {
+        match self.spare.lock().expect("spare lock poisoned").take() {
+            Some(mut p) => {
+                p.last_append = Instant::now();
+                Ok(p)
+            }
+            None => self.create(),
+        }
+    }
+
+    /// Make a spare if there is none. A failure is only logged: the next lane to fill then
+    /// creates its pack itself and reports the error to its appender.
+    fn refill_spare(&self) {
+        if self.spare.lock().expect("spare lock poisoned").is_some() {
+            return;
+        }
+        match self.create() {
+            Ok(p) => {
+                let extra = self.spare.lock().expect("spare lock poisoned").replace(p);
+                // Two appenders refilled at once; keep one spare, seal the other as an empty
+                // pack, which GC deletes.
+                if let Some(extra) = extra {
+                    if let Err(e) = self.seal(extra) {
+                        tracing::warn!(error = %e, "cannot seal an extra spare pack");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create a spare pack"),
+        }
+    }
+
+    /// A new pack file, held from before its name appears until its seal is done.
+    fn create(&self) -> Result<OpenPack> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.hold(id, 1);
+        OpenPack::create(&self.path(id), id).map_err(|e| {
+            self.hold(id, -1);
+            e.into()
+        })
+    }
+
+    /// Seal a pack that is out of every lane, then release its creation hold (also when the
+    /// seal fails: the pack is then quiet but unsealed, which fsck reports and a restart
+    /// recovers).
+    fn seal(&self, p: OpenPack) -> Result<SealedPack> {
+        let id = p.id;
+        let sealed = p.seal().map(|(id, entries, size)| SealedPack { id, size, entries });
+        self.hold(id, -1);
+        Ok(sealed?)
+    }
+
+    /// Count holds on a pack; see `unindexed`.
     fn hold(&self, pack_id: u64, delta: i64) {
         let mut unindexed = self.unindexed.lock().expect("unindexed poisoned");
         let n = unindexed.entry(pack_id).or_insert(0);
@@ -166,50 +243,53 @@ impl Packs {
     /// Sealed packs with no entry waiting to be indexed. Once quiet, a pack stays quiet: it
     /// takes no more appends.
     pub fn quiet(&self) -> Result<Vec<u64>> {
-        let open = self.open_pack_id();
         let ids = self.list()?;
         let unindexed = self.unindexed.lock().expect("unindexed poisoned");
-        Ok(ids.into_iter().filter(|id| Some(*id) != open && !unindexed.contains_key(id)).collect())
+        Ok(ids.into_iter().filter(|id| !unindexed.contains_key(id)).collect())
     }
 
-    /// Make an append durable. Cheap when another caller's sync (or a seal) already covered it.
+    /// Make an append durable. Takes no lock but its own pack's sync lock.
     pub fn sync(&self, a: &Appended) -> Result<()> {
-        let upto = a.entry.end();
-        if a.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        let _one_at_a_time = self.sync_lock.lock().expect("sync lock poisoned");
-        if a.synced.load(Ordering::Acquire) >= upto {
-            return Ok(());
-        }
-        // Everything written before this call is covered, which is at least `upto`, and
-        // usually what other appenders wrote meanwhile too.
-        let written = {
-            let slot = self.open.lock().expect("pack lock poisoned");
-            slot.as_ref().filter(|p| p.id == a.pack_id).map_or(upto, |p| p.len)
-        };
-        a.file.sync_data()?;
-        a.synced.fetch_max(written, Ordering::AcqRel);
-        Ok(())
+        Ok(a.durable.sync_to(a.entry.end())?)
     }
 
-    /// Seal the open pack if it has been idle for `idle` (or at all, with `Duration::ZERO`).
-    pub fn seal_if_idle(&self, idle: Duration) -> Result<Option<SealedPack>> {
-        let mut slot = self.open.lock().expect("pack lock poisoned");
-        let p = match slot.as_ref() {
-            Some(p) if p.last_append.elapsed() >= idle => slot.take().expect("checked"),
-            _ => return Ok(None),
-        };
-        self.hold(p.id, 1);
-        drop(slot); // appenders open a new pack meanwhile; this one takes no more appends
-        let id = p.id;
-        let sealed = seal(p);
-        self.hold(id, -1);
-        sealed.map(Some)
+    /// Seal the open packs that have been idle for `idle`.
+    pub fn seal_if_idle(&self, idle: Duration) -> Result<Vec<SealedPack>> {
+        let mut sealed = Vec::new();
+        for lane in Lane::ALL {
+            let taken = {
+                let mut slot = self.lane(lane);
+                match slot.as_ref() {
+                    Some(p) if p.last_append.elapsed() >= idle => slot.take(),
+                    _ => None,
+                }
+            };
+            // Appenders open a new pack meanwhile; this one takes no more appends.
+            if let Some(p) = taken {
+                sealed.push(self.seal(p)?);
+            }
+        }
+        Ok(sealed)
     }
 
-    pub fn open_pack_id(&self) -> Option<u64> {
-        self.open.lock().expect("pack lock poisoned").as_ref().map(|p| p.id)
+    /// Seal one lane's open pack now, if it has one.
+    pub fn seal_lane(&self, lane: Lane) -> Result<Option<SealedPack>> {
+        let taken = self.lane(lane).take();
+        taken.map(|p| self.seal(p)).transpose()
+    }
+
+    /// Seal every open pack and delete the spare (clean shutdown). Returns what was sealed,
+    /// for recording.
+    pub fn close(&self) -> Result<Vec<SealedPack>> {
+        let sealed = self.seal_if_idle(Duration::ZERO)?;
+        let spare = self.spare.lock().expect("spare lock poisoned").take();
+        if let Some(p) = spare {
+            let id = p.id;
+            drop(p);
+            self.remove(id)?;
+            self.hold(id, -1);
+        }
+        Ok(sealed)
     }
 
     pub fn list(&self) -> Result<Vec<u64>> {
@@ -253,22 +333,12 @@ impl Packs {
         Ok(raw)
     }
 
-    /// Seal the open pack (shutdown). Returns it for recording.
-    pub fn seal_now(&self) -> Result<Option<SealedPack>> {
-        self.seal_if_idle(Duration::ZERO)
-    }
-
     pub fn remove(&self, pack_id: u64) -> Result<()> {
         self.readers.lock().expect("reader lock poisoned").remove(&pack_id);
         fs::remove_file(self.path(pack_id))?;
         open::sync_parent(&self.path(pack_id))?;
         Ok(())
     }
-}
-
-fn seal(p: OpenPack) -> Result<SealedPack> {
-    let (id, entries, size) = p.seal()?;
-    Ok(SealedPack { id, size, entries })
 }
 
 fn remove_torn_creations(dir: &Path) -> io::Result<()> {
@@ -347,5 +417,85 @@ fn recover(path: &Path, id: u64) -> Result<SealedPack> {
         tracing::warn!(pack = id, offset = e.offset, %why, "dropping a damaged entry while recovering a pack");
     })?;
     tracing::info!(pack = id, entries = entries.len(), "recovered an unsealed pack");
-    seal(OpenPack::reopen(path, id, entries, end)?)
+    let (id, entries, size) = OpenPack::reopen(path, id, entries, end)?.seal()?;
+    Ok(SealedPack { id, size, entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u32, len: usize) -> SealedChunk {
+        // Incompressible, so that entry sizes are what the test says.
+        let mut raw = vec![0u8; len];
+        blake3::Hasher::new().update(&n.to_le_bytes()).finalize_xof().fill(&mut raw);
+        codec::seal(raw.into(), 3)
+    }
+
+    fn packs(dir: &Path, target: u64) -> Packs {
+        Packs::open(dir, target, 0).expect("open").0
+    }
+
+    #[test]
+    fn lanes_write_to_different_packs_and_neither_is_quiet_until_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 1 << 20);
+        let (up, _) = p.append(Lane::Uploads, &chunk(1, 1000)).unwrap();
+        let (gc, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
+        assert_ne!(up.pack_id, gc.pack_id);
+        p.settle([&up, &gc]);
+        // Open packs and the spare are all held, whatever their entries' state.
+        assert_eq!(p.quiet().unwrap(), Vec::<u64>::new());
+        assert_eq!(p.list().unwrap().len(), 3, "two open packs and a spare");
+        let sealed = p.seal_lane(Lane::Compaction).unwrap().expect("compaction had a pack");
+        assert_eq!(sealed.id, gc.pack_id);
+        assert_eq!(p.quiet().unwrap(), vec![gc.pack_id]);
+        assert_eq!(p.read_chunk(gc.pack_id, &gc.entry, true).unwrap(), chunk(2, 1000).raw.to_vec());
+    }
+
+    #[test]
+    fn a_full_lane_takes_the_spare_and_a_new_spare_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 3000);
+        let (first, _) = p.append(Lane::Uploads, &chunk(1, 1000)).unwrap();
+        let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).expect("a spare after the first pack");
+        let (second, sealed) = p.append(Lane::Uploads, &chunk(2, 2500)).unwrap();
+        assert_eq!(sealed.expect("the first pack was full").id, first.pack_id);
+        assert_eq!(second.pack_id, spare, "the lane moved on to the spare");
+        let next = p.spare.lock().unwrap().as_ref().map(|s| s.id).expect("a new spare");
+        assert!(next != spare && next != first.pack_id);
+        p.settle([&first, &second]);
+        p.sync(&second).unwrap();
+        assert_eq!(p.read_chunk(second.pack_id, &second.entry, true).unwrap(), chunk(2, 2500).raw.to_vec());
+    }
+
+    #[test]
+    fn close_seals_every_lane_and_deletes_the_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 1 << 20);
+        let (a, _) = p.append(Lane::Uploads, &chunk(1, 100)).unwrap();
+        let (b, _) = p.append(Lane::Compaction, &chunk(2, 100)).unwrap();
+        p.settle([&a, &b]);
+        let mut sealed: Vec<u64> = p.close().unwrap().iter().map(|s| s.id).collect();
+        sealed.sort_unstable();
+        assert_eq!(sealed, vec![a.pack_id, b.pack_id]);
+        assert_eq!(p.list().unwrap(), sealed, "no spare left behind");
+        assert_eq!(p.quiet().unwrap(), sealed);
+    }
+
+    #[test]
+    fn a_spare_left_by_a_crash_is_recovered_as_an_empty_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 1 << 20);
+        let (a, _) = p.append(Lane::Uploads, &chunk(1, 100)).unwrap();
+        p.sync(&a).unwrap();
+        let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).unwrap();
+        drop(p); // no close: as after a SIGKILL
+        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0).unwrap();
+        let empty = recovered.iter().find(|r| r.id == spare).expect("the spare was recovered");
+        assert!(empty.entries.is_empty());
+        let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");
+        assert_eq!(open.entries, vec![a.entry]);
+        assert_eq!(p.quiet().unwrap().len(), 2);
+    }
 }

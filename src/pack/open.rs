@@ -1,15 +1,16 @@
 //! The one pack being appended to.
 //!
-//! Invariant: bytes are written with positioned writes at `len`, under the `Packs` mutex, so
-//! entries never interleave. `synced` only grows, and every byte below it survived an
-//! `fdatasync`; the index may point only below it (the ingest writer syncs before indexing).
+//! Invariant: bytes are written with positioned writes at `len`, under the lane's mutex in
+//! `Packs`, so entries never interleave. `Durability::synced` only grows, and every byte below
+//! it survived an `fdatasync`; the index may point only below it (appenders sync before they
+//! index).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::format::{self, EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
@@ -17,11 +18,53 @@ use crate::codec::SealedChunk;
 
 pub(crate) struct OpenPack {
     pub id: u64,
-    pub file: Arc<File>,
+    pub durable: Arc<Durability>,
     pub len: u64,
     pub entries: Vec<EntryInfo>,
-    pub synced: Arc<AtomicU64>,
     pub last_append: Instant,
+}
+
+/// What making an append durable needs, shared by the pack and every append into it, so that
+/// a sync never takes the lane's lock: a committer waits only on syncs of its own pack.
+pub(crate) struct Durability {
+    file: File,
+    /// End of the bytes written so far, stored after each append's writes have returned.
+    written: AtomicU64,
+    /// Every byte below this survived an `fdatasync`; `u64::MAX` once the pack is sealed.
+    synced: AtomicU64,
+    /// Serializes `fdatasync` of this pack so that a crowd of committers shares one: whoever
+    /// gets the lock second usually finds its bytes already covered. A std Mutex: it is held
+    /// across the blocking sync itself, on blocking threads only.
+    sync_lock: Mutex<()>,
+}
+
+impl Durability {
+    fn new(file: File, len: u64) -> Arc<Self> {
+        Arc::new(Durability {
+            file,
+            written: AtomicU64::new(len),
+            synced: AtomicU64::new(len),
+            sync_lock: Mutex::new(()),
+        })
+    }
+
+    /// Make every byte below `upto` durable. Cheap when another caller's sync, or the seal,
+    /// already covered it.
+    pub fn sync_to(&self, upto: u64) -> io::Result<()> {
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let _one_at_a_time = self.sync_lock.lock().expect("sync lock poisoned");
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        // Everything written before the sync starts is covered: at least `upto`, and usually
+        // what other appenders wrote meanwhile too.
+        let written = self.written.load(Ordering::Acquire);
+        self.file.sync_data()?;
+        self.synced.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl OpenPack {
@@ -37,10 +80,9 @@ impl OpenPack {
         sync_parent(path)?;
         Ok(OpenPack {
             id,
-            file: Arc::new(file),
+            durable: Durability::new(file, HEADER_LEN as u64),
             len: HEADER_LEN as u64,
             entries: Vec::new(),
-            synced: Arc::new(AtomicU64::new(HEADER_LEN as u64)),
             last_append: Instant::now(),
         })
     }
@@ -51,14 +93,7 @@ impl OpenPack {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         file.set_len(len)?;
         file.sync_all()?;
-        Ok(OpenPack {
-            id,
-            file: Arc::new(file),
-            len,
-            entries,
-            synced: Arc::new(AtomicU64::new(len)),
-            last_append: Instant::now(),
-        })
+        Ok(OpenPack { id, durable: Durability::new(file, len), len, entries, last_append: Instant::now() })
     }
 
     pub fn entry_cost(chunk: &SealedChunk) -> u64 {
@@ -73,9 +108,11 @@ impl OpenPack {
             stored_len: chunk.stored.len() as u32,
             compression: chunk.compression,
         };
-        self.file.write_all_at(&format::encode_entry_header(&e), e.offset)?;
-        self.file.write_all_at(&chunk.stored, e.data_offset())?;
+        let file = &self.durable.file;
+        file.write_all_at(&format::encode_entry_header(&e), e.offset)?;
+        file.write_all_at(&chunk.stored, e.data_offset())?;
         self.len = e.end();
+        self.durable.written.store(self.len, Ordering::Release);
         self.entries.push(e);
         self.last_append = Instant::now();
         Ok(e)
@@ -90,12 +127,13 @@ impl OpenPack {
     /// immutable.
     pub fn seal(self) -> io::Result<(u64, Vec<EntryInfo>, u64)> {
         let table = format::encode_table(&self.entries);
-        self.file.write_all_at(&table, self.len)?;
+        let file = &self.durable.file;
+        file.write_all_at(&table, self.len)?;
         let trailer = format::encode_trailer(self.len, &table);
         let size = self.len + table.len() as u64;
-        self.file.write_all_at(&trailer, size)?;
-        self.file.sync_all()?;
-        self.synced.store(u64::MAX, Ordering::Release);
+        file.write_all_at(&trailer, size)?;
+        file.sync_all()?;
+        self.durable.synced.store(u64::MAX, Ordering::Release);
         Ok((self.id, self.entries, size + TRAILER_LEN as u64))
     }
 }
