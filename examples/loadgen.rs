@@ -948,6 +948,7 @@ fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
     let base = tempfile::Builder::new().prefix("cairn-bench-gc-").tempdir()?;
     let acct = AccountId([6; 16]);
     let mut lat_rows = Vec::new();
+    let mut wait_rows = Vec::new();
     if a.chunks > 0 {
         let dir_one = base.path().join("one");
         let t = Instant::now();
@@ -1014,12 +1015,10 @@ fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
 
         // Upload latency beside a heavy collection, on the untouched third copy.
         let e = open_engine(tiny_config(&dir_lat))?;
-        lat_rows.extend(latency_scenario(
-            rt,
-            &e,
-            &a,
-            &format!("engine: {made} tiny chunks (forget-heavy), chunking 64/256/1024"),
-        )?);
+        let (rows, waits) =
+            latency_scenario(rt, &e, &a, &format!("engine: {made} tiny chunks (forget-heavy), chunking 64/256/1024"))?;
+        lat_rows.extend(rows);
+        wait_rows.extend(waits);
         e.close()?;
         drop(e);
     }
@@ -1029,12 +1028,10 @@ fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
         let t = Instant::now();
         let (objects, made) = build_garbage(rt, &e, acct, 8 << 20, 0, a.bytes_mib << 20, a.bytes_keep_every)?;
         eprintln!("built {made} chunks in {objects} objects of 8 MiB in {:.1} s", t.elapsed().as_secs_f64());
-        lat_rows.extend(latency_scenario(
-            rt,
-            &e,
-            &a,
-            &format!("engine: {} MiB in 8 MiB files (compaction-heavy), default chunking", a.bytes_mib),
-        )?);
+        let store = format!("engine: {} MiB in 8 MiB files (compaction-heavy), default chunking", a.bytes_mib);
+        let (rows, waits) = latency_scenario(rt, &e, &a, &store)?;
+        lat_rows.extend(rows);
+        wait_rows.extend(waits);
         e.close()?;
     }
     if let Some(cairn) = &a.cairn {
@@ -1045,11 +1042,68 @@ fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
         &["store", "GC", "uploads", "p50 ms", "p99 ms", "max ms", "> 10 ms", "> 50 ms", "p99 / p99 without GC", "GC run s"],
         &lat_rows,
     );
+    print_table(
+        "Waits for the locks uploads share (cairn_lock_wait_seconds), by any thread, while the collection ran",
+        &["store", "lock", "waits", "> 1 ms", "> 2 ms", "> 5 ms", "> 10 ms", "longest at most ms"],
+        &wait_rows,
+    );
     Ok(())
 }
 
-/// Uploads one at a time without GC, then while one heavy collection runs beside them.
-fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store: &str) -> Result<Vec<Vec<String>>> {
+type Rows = Vec<Vec<String>>;
+
+/// Cumulative bucket counts of each lock-wait histogram: (lock, [(upper bound s, count)]).
+type WaitSnapshot = Vec<(&'static str, Vec<(f64, u64)>)>;
+
+fn wait_snapshot(e: &Engine) -> WaitSnapshot {
+    use prometheus::core::Collector;
+    let w = &e.metrics().lock_waits;
+    let locks = [
+        ("chunk_table", &w.chunk_table),
+        ("chunk_doomed", &w.chunk_doomed),
+        ("pack_lane", &w.pack_lane),
+        ("pack_sync", &w.pack_sync),
+    ];
+    locks
+        .into_iter()
+        .map(|(name, h)| {
+            let family = h.collect();
+            let hist = family[0].get_metric()[0].get_histogram();
+            let mut buckets: Vec<(f64, u64)> =
+                hist.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+            buckets.push((f64::INFINITY, hist.get_sample_count()));
+            (name, buckets)
+        })
+        .collect()
+}
+
+/// Table rows of the waits between two snapshots.
+fn wait_rows(store: &str, before: &WaitSnapshot, after: &WaitSnapshot) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for ((lock, b), (_, a)) in before.iter().zip(after) {
+        let within: Vec<(f64, u64)> = b.iter().zip(a).map(|((bound, nb), (_, na))| (*bound, na - nb)).collect();
+        let total = within.last().map_or(0, |w| w.1);
+        let over = |ms: f64| total - within.iter().find(|(bound, _)| *bound >= ms / 1e3).map_or(total, |w| w.1);
+        let longest = within.iter().find(|(_, n)| *n == total).map_or(f64::INFINITY, |w| w.0 * 1e3);
+        let bound = match total {
+            0 => "-".into(),
+            _ if longest.is_finite() => format!("{longest}"),
+            _ => "> 500".into(),
+        };
+        let cells = [total, over(1.0), over(2.0), over(5.0), over(10.0)].map(|n| n.to_string());
+        rows.push([vec![store.to_string(), (*lock).to_string()], cells.to_vec(), vec![bound]].concat());
+    }
+    rows
+}
+
+/// Uploads one at a time without GC, then while one heavy collection runs beside them. Returns
+/// the latency rows and the lock-wait rows of the run with GC.
+fn latency_scenario(
+    rt: &tokio::runtime::Runtime,
+    e: &Engine,
+    a: &GcArgs,
+    store: &str,
+) -> Result<(Rows, Rows)> {
     let acct = AccountId([9; 16]);
     let size = a.upload_kib << 10;
     let mut n = 0u64;
@@ -1066,6 +1120,7 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
         quiet.add(upload(e)?);
     }
 
+    let waits_before = wait_snapshot(e);
     let done = Arc::new(AtomicBool::new(false));
     let collector = {
         let (e, done) = (e.clone(), done.clone());
@@ -1082,6 +1137,7 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
         busy.add(upload(e)?);
     }
     let gc_s = collector.join().expect("the collector panicked")?;
+    let waits = wait_rows(store, &waits_before, &wait_snapshot(e));
     fsck_clean(e)?;
     let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
         vec![
@@ -1097,10 +1153,11 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
             gc_s,
         ]
     };
-    Ok(vec![
+    let rows = vec![
         row("no", &quiet, "1.00".into(), "-".into()),
         row("running", &busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s)),
-    ])
+    ];
+    Ok((rows, waits))
 }
 
 /// The latency scenario over HTTP: garbage uploaded and deleted through the API, then 64 KiB

@@ -1,7 +1,7 @@
 //! Prometheus metrics. One registry per server (not the global default), so tests that run
 //! several servers in one process do not collide.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -22,6 +22,57 @@ pub struct Metrics {
     pub gc_packs_rewritten: IntCounter,
     pub gc_seconds: Histogram,
     pub fsck_problems: IntGauge,
+    pub lock_waits: LockWaits,
+}
+
+/// Time spent waiting for the locks that uploads share with one another and with GC. GC must
+/// never stall an upload on one of these for more than a few milliseconds (issue 6);
+/// `loadgen gc` reads these during a collection to show that it does not.
+#[derive(Clone)]
+pub struct LockWaits {
+    /// The chunk table's mutex (pins, claims, GC's doomed set).
+    pub chunk_table: Histogram,
+    /// Waiting out a GC that is forgetting the very chunk an upload wants to pin.
+    pub chunk_doomed: Histogram,
+    /// A lane's open-pack mutex (one append at a time).
+    pub pack_lane: Histogram,
+    /// A pack's sync lock (one `fdatasync` of a pack at a time).
+    pub pack_sync: Histogram,
+}
+
+const LOCK_WAIT_BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+impl LockWaits {
+    fn registered(r: &Registry) -> Self {
+        let opts = HistogramOpts::new("cairn_lock_wait_seconds", "Waits for locks that uploads share, by lock")
+            .buckets(LOCK_WAIT_BUCKETS.to_vec());
+        let v = HistogramVec::new(opts, &["lock"]).expect("valid metric");
+        r.register(Box::new(v.clone())).expect("unique metric");
+        let h = |name| v.with_label_values(&[name]);
+        LockWaits {
+            chunk_table: h("chunk_table"),
+            chunk_doomed: h("chunk_doomed"),
+            pack_lane: h("pack_lane"),
+            pack_sync: h("pack_sync"),
+        }
+    }
+
+    /// Histograms that go nowhere, for parts used without a server (unit tests, tools).
+    pub fn unregistered() -> Self {
+        let h = || {
+            Histogram::with_opts(HistogramOpts::new("unregistered", "-").buckets(LOCK_WAIT_BUCKETS.to_vec()))
+                .expect("valid metric")
+        };
+        LockWaits { chunk_table: h(), chunk_doomed: h(), pack_lane: h(), pack_sync: h() }
+    }
+}
+
+/// Take a lock through `lock`, recording how long that took in `waits`.
+pub fn timed<G>(waits: &Histogram, lock: impl FnOnce() -> G) -> G {
+    let started = std::time::Instant::now();
+    let guard = lock();
+    waits.observe(started.elapsed().as_secs_f64());
+    guard
 }
 
 fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
@@ -70,6 +121,7 @@ impl Metrics {
                 registry.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            lock_waits: LockWaits::registered(&registry),
             registry,
         }
     }

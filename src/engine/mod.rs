@@ -93,13 +93,15 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join("db"))?;
         let id_floor = last_pack_id(&db);
-        let (packs, recovered) = Packs::open(&config.data_dir.join("packs"), config.pack_target_size, id_floor)?;
+        let waits = metrics.lock_waits.clone();
+        let (packs, recovered) =
+            Packs::open(&config.data_dir.join("packs"), config.pack_target_size, id_floor, waits.clone())?;
         let inner = Inner {
             config,
             cutter,
             db,
             packs,
-            table: ChunkTable::default(),
+            table: ChunkTable::new(waits),
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
             last_version: AtomicU64::new(0),

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::chunk::ChunkId;
+use crate::metrics::{timed, LockWaits};
 
 #[derive(Default)]
 struct State {
@@ -27,23 +28,39 @@ struct State {
 
 /// std Mutex and Condvar: only blocking threads (ingest writers, GC) use the table, and each
 /// hold is a hash-map operation.
-#[derive(Default)]
 pub struct ChunkTable {
     state: Mutex<State>,
     released: Condvar,
+    waits: LockWaits,
+}
+
+impl Default for ChunkTable {
+    fn default() -> Self {
+        ChunkTable::new(LockWaits::unregistered())
+    }
 }
 
 impl ChunkTable {
+    pub fn new(waits: LockWaits) -> Self {
+        ChunkTable { state: Mutex::default(), released: Condvar::new(), waits }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("chunk table poisoned")
+        timed(&self.waits.chunk_table, || self.state.lock().expect("chunk table poisoned"))
     }
 
     /// Pin a chunk, first waiting out a GC that is forgetting it (then the index no longer has
     /// it, and the upload stores it anew).
     pub fn pin(&self, id: ChunkId) {
         let mut s = self.lock();
-        while s.doomed.contains(&id) {
-            s = self.released.wait(s).expect("chunk table poisoned");
+        if s.doomed.contains(&id) {
+            s = timed(&self.waits.chunk_doomed, || {
+                let mut s = s;
+                while s.doomed.contains(&id) {
+                    s = self.released.wait(s).expect("chunk table poisoned");
+                }
+                s
+            });
         }
         *s.pins.entry(id).or_insert(0) += 1;
     }

@@ -22,6 +22,7 @@ use open::{Durability, OpenPack};
 use crate::chunk::ChunkId;
 use crate::codec::{self, SealedChunk};
 use crate::error::{Error, Result};
+use crate::metrics::{timed, LockWaits};
 
 /// A pack that was just sealed: the engine records it in the `packs` column family.
 #[derive(Debug, Clone)]
@@ -70,6 +71,7 @@ pub struct Packs {
     /// pack's creation until its seal is done (open, spare or being sealed), plus one per entry
     /// appended but not yet indexed (or abandoned). A pack with none is "quiet", and stays so.
     unindexed: Mutex<HashMap<u64, u64>>,
+    waits: LockWaits,
 }
 
 fn pack_name(id: u64) -> String {
@@ -89,7 +91,7 @@ impl Packs {
     /// recovered: its verified entries are kept, the torn tail cut off, and it is sealed. The
     /// recovered packs are returned so the caller can record them. Pack ids continue above both
     /// what is on disk and `id_floor` (the highest id the database has heard of).
-    pub fn open(dir: &Path, target_size: u64, id_floor: u64) -> Result<(Self, Vec<SealedPack>)> {
+    pub fn open(dir: &Path, target_size: u64, id_floor: u64, waits: LockWaits) -> Result<(Self, Vec<SealedPack>)> {
         fs::create_dir_all(dir)?;
         remove_torn_creations(dir)?;
         let ids = list_ids(dir)?;
@@ -115,6 +117,7 @@ impl Packs {
             next_id: AtomicU64::new(next),
             readers: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(HashMap::new()),
+            waits,
         };
         Ok((packs, recovered))
     }
@@ -128,7 +131,7 @@ impl Packs {
     }
 
     fn lane(&self, lane: Lane) -> MutexGuard<'_, Option<OpenPack>> {
-        self.open[lane as usize].lock().expect("pack lock poisoned")
+        timed(&self.waits.pack_lane, || self.open[lane as usize].lock().expect("pack lock poisoned"))
     }
 
     /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
@@ -207,7 +210,7 @@ impl Packs {
     fn create(&self) -> Result<OpenPack> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.hold(id, 1);
-        OpenPack::create(&self.path(id), id).map_err(|e| {
+        OpenPack::create(&self.path(id), id, self.waits.pack_sync.clone()).map_err(|e| {
             self.hold(id, -1);
             e.into()
         })
@@ -433,7 +436,7 @@ mod tests {
     }
 
     fn packs(dir: &Path, target: u64) -> Packs {
-        Packs::open(dir, target, 0).expect("open").0
+        Packs::open(dir, target, 0, LockWaits::unregistered()).expect("open").0
     }
 
     #[test]
@@ -491,7 +494,7 @@ mod tests {
         p.sync(&a).unwrap();
         let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).unwrap();
         drop(p); // no close: as after a SIGKILL
-        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0).unwrap();
+        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0, LockWaits::unregistered()).unwrap();
         let empty = recovered.iter().find(|r| r.id == spare).expect("the spare was recovered");
         assert!(empty.entries.is_empty());
         let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");

@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus::Histogram;
+
 use super::format::{self, EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
 use crate::codec::SealedChunk;
+use crate::metrics::timed;
 
 pub(crate) struct OpenPack {
     pub id: u64,
@@ -36,15 +39,17 @@ pub(crate) struct Durability {
     /// gets the lock second usually finds its bytes already covered. A std Mutex: it is held
     /// across the blocking sync itself, on blocking threads only.
     sync_lock: Mutex<()>,
+    sync_waits: Histogram,
 }
 
 impl Durability {
-    fn new(file: File, len: u64) -> Arc<Self> {
+    fn new(file: File, len: u64, sync_waits: Histogram) -> Arc<Self> {
         Arc::new(Durability {
             file,
             written: AtomicU64::new(len),
             synced: AtomicU64::new(len),
             sync_lock: Mutex::new(()),
+            sync_waits,
         })
     }
 
@@ -54,7 +59,7 @@ impl Durability {
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
-        let _one_at_a_time = self.sync_lock.lock().expect("sync lock poisoned");
+        let _one_at_a_time = timed(&self.sync_waits, || self.sync_lock.lock().expect("sync lock poisoned"));
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
@@ -71,7 +76,7 @@ impl OpenPack {
     /// The header is written and synced under a temporary name and the file renamed into
     /// place, so a pack file under its real name always has a durable header: a crash during
     /// creation leaves only a `.tmp` file, which the next start removes.
-    pub fn create(path: &Path, id: u64) -> io::Result<Self> {
+    pub fn create(path: &Path, id: u64, sync_waits: Histogram) -> io::Result<Self> {
         let tmp = path.with_extension("tmp");
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
         file.write_all_at(&format::encode_header(id), 0)?;
@@ -80,7 +85,7 @@ impl OpenPack {
         sync_parent(path)?;
         Ok(OpenPack {
             id,
-            durable: Durability::new(file, HEADER_LEN as u64),
+            durable: Durability::new(file, HEADER_LEN as u64, sync_waits),
             len: HEADER_LEN as u64,
             entries: Vec::new(),
             last_append: Instant::now(),
@@ -93,7 +98,8 @@ impl OpenPack {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         file.set_len(len)?;
         file.sync_all()?;
-        Ok(OpenPack { id, durable: Durability::new(file, len), len, entries, last_append: Instant::now() })
+        let waits = crate::metrics::LockWaits::unregistered().pack_sync; // sealed at once, never synced
+        Ok(OpenPack { id, durable: Durability::new(file, len, waits), len, entries, last_append: Instant::now() })
     }
 
     pub fn entry_cost(chunk: &SealedChunk) -> u64 {
