@@ -1098,12 +1098,7 @@ fn wait_rows(store: &str, before: &WaitSnapshot, after: &WaitSnapshot) -> Vec<Ve
 
 /// Uploads one at a time without GC, then while one heavy collection runs beside them. Returns
 /// the latency rows and the lock-wait rows of the run with GC.
-fn latency_scenario(
-    rt: &tokio::runtime::Runtime,
-    e: &Engine,
-    a: &GcArgs,
-    store: &str,
-) -> Result<(Rows, Rows)> {
+fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store: &str) -> Result<(Rows, Rows)> {
     let acct = AccountId([9; 16]);
     let size = a.upload_kib << 10;
     let mut n = 0u64;

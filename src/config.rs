@@ -91,6 +91,8 @@ pub struct Config {
     pub sweep_secs: u64,
     /// How long a sync tombstone stays in the feed.
     pub tombstone_retention_secs: u64,
+    /// Backups kept per device; a commit drops the oldest beyond this (at least 1).
+    pub backup_retention: usize,
     /// Scheduled garbage collection: every this many seconds (0: never), with this grace
     /// and compaction threshold.
     pub gc_interval_secs: u64,
@@ -120,6 +122,7 @@ impl Default for Config {
             staged_ttl_secs: 24 * 3600,
             sweep_secs: 600,
             tombstone_retention_secs: 30 * 24 * 3600,
+            backup_retention: 10,
             gc_interval_secs: 6 * 3600,
             gc_grace_secs: 3600,
             gc_compact_below: 0.5,
@@ -155,6 +158,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.gc_compact_below) {
             return Err(ConfigError::Invalid("gc_compact_below is a share from 0 to 1".into()));
+        }
+        if self.backup_retention == 0 {
+            return Err(ConfigError::Invalid("backup_retention must keep at least 1 backup per device".into()));
         }
         if self.pack_target_size.0 < 1 << 20 {
             return Err(ConfigError::Invalid("pack_target_size must be at least 1MiB".into()));

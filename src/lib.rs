@@ -1,5 +1,6 @@
 //! cairn: the storage backend of a consumer cloud. See DESIGN.md in docs/ for the shape.
 
+pub mod backup;
 pub mod chunk;
 pub mod cli;
 pub mod codec;

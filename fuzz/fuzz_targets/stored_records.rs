@@ -1,8 +1,9 @@
-//! Decoders of the records that sync and identity keep in RocksDB, on arbitrary bytes (a damaged
+//! Decoders of the records that sync, backups and identity keep in RocksDB, on arbitrary bytes (a damaged
 //! database is untrusted): nothing may panic, and what decodes re-encodes to something that
 //! decodes to the same thing.
 #![no_main]
 
+use cairn::store::backup_keys as bk;
 use cairn::store::identity_keys as ik;
 use cairn::store::sync_keys as sk;
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +34,13 @@ fuzz_target!(|data: &[u8]| {
     if let Some(e) = ik::decode_event(data) {
         assert_eq!(ik::decode_event(&ik::encode_event(&e)).as_ref(), Some(&e));
     }
+    if let Some(h) = bk::decode_head(data) {
+        assert_eq!(bk::encode_head(&h), data);
+    }
+    if let Some(e) = bk::decode_entry(data) {
+        assert_eq!(bk::encode_entry(&e), data);
+    }
+    let _ = bk::id_from_head_key(data);
     let _ = ik::decode_account_id(data);
     let _ = ik::device_id_from_key(data);
 });

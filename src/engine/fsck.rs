@@ -110,16 +110,8 @@ fn scan_index(
 
 fn object_chunks(e: &Engine, snap: &Snapshot<'_>, key: &[u8], rec: &keys::ObjectRecord) -> Result<Vec<(ChunkId, u32)>> {
     let (account, ns, name) = keys::split_object_key(key).ok_or_else(|| Error::corrupt("unreadable object key"))?;
-    let mut chunks = rec.head.clone();
-    for seg in 0..rec.tail_segments() {
-        let k = keys::segment_key(&account, ns, name, rec.version, seg);
-        let v = snap.get_cf(e.db().cf(CF_OBJECTS), k)?.ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
-        chunks.extend(keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))?);
-    }
-    if chunks.len() as u64 != rec.chunk_count {
-        return Err(Error::corrupt("chunk list shorter than its record says"));
-    }
-    Ok(chunks)
+    let cf = e.db().cf(CF_OBJECTS);
+    super::objects::object_chunks_via(|k| Ok(snap.get_cf(cf, k)?), &account, ns, name, rec)
 }
 
 fn scan_objects(

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rocksdb::WriteBatch;
 
 pub use gc::{live_share, GcOptions, GcReport};
+pub(crate) use ingest::Pins;
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
+pub(crate) use objects::{now_millis, object_chunks_via, Books};
 pub use objects::{Listed, Precondition, PreconditionFailed, Put};
 pub use read::ByteRange;
 pub use stats::Stats;

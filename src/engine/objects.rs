@@ -18,7 +18,7 @@ use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Refusal, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -150,7 +150,7 @@ impl Engine {
 
     /// A version number never handed out before: wall-clock microseconds, bumped past the
     /// last one so that it grows even if the clock does not.
-    fn next_version(&self) -> u64 {
+    pub(crate) fn next_version(&self) -> u64 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1000;
         let mut last = self.inner.last_version.load(Ordering::Relaxed);
         loop {
@@ -177,40 +177,58 @@ impl Engine {
         name: &[u8],
         rec: &ObjectRecord,
     ) -> Result<Vec<(ChunkId, u32)>> {
-        let mut chunks = rec.head.clone();
-        for seg in 0..rec.tail_segments() {
-            chunks.extend(self.segment(account, ns, name, rec.version, seg)?);
-        }
-        if chunks.len() as u64 != rec.chunk_count {
-            return Err(Error::corrupt("object chunk list is shorter than its record says"));
-        }
-        Ok(chunks)
+        object_chunks_via(|k| self.db().get(CF_OBJECTS, k), account, ns, name, rec)
     }
 
-    pub(crate) fn segment(
+    /// Add the writing of object `name` to `batch`, references and usage to `books`. Returns
+    /// the record written.
+    pub(crate) fn object_into(
         &self,
+        batch: &mut WriteBatch,
+        books: &mut Books<'_>,
         account: &AccountId,
         ns: Namespace,
         name: &[u8],
-        version: u64,
-        seg: u32,
-    ) -> Result<Vec<(ChunkId, u32)>> {
-        let key = keys::segment_key(account, ns, name, version, seg);
-        let v = self.db().get(CF_OBJECTS, &key)?.ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
-        keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))
+        manifest: &Manifest,
+    ) -> ObjectRecord {
+        books.add(&manifest.chunks, 1);
+        books.service(ns, manifest.size as i64);
+        let version = self.next_version();
+        let (head, tail) = manifest.chunks.split_at(manifest.chunks.len().min(SEGMENT_CHUNKS));
+        for (seg, part) in tail.chunks(SEGMENT_CHUNKS).enumerate() {
+            let key = keys::segment_key(account, ns, name, version, seg as u32);
+            batch.put_cf(self.db().cf(CF_OBJECTS), key, keys::encode_segment(part));
+        }
+        let record = ObjectRecord {
+            version,
+            modified: now_millis(),
+            size: manifest.size,
+            hash: manifest.hash,
+            chunk_count: manifest.chunks.len() as u64,
+            head: head.to_vec(),
+        };
+        batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
+        record
     }
 
-    fn delete_segments(
+    /// Add the removal of object `name` (record `rec`) to `batch`, and the release of its
+    /// references and usage to `books`.
+    pub(crate) fn remove_object_into(
         &self,
         batch: &mut WriteBatch,
+        books: &mut Books<'_>,
         account: &AccountId,
         ns: Namespace,
         name: &[u8],
         rec: &ObjectRecord,
-    ) {
+    ) -> Result<()> {
+        books.add(&self.object_chunks(account, ns, name, rec)?, -1);
+        books.service(ns, -(rec.size as i64));
         for seg in 0..rec.tail_segments() {
             batch.delete_cf(self.db().cf(CF_OBJECTS), keys::segment_key(account, ns, name, rec.version, seg));
         }
+        batch.delete_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name));
+        Ok(())
     }
 
     /// Make an ingested upload the object `name`, replacing any previous version, durably.
@@ -233,39 +251,22 @@ impl Engine {
         let manifest: &Manifest = &ingested.manifest;
         let mut books = Books::open(self, *account)?;
         let mut batch = WriteBatch::default();
-        books.add(&manifest.chunks, 1);
-        books.service(ns, manifest.size as i64);
         if let Some(o) = &old {
-            books.add(&self.object_chunks(account, ns, name, o)?, -1);
-            books.service(ns, -(o.size as i64));
-            self.delete_segments(&mut batch, account, ns, name, o);
+            self.remove_object_into(&mut batch, &mut books, account, ns, name, o)?;
         }
+        // Written after the removal: the new record's key is the old one's.
+        let record = self.object_into(&mut batch, &mut books, account, ns, name, manifest);
         if ns != Namespace::Staged {
             self.unstage_into(&mut batch, &mut books, account, &manifest.chunks)?;
         }
         books.write_into(&mut batch, limit)?;
-        let version = self.next_version();
-        let (head, tail) = manifest.chunks.split_at(manifest.chunks.len().min(SEGMENT_CHUNKS));
-        for (seg, part) in tail.chunks(SEGMENT_CHUNKS).enumerate() {
-            let key = keys::segment_key(account, ns, name, version, seg as u32);
-            batch.put_cf(self.db().cf(CF_OBJECTS), key, keys::encode_segment(part));
-        }
-        let record = ObjectRecord {
-            version,
-            modified: now_millis(),
-            size: manifest.size,
-            hash: manifest.hash,
-            chunk_count: manifest.chunks.len() as u64,
-            head: head.to_vec(),
-        };
-        batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
         self.db().commit(batch)?;
         drop(ingested); // unpin only once the references are durable
         Ok(Ok(Put { record, replaced: old.is_some() }))
     }
 
     /// Release staged records of `chunks`: the object being committed now holds them.
-    fn unstage_into(
+    pub(crate) fn unstage_into(
         &self,
         batch: &mut WriteBatch,
         books: &mut Books<'_>,
@@ -303,12 +304,9 @@ impl Engine {
             return Ok(Err(PreconditionFailed));
         }
         let mut books = Books::open(self, *account)?;
-        books.add(&self.object_chunks(account, ns, name, &old)?, -1);
-        books.service(ns, -(old.size as i64));
         let mut batch = WriteBatch::default();
+        self.remove_object_into(&mut batch, &mut books, account, ns, name, &old)?;
         books.write_into(&mut batch, u64::MAX)?;
-        self.delete_segments(&mut batch, account, ns, name, &old);
-        batch.delete_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name));
         self.db().commit(batch)?;
         Ok(Ok(Some(old)))
     }
@@ -386,7 +384,8 @@ impl Engine {
         };
         batch.delete_range_cf(db.cf(CF_OBJECTS), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_SYNC), account.0.to_vec(), end.clone());
-        batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end);
+        batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end.clone());
+        batch.delete_range_cf(db.cf(CF_BACKUPS), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
         more(&mut batch)?;
         Ok(db.commit(batch)?)
@@ -414,6 +413,27 @@ impl Engine {
         }
         Ok(expired)
     }
+}
+
+/// An object's whole chunk list, its segments read through `get` (from `objects`: the live
+/// database, or a snapshot of it, so that fsck and backup manifests read one consistent view).
+pub(crate) fn object_chunks_via(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>>,
+    account: &AccountId,
+    ns: Namespace,
+    name: &[u8],
+    rec: &ObjectRecord,
+) -> Result<Vec<(ChunkId, u32)>> {
+    let mut chunks = rec.head.clone();
+    for seg in 0..rec.tail_segments() {
+        let v = get(&keys::segment_key(account, ns, name, rec.version, seg))?
+            .ok_or_else(|| Error::corrupt("missing chunk-list segment"))?;
+        chunks.extend(keys::decode_segment(&v).ok_or_else(|| Error::corrupt("unreadable chunk-list segment"))?);
+    }
+    if chunks.len() as u64 != rec.chunk_count {
+        return Err(Error::corrupt("object chunk list is shorter than its record says"));
+    }
+    Ok(chunks)
 }
 
 pub(crate) fn now_millis() -> i64 {

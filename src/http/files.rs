@@ -175,6 +175,20 @@ pub async fn get(
     let rec = blocking(move || engine.get_object(&account, Namespace::Drive, p.as_bytes()))
         .await?
         .ok_or_else(ApiError::not_found)?;
+    serve_object(&app, &account, Namespace::Drive, path.into_bytes(), rec, &method, &headers).await
+}
+
+/// Answer a GET or HEAD of a stored object: `ETag`, `If-None-Match`, `Range`, and the body
+/// streamed through the engine. Drive files and backup files alike.
+pub(super) async fn serve_object(
+    app: &AppState,
+    account: &crate::store::keys::AccountId,
+    ns: Namespace,
+    name: Vec<u8>,
+    rec: ObjectRecord,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let etag = drive::etag(rec.version);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -213,8 +227,8 @@ pub async fn get(
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
     let engine = app.engine.clone();
-    let p = path.clone();
-    let chunks = blocking(move || engine.object_chunks(&account, Namespace::Drive, p.as_bytes(), &rec)).await?;
+    let account = *account;
+    let chunks = blocking(move || engine.object_chunks(&account, ns, &name, &rec)).await?;
     let timer = DownloadTimer(app.metrics.download_seconds.clone(), Instant::now());
     let stream = app.engine.read_stream(chunks, range).map(move |piece| {
         let _keep = &timer;

@@ -2,6 +2,7 @@
 
 mod admin;
 pub mod auth;
+mod backups;
 mod chunks;
 pub mod error;
 mod files;
@@ -36,6 +37,7 @@ pub struct App {
     pub reservations: Arc<crate::quota::Reservations>,
     pub identity: Identity,
     pub sync: crate::sync::Sync,
+    pub backups: crate::backup::Backups,
 }
 
 pub type AppState = Arc<App>;
@@ -62,7 +64,9 @@ impl App {
     pub fn new(config: Arc<Config>, engine: Engine, metrics: Arc<Metrics>, identity: Identity) -> Self {
         let plans = crate::quota::Plans(config.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect());
         let sync = crate::sync::Sync::new(engine.clone());
-        App { config, engine, metrics, plans, reservations: Default::default(), identity, sync }
+        let retention = crate::backup::Retention::keep_last(config.backup_retention).unwrap_or_default();
+        let backups = crate::backup::Backups::new(engine.clone(), retention);
+        App { config, engine, metrics, plans, reservations: Default::default(), identity, sync, backups }
     }
 
     /// An engine error as an API error, counting quota refusals on the way.
@@ -112,6 +116,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}", get(sync::feed))
         .route("/v1/sync/{collection}/batch", post(sync::batch))
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
+        .route("/v1/backups", get(backups::list).post(backups::create))
+        .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
+        .route("/v1/backups/{id}/files/{path}", get(backups::file))
         .route("/admin/gc", post(admin::gc))
         .route("/admin/fsck", post(admin::fsck))
         .route("/admin/stats", get(admin::stats))

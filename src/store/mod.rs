@@ -5,6 +5,7 @@
 //! (`write_unsynced`) are only for records that nothing depends on until a later synced write,
 //! which, being later in the same WAL, makes them durable too.
 
+pub mod backup_keys;
 pub mod identity_keys;
 pub mod keys;
 pub mod sync_keys;
@@ -29,8 +30,9 @@ pub const CF_SESSIONS: &str = "sessions";
 pub const CF_CODES: &str = "codes";
 pub const CF_EVENTS: &str = "events";
 pub const CF_USAGE: &str = "usage";
+pub const CF_BACKUPS: &str = "backups";
 
-pub const ALL_CFS: [&str; 12] = [
+pub const ALL_CFS: [&str; 13] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -43,6 +45,7 @@ pub const ALL_CFS: [&str; 12] = [
     CF_CODES,
     CF_EVENTS,
     CF_USAGE,
+    CF_BACKUPS,
 ];
 
 pub struct Db {

@@ -1,0 +1,102 @@
+//! Committing a posted manifest as a new backup, and retention.
+
+use std::collections::HashMap;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use super::{BackupError, Backups, Posted, Result, Summary};
+use crate::chunk::ChunkId;
+use crate::engine::{now_millis, Books, Pins};
+use crate::error::Error;
+use crate::store::backup_keys::{self as bk, BackupHead};
+use crate::store::keys::{AccountId, Manifest, Namespace};
+use crate::store::CF_BACKUPS;
+
+impl Backups {
+    /// Commit `posted` as a new backup of its device, dropping what retention no longer keeps,
+    /// durably. Blocking.
+    pub fn commit(&self, account: &AccountId, posted: Posted, limit: u64) -> Result<Summary> {
+        let engine = &self.engine;
+        let distinct = posted.distinct_chunks();
+        // Pinned before the holdings are looked at, until the batch is durable.
+        let mut pins = Pins::new(engine.clone());
+        for (id, _) in &distinct {
+            pins.add(*id);
+        }
+        self.check_chunks(account, &posted, &distinct)?;
+
+        let _books_are_ours = engine.lock_account(account);
+        let id = engine.next_version();
+        let mut batch = WriteBatch::default();
+        let mut books = Books::open(engine, *account)?;
+        for old in self.retention.to_drop(self.device_backups(account, &posted.device_id)?) {
+            self.drop_into(&mut batch, &mut books, account, old)?;
+        }
+        let head = BackupHead {
+            device_id: posted.device_id.clone(),
+            label: posted.label.clone(),
+            created_at: now_millis(),
+            size: posted.size(),
+            files: posted.entries.len() as u64,
+        };
+        let cf = engine.db().cf(CF_BACKUPS);
+        for (index, e) in posted.entries.into_iter().enumerate() {
+            // A backup entry's whole-content hash is not computed: that would read every byte
+            // back at commit. Each chunk is still verified against its own hash on restore.
+            let manifest = Manifest { size: e.size, hash: [0; 32], chunks: e.chunks };
+            let name = bk::object_name(id, &e.meta.path);
+            engine.object_into(&mut batch, &mut books, account, Namespace::Backup, &name, &manifest);
+            batch.put_cf(cf, bk::entry_key(account, id, index as u32), bk::encode_entry(&e.meta));
+        }
+        engine.unstage_into(&mut batch, &mut books, account, &distinct)?;
+        books.write_into(&mut batch, limit)?;
+        batch.put_cf(cf, bk::head_key(account, id), bk::encode_head(&head));
+        engine.db().commit(batch)?;
+        drop(pins); // only once the references are durable
+        Ok(Summary { id, head })
+    }
+
+    /// Every chunk must be one the account holds, with the length the index has; a chunk
+    /// listed twice is checked at each place.
+    fn check_chunks(&self, account: &AccountId, posted: &Posted, distinct: &[(ChunkId, u32)]) -> Result<()> {
+        let ids: Vec<ChunkId> = distinct.iter().map(|(id, _)| *id).collect();
+        let held = self.engine.holds(account, &ids)?;
+        let missing: Vec<ChunkId> = ids.iter().zip(&held).filter(|(_, h)| !**h).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            return Err(BackupError::MissingChunks(missing));
+        }
+        let mut actual = HashMap::with_capacity(ids.len());
+        for (id, rec) in ids.iter().zip(self.engine.db().chunks(&ids)?) {
+            let rec = rec.ok_or(Error::MissingChunk(*id))?; // held, so indexed: else corrupt
+            actual.insert(*id, rec.entry.raw_len);
+        }
+        for (id, size) in posted.entries.iter().flat_map(|e| &e.chunks) {
+            if actual[id] != *size {
+                return Err(BackupError::BadChunkSize { id: *id, size: *size, actual: Some(actual[id]) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of the account's backups of one device.
+    fn device_backups(&self, account: &AccountId, device: &str) -> Result<Vec<u64>> {
+        Ok(self.summaries(account)?.into_iter().filter(|s| s.head.device_id == device).map(|s| s.id).collect())
+    }
+
+    /// Every backup of the account, in id order (oldest first).
+    pub(super) fn summaries(&self, account: &AccountId) -> Result<Vec<Summary>> {
+        let db = self.engine.db();
+        let prefix = bk::head_prefix(account);
+        let mut out = Vec::new();
+        for item in db.raw().iterator_cf(db.cf(CF_BACKUPS), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = bk::id_from_head_key(&k).ok_or_else(|| Error::corrupt("unreadable backup key"))?;
+            let head = bk::decode_head(&v).ok_or_else(|| Error::corrupt("unreadable backup head"))?;
+            out.push(Summary { id, head });
+        }
+        Ok(out)
+    }
+}
