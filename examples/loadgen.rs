@@ -1043,8 +1043,8 @@ fn gc_bench(rt: &tokio::runtime::Runtime, a: GcArgs) -> Result<()> {
         &lat_rows,
     );
     print_table(
-        "Waits for the locks uploads share (cairn_lock_wait_seconds), by any thread, while the collection ran",
-        &["store", "lock", "waits", "> 1 ms", "> 2 ms", "> 5 ms", "> 10 ms", "longest at most ms"],
+        "Waits for the locks uploads share (cairn_lock_wait_seconds), by any thread, during the uploads without GC and while the collection ran",
+        &["store", "GC", "lock", "waits", "> 1 ms", "> 2 ms", "> 5 ms", "> 10 ms", "longest at most ms"],
         &wait_rows,
     );
     Ok(())
@@ -1060,6 +1060,7 @@ fn wait_snapshot(e: &Engine) -> WaitSnapshot {
     let w = &e.metrics().lock_waits;
     let locks = [
         ("chunk_table", &w.chunk_table),
+        ("chunk_table_gc", &w.chunk_table_gc),
         ("chunk_doomed", &w.chunk_doomed),
         ("pack_lane", &w.pack_lane),
         ("pack_sync", &w.pack_sync),
@@ -1078,7 +1079,7 @@ fn wait_snapshot(e: &Engine) -> WaitSnapshot {
 }
 
 /// Table rows of the waits between two snapshots.
-fn wait_rows(store: &str, before: &WaitSnapshot, after: &WaitSnapshot) -> Vec<Vec<String>> {
+fn wait_rows(store: &str, gc: &str, before: &WaitSnapshot, after: &WaitSnapshot) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for ((lock, b), (_, a)) in before.iter().zip(after) {
         let within: Vec<(f64, u64)> = b.iter().zip(a).map(|((bound, nb), (_, na))| (*bound, na - nb)).collect();
@@ -1091,7 +1092,7 @@ fn wait_rows(store: &str, before: &WaitSnapshot, after: &WaitSnapshot) -> Vec<Ve
             _ => "> 500".into(),
         };
         let cells = [total, over(1.0), over(2.0), over(5.0), over(10.0)].map(|n| n.to_string());
-        rows.push([vec![store.to_string(), (*lock).to_string()], cells.to_vec(), vec![bound]].concat());
+        rows.push([vec![store.to_string(), gc.to_string(), (*lock).to_string()], cells.to_vec(), vec![bound]].concat());
     }
     rows
 }
@@ -1111,9 +1112,11 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
         Ok(t.elapsed())
     };
     let mut quiet = Lat::default();
+    let waits_quiet = wait_snapshot(e);
     for _ in 0..a.uploads {
         quiet.add(upload(e)?);
     }
+    let mut waits = wait_rows(store, "no", &waits_quiet, &wait_snapshot(e));
 
     let waits_before = wait_snapshot(e);
     let done = Arc::new(AtomicBool::new(false));
@@ -1132,7 +1135,7 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
         busy.add(upload(e)?);
     }
     let gc_s = collector.join().expect("the collector panicked")?;
-    let waits = wait_rows(store, &waits_before, &wait_snapshot(e));
+    waits.extend(wait_rows(store, "running", &waits_before, &wait_snapshot(e)));
     fsck_clean(e)?;
     let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
         vec![

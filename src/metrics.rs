@@ -30,8 +30,10 @@ pub struct Metrics {
 /// `loadgen gc` reads these during a collection to show that it does not.
 #[derive(Clone)]
 pub struct LockWaits {
-    /// The chunk table's mutex (pins, claims, GC's doomed set).
+    /// The chunk table's mutex (pins, claims), as uploads wait for it.
     pub chunk_table: Histogram,
+    /// The same mutex as GC waits for it (dooming and sparing chunks); not a stall of uploads.
+    pub chunk_table_gc: Histogram,
     /// Waiting out a GC that is forgetting the very chunk an upload wants to pin.
     pub chunk_doomed: Histogram,
     /// A lane's open-pack mutex (one append at a time).
@@ -51,6 +53,7 @@ impl LockWaits {
         let h = |name| v.with_label_values(&[name]);
         LockWaits {
             chunk_table: h("chunk_table"),
+            chunk_table_gc: h("chunk_table_gc"),
             chunk_doomed: h("chunk_doomed"),
             pack_lane: h("pack_lane"),
             pack_sync: h("pack_sync"),
@@ -63,7 +66,7 @@ impl LockWaits {
             Histogram::with_opts(HistogramOpts::new("unregistered", "-").buckets(LOCK_WAIT_BUCKETS.to_vec()))
                 .expect("valid metric")
         };
-        LockWaits { chunk_table: h(), chunk_doomed: h(), pack_lane: h(), pack_sync: h() }
+        LockWaits { chunk_table: h(), chunk_table_gc: h(), chunk_doomed: h(), pack_lane: h(), pack_sync: h() }
     }
 }
 

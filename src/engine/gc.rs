@@ -17,8 +17,8 @@
 //! and ends by sealing its own.
 //!
 //! Only one collection runs at a time (`Engine::gc` takes a lock for the whole run). The one
-//! lock that uploads also take is the chunk table's, held for the map operations of one batch
-//! of at most `FORGET_BATCH` ids, never across the database write (only an upload carrying a
+//! lock that uploads also take is the chunk table's, held for the map operations of a few dozen
+//! ids at a time (`table::STEP`), never across the database write (only an upload carrying a
 //! chunk being forgotten waits for that write). Copies go to a pack of their own, with its own
 //! lock and sync lock, so no upload waits on a copy's append or `fdatasync`, nor writes copies
 //! out in its own. They share the disk, though: copies are synced every `COPY_SYNC_BYTES` so

@@ -26,6 +26,11 @@ struct State {
     doomed: HashSet<ChunkId>,
 }
 
+/// Most ids handled under one hold of the lock. A GC batch (1024 ids) or a big upload's unpin
+/// (one per distinct chunk) goes through in steps, so no one waits behind it for more than a
+/// step: whole batches held the lock for ~1 ms, and uploads waited 2–4 ms behind them.
+const STEP: usize = 64;
+
 /// std Mutex and Condvar: only blocking threads (ingest writers, GC) use the table, and each
 /// hold is a hash-map operation.
 pub struct ChunkTable {
@@ -49,6 +54,11 @@ impl ChunkTable {
         timed(&self.waits.chunk_table, || self.state.lock().expect("chunk table poisoned"))
     }
 
+    /// GC's waits are counted apart: GC may wait, uploads should not.
+    fn lock_for_gc(&self) -> MutexGuard<'_, State> {
+        timed(&self.waits.chunk_table_gc, || self.state.lock().expect("chunk table poisoned"))
+    }
+
     /// Pin a chunk, first waiting out a GC that is forgetting it (then the index no longer has
     /// it, and the upload stores it anew).
     pub fn pin(&self, id: ChunkId) {
@@ -66,12 +76,15 @@ impl ChunkTable {
     }
 
     pub fn unpin<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) {
-        let mut s = self.lock();
-        for id in ids {
-            if let Some(n) = s.pins.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    s.pins.remove(id);
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() {
+            let mut s = self.lock();
+            for id in ids.by_ref().take(STEP) {
+                if let Some(n) = s.pins.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        s.pins.remove(id);
+                    }
                 }
             }
         }
@@ -94,31 +107,40 @@ impl ChunkTable {
     }
 
     pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) {
-        let mut s = self.lock();
-        for id in ids {
-            s.claimed.remove(id);
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() {
+            let mut s = self.lock();
+            for id in ids.by_ref().take(STEP) {
+                s.claimed.remove(id);
+            }
+            drop(s);
+            self.released.notify_all();
         }
-        drop(s);
-        self.released.notify_all();
     }
 
     /// Mark for forgetting those of `ids` that no upload pins or claims; returns them. The
-    /// caller must `spare` them when its write is done, whatever its outcome.
+    /// caller must `spare` them when its write is done, whatever its outcome. Each id is
+    /// checked and marked under one hold of the lock, which is all the invariant needs.
     pub fn doom(&self, ids: &[ChunkId]) -> Vec<ChunkId> {
-        let mut s = self.lock();
-        let free: Vec<ChunkId> =
-            ids.iter().filter(|id| !s.pins.contains_key(id) && !s.claimed.contains_key(id)).copied().collect();
-        s.doomed.extend(free.iter().copied());
+        let mut free = Vec::with_capacity(ids.len());
+        for step in ids.chunks(STEP) {
+            let mut s = self.lock_for_gc();
+            let from = free.len();
+            free.extend(step.iter().filter(|id| !s.pins.contains_key(id) && !s.claimed.contains_key(id)).copied());
+            s.doomed.extend(free[from..].iter().copied());
+        }
         free
     }
 
     pub fn spare(&self, ids: &[ChunkId]) {
-        let mut s = self.lock();
-        for id in ids {
-            s.doomed.remove(id);
+        for step in ids.chunks(STEP) {
+            let mut s = self.lock_for_gc();
+            for id in step {
+                s.doomed.remove(id);
+            }
+            drop(s);
+            self.released.notify_all();
         }
-        drop(s);
-        self.released.notify_all();
     }
 
     pub fn pinned_count(&self) -> usize {
@@ -173,5 +195,23 @@ mod tests {
         assert_eq!(t.doom(&[id]), vec![id]);
         assert_eq!(t.pinned_count(), 0);
         t.spare(&[id]);
+    }
+
+    #[test]
+    fn batches_longer_than_a_step_skip_exactly_the_busy_ids() {
+        let t = ChunkTable::default();
+        let ids: Vec<ChunkId> = (0..STEP as u32 * 3 + 5).map(|n| ChunkId::of(&n.to_le_bytes())).collect();
+        let (pinned, claimed) = (ids[STEP + 1], ids[2 * STEP + 3]);
+        t.pin(pinned);
+        assert!(t.try_claim(claimed));
+        let doomed = t.doom(&ids);
+        assert_eq!(doomed.len(), ids.len() - 2);
+        assert!(!doomed.contains(&pinned) && !doomed.contains(&claimed));
+        t.spare(&doomed);
+        t.pin(ids[0]); // would wait forever if any id were still doomed
+        t.unpin(ids.iter());
+        t.release(ids.iter());
+        assert_eq!(t.pinned_count(), 0, "every pin released");
+        assert!(t.try_claim(claimed), "released");
     }
 }
