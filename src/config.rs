@@ -122,7 +122,7 @@ impl Default for Config {
             staged_ttl_secs: 24 * 3600,
             sweep_secs: 600,
             tombstone_retention_secs: 30 * 24 * 3600,
-            backup_retention: 10,
+            backup_retention: crate::backup::Retention::default().keep(),
             gc_interval_secs: 6 * 3600,
             gc_grace_secs: 3600,
             gc_compact_below: 0.5,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 
 use super::{BackupError, Backups, Posted, Result, Summary};
 use crate::chunk::ChunkId;
@@ -26,10 +26,14 @@ impl Backups {
         self.check_chunks(account, &posted, &distinct)?;
 
         let _books_are_ours = engine.lock_account(account);
-        let id = engine.next_version();
+        let existing = self.summaries(account)?;
+        // Above every id the account has, even if the clock went back across a restart: ids
+        // order backups for listings and retention, and name their objects.
+        let id = engine.next_version().max(existing.last().map_or(0, |s| s.id + 1));
         let mut batch = WriteBatch::default();
         let mut books = Books::open(engine, *account)?;
-        for old in self.retention.to_drop(self.device_backups(account, &posted.device_id)?) {
+        let same_device = existing.into_iter().filter(|s| s.head.device_id == posted.device_id).map(|s| s.id);
+        for old in self.retention.to_drop(same_device.collect()) {
             self.drop_into(&mut batch, &mut books, account, old)?;
         }
         let head = BackupHead {
@@ -76,27 +80,5 @@ impl Backups {
             }
         }
         Ok(())
-    }
-
-    /// Ids of the account's backups of one device.
-    fn device_backups(&self, account: &AccountId, device: &str) -> Result<Vec<u64>> {
-        Ok(self.summaries(account)?.into_iter().filter(|s| s.head.device_id == device).map(|s| s.id).collect())
-    }
-
-    /// Every backup of the account, in id order (oldest first).
-    pub(super) fn summaries(&self, account: &AccountId) -> Result<Vec<Summary>> {
-        let db = self.engine.db();
-        let prefix = bk::head_prefix(account);
-        let mut out = Vec::new();
-        for item in db.raw().iterator_cf(db.cf(CF_BACKUPS), IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id = bk::id_from_head_key(&k).ok_or_else(|| Error::corrupt("unreadable backup key"))?;
-            let head = bk::decode_head(&v).ok_or_else(|| Error::corrupt("unreadable backup head"))?;
-            out.push(Summary { id, head });
-        }
-        Ok(out)
     }
 }

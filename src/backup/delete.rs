@@ -1,10 +1,9 @@
 //! Deleting a backup: by request, or by retention inside a commit.
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 
 use super::{BackupError, Backups, Result};
 use crate::engine::Books;
-use crate::error::Error;
 use crate::store::backup_keys as bk;
 use crate::store::keys::{AccountId, Namespace};
 use crate::store::CF_BACKUPS;
@@ -35,23 +34,12 @@ impl Backups {
         id: u64,
     ) -> Result<()> {
         let db = self.engine.db();
-        let cf = db.cf(CF_BACKUPS);
-        let prefix = bk::entry_prefix(account, id);
-        for item in db.raw().iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let meta = bk::decode_entry(&v).ok_or_else(|| Error::corrupt("unreadable backup entry"))?;
-            let name = bk::object_name(id, &meta.path);
-            let rec = self
-                .engine
-                .get_object(account, Namespace::Backup, &name)?
-                .ok_or_else(|| Error::corrupt(format!("backup entry {:?} has no chunk list", meta.path)))?;
-            self.engine.remove_object_into(batch, books, account, Namespace::Backup, &name, &rec)?;
-            batch.delete_cf(cf, k);
+        let snap = db.raw().snapshot();
+        for e in self.entries(&snap, account, id)? {
+            self.engine.remove_object_into(batch, books, account, Namespace::Backup, &e.name, &e.rec)?;
+            batch.delete_cf(db.cf(CF_BACKUPS), e.key);
         }
-        batch.delete_cf(cf, bk::head_key(account, id));
+        batch.delete_cf(db.cf(CF_BACKUPS), bk::head_key(account, id));
         Ok(())
     }
 }

@@ -19,10 +19,14 @@ pub mod manifest;
 mod restore;
 pub mod retention;
 
+use rocksdb::{Direction, IteratorMode, Snapshot};
+
 use crate::chunk::ChunkId;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::store::backup_keys::{BackupHead, EntryMeta};
+use crate::store::backup_keys::{self as bk, BackupHead, EntryMeta};
+use crate::store::keys::{self, AccountId, Namespace, ObjectRecord};
+use crate::store::{CF_BACKUPS, CF_OBJECTS};
 
 pub use manifest::Posted;
 pub use retention::Retention;
@@ -121,6 +125,54 @@ impl Backups {
     pub fn new(engine: Engine, retention: Retention) -> Self {
         Backups { engine, retention }
     }
+
+    /// Every backup of the account, in id order (oldest first).
+    fn summaries(&self, account: &AccountId) -> Result<Vec<Summary>> {
+        let db = self.engine.db();
+        let prefix = bk::head_prefix(account);
+        let mut out = Vec::new();
+        for item in db.raw().iterator_cf(db.cf(CF_BACKUPS), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = bk::id_from_head_key(&k).ok_or_else(|| Error::corrupt("unreadable backup key"))?;
+            let head = bk::decode_head(&v).ok_or_else(|| Error::corrupt("unreadable backup head"))?;
+            out.push(Summary { id, head });
+        }
+        Ok(out)
+    }
+
+    /// A backup's entries in posted order, each with its entry key and object record, read
+    /// through `snap`.
+    fn entries(&self, snap: &Snapshot<'_>, account: &AccountId, id: u64) -> Result<Vec<StoredEntry>> {
+        let db = self.engine.db();
+        let (cf, objects) = (db.cf(CF_BACKUPS), db.cf(CF_OBJECTS));
+        let prefix = bk::entry_prefix(account, id);
+        let mut out = Vec::new();
+        for item in snap.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, v) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let meta = bk::decode_entry(&v).ok_or_else(|| Error::corrupt("unreadable backup entry"))?;
+            let name = bk::object_name(id, &meta.path);
+            let rec = snap
+                .get_cf(objects, keys::object_key(account, Namespace::Backup, &name))?
+                .and_then(|v| keys::decode_object(&v))
+                .ok_or_else(|| Error::corrupt(format!("backup entry {:?} has no readable chunk list", meta.path)))?;
+            out.push(StoredEntry { key, meta, name, rec });
+        }
+        Ok(out)
+    }
+}
+
+/// One entry as stored: its key in `backups`, what it keeps, and its object.
+struct StoredEntry {
+    key: Box<[u8]>,
+    meta: EntryMeta,
+    name: Vec<u8>,
+    rec: ObjectRecord,
 }
 
 #[cfg(test)]

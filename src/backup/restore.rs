@@ -1,12 +1,11 @@
-//! What a new phone reads: the list of backups, one backup's manifest, one file's chunk list.
+//! What a new phone reads: the list of backups, one backup's manifest, one file.
 
-use rocksdb::{Direction, IteratorMode};
-
+use super::manifest::MAX_ENTRIES;
 use super::{BackupError, Backups, RestoredEntry, Result, Summary};
-use crate::engine::object_chunks_via;
+use crate::engine::{object_chunks_via, ChunkList};
 use crate::error::Error;
 use crate::store::backup_keys as bk;
-use crate::store::keys::{self, AccountId, Namespace, ObjectRecord};
+use crate::store::keys::{AccountId, Namespace, ObjectRecord};
 use crate::store::{CF_BACKUPS, CF_OBJECTS};
 
 impl Backups {
@@ -23,39 +22,21 @@ impl Backups {
         let db = self.engine.db();
         // One snapshot, so that a delete or a retention drop midway cannot tear the answer.
         let snap = db.raw().snapshot();
-        let cf = db.cf(CF_BACKUPS);
-        let head = snap.get_cf(cf, bk::head_key(account, id))?.ok_or(BackupError::NotFound)?;
+        let head = snap.get_cf(db.cf(CF_BACKUPS), bk::head_key(account, id))?.ok_or(BackupError::NotFound)?;
         let head = bk::decode_head(&head).ok_or_else(|| Error::corrupt("unreadable backup head"))?;
-        let prefix = bk::entry_prefix(account, id);
-        let mut entries = Vec::with_capacity(head.files as usize);
-        for item in snap.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let meta = bk::decode_entry(&v).ok_or_else(|| Error::corrupt("unreadable backup entry"))?;
-            let name = bk::object_name(id, &meta.path);
-            let rec = self.entry_record(&snap, account, &name)?;
-            let objects = db.cf(CF_OBJECTS);
-            let chunks = object_chunks_via(|k| Ok(snap.get_cf(objects, k)?), account, Namespace::Backup, &name, &rec)?;
-            entries.push(RestoredEntry { meta, size: rec.size, chunks });
+        let objects = db.cf(CF_OBJECTS);
+        let mut restored = Vec::with_capacity((head.files as usize).min(MAX_ENTRIES));
+        for e in self.entries(&snap, account, id)? {
+            let get = |k: &[u8]| Ok(snap.get_cf(objects, k)?);
+            let chunks = object_chunks_via(get, account, Namespace::Backup, &e.name, &e.rec)?;
+            restored.push(RestoredEntry { meta: e.meta, size: e.rec.size, chunks });
         }
-        Ok((Summary { id, head }, entries))
+        Ok((Summary { id, head }, restored))
     }
 
-    fn entry_record(&self, snap: &rocksdb::Snapshot<'_>, account: &AccountId, name: &[u8]) -> Result<ObjectRecord> {
-        let key = keys::object_key(account, Namespace::Backup, name);
-        let v = snap
-            .get_cf(self.engine.db().cf(CF_OBJECTS), key)?
-            .ok_or_else(|| Error::corrupt("a backup entry has no chunk list"))?;
-        Ok(keys::decode_object(&v).ok_or_else(|| Error::corrupt("unreadable object record"))?)
-    }
-
-    /// The chunk-list record of one file of a backup, and its object name (to stream it
-    /// with). Blocking.
-    pub fn file(&self, account: &AccountId, id: u64, path: &str) -> Result<(Vec<u8>, ObjectRecord)> {
+    /// One file of a backup: its record and chunk list, read together. Blocking.
+    pub fn file(&self, account: &AccountId, id: u64, path: &str) -> Result<(ObjectRecord, ChunkList)> {
         let name = bk::object_name(id, path);
-        let rec = self.engine.get_object(account, Namespace::Backup, &name)?.ok_or(BackupError::NotFound)?;
-        Ok((name, rec))
+        self.engine.get_object_and_chunks(account, Namespace::Backup, &name)?.ok_or(BackupError::NotFound)
     }
 }

@@ -20,8 +20,8 @@
 //! lock that uploads also take is the chunk table's, held for the map operations of a few dozen
 //! ids at a time (`table::STEP`), never across the database write (only an upload carrying a
 //! chunk being forgotten waits for that write). Copies go to a pack of their own, with its own
-//! lock and sync lock, so no upload waits on a copy's append or `fdatasync`, nor writes copies
-//! out in its own. They share the disk, though: copies are synced every `COPY_SYNC_BYTES` so
+//! lock and sync lock, created by GC itself (never the uploads' spare), so no upload waits on
+//! a copy's append or `fdatasync`, nor writes copies out in its own. They share the disk, though: copies are synced every `COPY_SYNC_BYTES` so
 //! that no single flush of copies sits long in the device queue ahead of an upload's.
 
 use std::collections::HashMap;
@@ -92,11 +92,13 @@ impl Engine {
             self.record_sealed(&p)?;
         }
         let compacted = self.compact(opts, &mut report);
-        // Seal our own pack whatever happened, so the next run can judge it.
-        if let Some(p) = self.packs().seal_lane(Lane::Compaction)? {
+        // Seal our own pack whatever happened, so the next run can judge it; a compaction
+        // error is the one to report.
+        let sealed = self.packs().seal_lane(Lane::Compaction);
+        compacted?;
+        if let Some(p) = sealed? {
             self.record_sealed(&p)?;
         }
-        compacted?;
         tracing::info!(?report, secs = started.elapsed().as_secs_f64(), "gc finished");
         Ok(report)
     }
@@ -173,7 +175,7 @@ impl Engine {
         let mut batch = WriteBatch::default();
         // Records of packs that are gone (deleted by a run that crashed before its last step).
         // Records are read before the directory, so a pack sealed meanwhile is on disk by then;
-        // only GC deletes packs, and only one GC runs.
+        // only GC deletes recorded packs, and only one GC runs.
         let mut recorded = Vec::new();
         for item in db.raw().iterator_cf(db.cf(CF_PACKS), IteratorMode::Start) {
             let (k, _) = item?;
@@ -262,8 +264,10 @@ impl Engine {
                 ChunkOp::Move { from_pack: pack, from_offset: e.offset, to_pack: a.pack_id, to_offset: a.entry.offset };
             batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
         }
-        if let Some(a) = appended.last() {
-            self.packs().sync(a)?; // copies durable before the index points at them
+        // Copies durable before the index points at them: every one, since a group may span
+        // two packs (cheap for all but the last: a seal or an earlier sync covered them).
+        for a in appended.iter() {
+            self.packs().sync(a)?;
         }
         self.db().commit(batch)?;
         Ok(copied)

@@ -341,13 +341,8 @@ impl<A: Admit> Writer<A> {
             self.engine.metrics().chunks_dedup.inc();
             return Ok(());
         }
-        let appended = match self.engine.packs().append(Lane::Uploads, &chunk) {
-            Ok((appended, sealed)) => {
-                if let Some(p) = sealed {
-                    self.engine.record_sealed(&p)?;
-                }
-                appended
-            }
+        let (appended, sealed) = match self.engine.packs().append(Lane::Uploads, &chunk) {
+            Ok(done) => done,
             Err(e) => {
                 table.release([&chunk.id]);
                 return Err(e);
@@ -359,6 +354,11 @@ impl<A: Admit> Writer<A> {
         self.engine.metrics().chunks_new.inc();
         self.engine.metrics().stored_bytes.inc_by(stored);
         self.pending.push(appended);
+        // Recorded only once the append is pending, so that a failure here still releases
+        // its claim and hold (in `drop`).
+        if let Some(p) = sealed {
+            self.engine.record_sealed(&p)?;
+        }
         if self.pending.len() >= INDEX_EVERY {
             self.flush_begin()?;
         }

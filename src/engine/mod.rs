@@ -21,7 +21,7 @@ pub use gc::{live_share, GcOptions, GcReport};
 pub(crate) use ingest::Pins;
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
 pub(crate) use objects::{now_millis, object_chunks_via, Books};
-pub use objects::{Listed, Precondition, PreconditionFailed, Put};
+pub use objects::{ChunkList, Listed, Precondition, PreconditionFailed, Put};
 pub use read::ByteRange;
 pub use stats::Stats;
 pub use table::ChunkTable;
@@ -158,18 +158,21 @@ impl Engine {
 
     /// Seal the open packs that have sat idle; blocking.
     pub fn seal_idle(&self) -> Result<()> {
-        for p in self.packs().seal_if_idle(self.config().pack_idle_seal)? {
-            self.record_sealed(&p)?;
-        }
-        Ok(())
+        let (sealed, outcome) = self.packs().seal_if_idle(self.config().pack_idle_seal);
+        self.record_all_sealed(&sealed)?;
+        outcome
     }
 
     /// Seal the open packs and flush the database: the clean-shutdown path. Blocking.
     pub fn close(&self) -> Result<()> {
-        for p in self.packs().close()? {
-            self.record_sealed(&p)?;
-        }
+        let (sealed, outcome) = self.packs().close();
+        self.record_all_sealed(&sealed)?;
+        outcome?;
         self.db().flush()
+    }
+
+    fn record_all_sealed(&self, sealed: &[SealedPack]) -> Result<()> {
+        sealed.iter().try_for_each(|p| self.record_sealed(p))
     }
 
     /// Seal idle packs once a second until the returned task is aborted.

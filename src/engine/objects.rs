@@ -169,6 +169,25 @@ impl Engine {
         }
     }
 
+    /// An object's record and whole chunk list, read through one snapshot: a delete or an
+    /// overwrite that lands between the two reads cannot leave the record without its
+    /// segments. Blocking.
+    pub fn get_object_and_chunks(
+        &self,
+        account: &AccountId,
+        ns: Namespace,
+        name: &[u8],
+    ) -> Result<Option<(ObjectRecord, ChunkList)>> {
+        let snap = self.db().raw().snapshot();
+        let cf = self.db().cf(CF_OBJECTS);
+        let Some(v) = snap.get_cf(cf, keys::object_key(account, ns, name))? else {
+            return Ok(None);
+        };
+        let rec = keys::decode_object(&v).ok_or_else(|| Error::corrupt("unreadable object record"))?;
+        let chunks = object_chunks_via(|k| Ok(snap.get_cf(cf, k)?), account, ns, name, &rec)?;
+        Ok(Some((rec, chunks)))
+    }
+
     /// The whole chunk list of an object, continuation segments included.
     pub fn object_chunks(
         &self,
@@ -435,6 +454,9 @@ pub(crate) fn object_chunks_via(
     }
     Ok(chunks)
 }
+
+/// An object's chunks in order, each with its length.
+pub type ChunkList = Vec<(ChunkId, u32)>;
 
 pub(crate) fn now_millis() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

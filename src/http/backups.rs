@@ -13,7 +13,6 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::{rfc3339_millis, AppState};
 use crate::backup::{self, BackupError, RestoredEntry, Summary};
-use crate::store::keys::Namespace;
 
 /// A backup manifest of a phone with very many files (a million entries of one chunk each is
 /// about 200 MiB of JSON); anything larger is refused with 413 before it is parsed.
@@ -115,8 +114,8 @@ pub async fn file(
     let id = backup_id(&id)?;
     let account = authed.account;
     let backups = app.backups.clone();
-    let (name, rec) = blocking(move || backups.file(&account, id, &path)).await?;
-    super::files::serve_object(&app, &account, Namespace::Backup, name, rec, &method, &headers).await
+    let (rec, chunks) = blocking(move || backups.file(&account, id, &path)).await?;
+    super::files::serve_object(&app, &rec, chunks, &method, &headers)
 }
 
 pub async fn delete(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -171,21 +171,18 @@ pub async fn get(
     checked_path(&path)?;
     let account = authed.account;
     let engine = app.engine.clone();
-    let p = path.clone();
-    let rec = blocking(move || engine.get_object(&account, Namespace::Drive, p.as_bytes()))
+    let (rec, chunks) = blocking(move || engine.get_object_and_chunks(&account, Namespace::Drive, path.as_bytes()))
         .await?
         .ok_or_else(ApiError::not_found)?;
-    serve_object(&app, &account, Namespace::Drive, path.into_bytes(), rec, &method, &headers).await
+    serve_object(&app, &rec, chunks, &method, &headers)
 }
 
 /// Answer a GET or HEAD of a stored object: `ETag`, `If-None-Match`, `Range`, and the body
 /// streamed through the engine. Drive files and backup files alike.
-pub(super) async fn serve_object(
+pub(super) fn serve_object(
     app: &AppState,
-    account: &crate::store::keys::AccountId,
-    ns: Namespace,
-    name: Vec<u8>,
-    rec: ObjectRecord,
+    rec: &ObjectRecord,
+    chunks: Vec<(ChunkId, u32)>,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -226,9 +223,6 @@ pub(super) async fn serve_object(
     if method == Method::HEAD || range.is_empty() {
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
-    let engine = app.engine.clone();
-    let account = *account;
-    let chunks = blocking(move || engine.object_chunks(&account, ns, &name, &rec)).await?;
     let timer = DownloadTimer(app.metrics.download_seconds.clone(), Instant::now());
     let stream = app.engine.read_stream(chunks, range).map(move |piece| {
         let _keep = &timer;

@@ -51,6 +51,7 @@ impl Lane {
 pub struct Appended {
     pub pack_id: u64,
     pub entry: EntryInfo,
+    lane: Lane,
     durable: Arc<Durability>,
 }
 
@@ -60,9 +61,11 @@ pub struct Packs {
     /// The open pack of each lane. std Mutex, not tokio's: it is only ever taken on blocking
     /// threads, for one positioned write, and never across an `.await`, a seal or a sync.
     open: [Mutex<Option<OpenPack>>; 2],
-    /// A pack created ahead of need. Creating one costs a header write, two fsyncs and a
-    /// rename (3–7 ms here); a lane that fills takes the spare under its lock instead, and the
-    /// appender that took it makes the next one after letting go of the lock.
+    /// A pack created ahead of need for the uploads' lane. Creating one costs a header write,
+    /// two fsyncs and a rename (3–7 ms here); the uploads' lane takes the spare under its lock
+    /// instead, and the appender that took it makes the next one after letting go of the lock.
+    /// Compaction creates its own packs: its lane's lock is GC's alone, and it must not race
+    /// uploads for the spare.
     spare: Mutex<Option<OpenPack>>,
     next_id: AtomicU64,
     /// Read handles, opened on first use. Positioned reads need no lock on the file itself.
@@ -130,8 +133,14 @@ impl Packs {
         &self.dir
     }
 
+    /// Only the uploads' waits are measured: they are what `LockWaits` watches, and GC's own
+    /// lane would bury them under one sample per copied chunk.
     fn lane(&self, lane: Lane) -> MutexGuard<'_, Option<OpenPack>> {
-        timed(&self.waits.pack_lane, || self.open[lane as usize].lock().expect("pack lock poisoned"))
+        let lock = || self.open[lane as usize].lock().expect("pack lock poisoned");
+        match lane {
+            Lane::Uploads => timed(&self.waits.pack_lane, lock),
+            Lane::Compaction => lock(),
+        }
     }
 
     /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
@@ -146,8 +155,8 @@ impl Packs {
                 full = slot.take();
             }
         }
-        let took_spare = slot.is_none();
-        let appended = self.append_in(&mut slot, chunk);
+        let took_spare = slot.is_none() && lane == Lane::Uploads;
+        let appended = self.append_in(lane, &mut slot, chunk);
         drop(slot);
         // The full pack is out of the lane, so nobody appends to it: seal it (a table write and
         // an fsync) without holding up other appenders. Our chunk went elsewhere, so a failed
@@ -163,14 +172,17 @@ impl Packs {
         Ok((appended?, sealed))
     }
 
-    fn append_in(&self, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
+    fn append_in(&self, lane: Lane, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
         if slot.is_none() {
-            *slot = Some(self.take_spare()?);
+            *slot = Some(match lane {
+                Lane::Uploads => self.take_spare()?,
+                Lane::Compaction => self.create()?,
+            });
         }
         let p = slot.as_mut().expect("just opened");
         let entry = p.append(chunk)?;
         self.hold(p.id, 1);
-        Ok(Appended { pack_id: p.id, entry, durable: p.durable.clone() })
+        Ok(Appended { pack_id: p.id, entry, lane, durable: p.durable.clone() })
     }
 
     /// The spare pack, or a new one if there is none (the first pack, or a refill failed or is
@@ -210,7 +222,7 @@ impl Packs {
     fn create(&self) -> Result<OpenPack> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.hold(id, 1);
-        OpenPack::create(&self.path(id), id, self.waits.pack_sync.clone()).map_err(|e| {
+        OpenPack::create(&self.path(id), id).map_err(|e| {
             self.hold(id, -1);
             e.into()
         })
@@ -253,46 +265,55 @@ impl Packs {
 
     /// Make an append durable. Takes no lock but its own pack's sync lock.
     pub fn sync(&self, a: &Appended) -> Result<()> {
-        Ok(a.durable.sync_to(a.entry.end())?)
+        let waits = (a.lane == Lane::Uploads).then_some(&self.waits.pack_sync);
+        Ok(a.durable.sync_to(a.entry.end(), waits)?)
     }
 
-    /// Seal the open packs that have been idle for `idle`.
-    pub fn seal_if_idle(&self, idle: Duration) -> Result<Vec<SealedPack>> {
-        let mut sealed = Vec::new();
+    /// Seal the open packs that have been idle for `idle`. A lane whose seal fails does not
+    /// keep the other from being sealed; the packs sealed come back with the first error.
+    pub fn seal_if_idle(&self, idle: Duration) -> (Vec<SealedPack>, Result<()>) {
+        let (mut sealed, mut outcome) = (Vec::new(), Ok(()));
         for lane in Lane::ALL {
-            let taken = {
-                let mut slot = self.lane(lane);
-                match slot.as_ref() {
-                    Some(p) if p.last_append.elapsed() >= idle => slot.take(),
-                    _ => None,
-                }
-            };
-            // Appenders open a new pack meanwhile; this one takes no more appends.
-            if let Some(p) = taken {
-                sealed.push(self.seal(p)?);
+            match self.seal_lane_if(lane, idle) {
+                Ok(p) => sealed.extend(p),
+                Err(e) if outcome.is_ok() => outcome = Err(e),
+                Err(e) => tracing::error!(error = %e, "cannot seal a pack"),
             }
         }
-        Ok(sealed)
+        (sealed, outcome)
     }
 
     /// Seal one lane's open pack now, if it has one.
     pub fn seal_lane(&self, lane: Lane) -> Result<Option<SealedPack>> {
-        let taken = self.lane(lane).take();
+        self.seal_lane_if(lane, Duration::ZERO)
+    }
+
+    /// Take the lane's pack out if it has been idle for `idle`, then seal it. Appenders open
+    /// a new pack meanwhile; this one takes no more appends.
+    fn seal_lane_if(&self, lane: Lane, idle: Duration) -> Result<Option<SealedPack>> {
+        let taken = {
+            let mut slot = self.lane(lane);
+            match slot.as_ref() {
+                Some(p) if p.last_append.elapsed() >= idle => slot.take(),
+                _ => None,
+            }
+        };
         taken.map(|p| self.seal(p)).transpose()
     }
 
     /// Seal every open pack and delete the spare (clean shutdown). Returns what was sealed,
     /// for recording.
-    pub fn close(&self) -> Result<Vec<SealedPack>> {
-        let sealed = self.seal_if_idle(Duration::ZERO)?;
+    pub fn close(&self) -> (Vec<SealedPack>, Result<()>) {
+        let (sealed, outcome) = self.seal_if_idle(Duration::ZERO);
         let spare = self.spare.lock().expect("spare lock poisoned").take();
-        if let Some(p) = spare {
+        let removed = spare.map_or(Ok(()), |p| {
             let id = p.id;
             drop(p);
-            self.remove(id)?;
+            let removed = self.remove(id);
             self.hold(id, -1);
-        }
-        Ok(sealed)
+            removed
+        });
+        (sealed, outcome.and(removed))
     }
 
     pub fn list(&self) -> Result<Vec<u64>> {
@@ -479,7 +500,9 @@ mod tests {
         let (a, _) = p.append(Lane::Uploads, &chunk(1, 100)).unwrap();
         let (b, _) = p.append(Lane::Compaction, &chunk(2, 100)).unwrap();
         p.settle([&a, &b]);
-        let mut sealed: Vec<u64> = p.close().unwrap().iter().map(|s| s.id).collect();
+        let (sealed, outcome) = p.close();
+        outcome.unwrap();
+        let mut sealed: Vec<u64> = sealed.iter().map(|s| s.id).collect();
         sealed.sort_unstable();
         assert_eq!(sealed, vec![a.pack_id, b.pack_id]);
         assert_eq!(p.list().unwrap(), sealed, "no spare left behind");

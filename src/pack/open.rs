@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,35 +39,52 @@ pub(crate) struct Durability {
     /// gets the lock second usually finds its bytes already covered. A std Mutex: it is held
     /// across the blocking sync itself, on blocking threads only.
     sync_lock: Mutex<()>,
-    sync_waits: Histogram,
+    /// Set by the first failed sync of this file. After a failed `fsync` the kernel may have
+    /// dropped dirty pages and a later `fsync` can still succeed, so success would be a lie:
+    /// from then on every sync of this pack fails, and its entries are never indexed.
+    failed: AtomicBool,
 }
 
 impl Durability {
-    fn new(file: File, len: u64, sync_waits: Histogram) -> Arc<Self> {
+    fn new(file: File, len: u64) -> Arc<Self> {
         Arc::new(Durability {
             file,
             written: AtomicU64::new(len),
             synced: AtomicU64::new(len),
             sync_lock: Mutex::new(()),
-            sync_waits,
+            failed: AtomicBool::new(false),
         })
     }
 
     /// Make every byte below `upto` durable. Cheap when another caller's sync, or the seal,
-    /// already covered it.
-    pub fn sync_to(&self, upto: u64) -> io::Result<()> {
+    /// already covered it. The wait for the sync lock goes to `waits`, if given.
+    pub fn sync_to(&self, upto: u64, waits: Option<&Histogram>) -> io::Result<()> {
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
-        let _one_at_a_time = timed(&self.sync_waits, || self.sync_lock.lock().expect("sync lock poisoned"));
+        let lock = || self.sync_lock.lock().expect("sync lock poisoned");
+        let _one_at_a_time = match waits {
+            Some(h) => timed(h, lock),
+            None => lock(),
+        };
         if self.synced.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
         // Everything written before the sync starts is covered: at least `upto`, and usually
         // what other appenders wrote meanwhile too.
         let written = self.written.load(Ordering::Acquire);
-        self.file.sync_data()?;
+        self.checked(self.file.sync_data())?;
         self.synced.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn checked(&self, synced: io::Result<()>) -> io::Result<()> {
+        if synced.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(synced.err().unwrap_or_else(|| io::Error::other("an earlier sync of this pack failed")));
+        }
         Ok(())
     }
 }
@@ -76,7 +93,7 @@ impl OpenPack {
     /// The header is written and synced under a temporary name and the file renamed into
     /// place, so a pack file under its real name always has a durable header: a crash during
     /// creation leaves only a `.tmp` file, which the next start removes.
-    pub fn create(path: &Path, id: u64, sync_waits: Histogram) -> io::Result<Self> {
+    pub fn create(path: &Path, id: u64) -> io::Result<Self> {
         let tmp = path.with_extension("tmp");
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
         file.write_all_at(&format::encode_header(id), 0)?;
@@ -85,7 +102,7 @@ impl OpenPack {
         sync_parent(path)?;
         Ok(OpenPack {
             id,
-            durable: Durability::new(file, HEADER_LEN as u64, sync_waits),
+            durable: Durability::new(file, HEADER_LEN as u64),
             len: HEADER_LEN as u64,
             entries: Vec::new(),
             last_append: Instant::now(),
@@ -98,8 +115,7 @@ impl OpenPack {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         file.set_len(len)?;
         file.sync_all()?;
-        let waits = crate::metrics::LockWaits::unregistered().pack_sync; // sealed at once, never synced
-        Ok(OpenPack { id, durable: Durability::new(file, len, waits), len, entries, last_append: Instant::now() })
+        Ok(OpenPack { id, durable: Durability::new(file, len), len, entries, last_append: Instant::now() })
     }
 
     pub fn entry_cost(chunk: &SealedChunk) -> u64 {
@@ -138,7 +154,7 @@ impl OpenPack {
         let trailer = format::encode_trailer(self.len, &table);
         let size = self.len + table.len() as u64;
         file.write_all_at(&trailer, size)?;
-        file.sync_all()?;
+        self.durable.checked(file.sync_all())?;
         self.durable.synced.store(u64::MAX, Ordering::Release);
         Ok((self.id, self.entries, size + TRAILER_LEN as u64))
     }
@@ -149,5 +165,24 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_one_failed_sync_every_later_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = OpenPack::create(&dir.path().join("1.pack"), 1).unwrap();
+        let chunk = crate::codec::seal(bytes::Bytes::from_static(b"some bytes"), 3);
+        let e = p.append(&chunk).unwrap();
+        p.durable.sync_to(e.end(), None).unwrap();
+        let e = p.append(&chunk).unwrap();
+        // As if the kernel had reported a writeback error to this sync.
+        assert!(p.durable.checked(Err(io::Error::other("EIO"))).is_err());
+        assert!(p.durable.sync_to(e.end(), None).is_err(), "a later fsync's success must not count");
+        assert!(p.seal().is_err(), "nor may the pack be sealed as if whole");
     }
 }
