@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Authed;
 use super::error::ApiError;
-use super::{rfc3339_millis, AppState};
+use super::{blocking, rfc3339_millis, AppState};
 use crate::backup::{self, BackupError, RestoredEntry, Summary};
 
 /// A backup manifest of a phone with very many files (a million entries of one chunk each is
@@ -28,16 +28,6 @@ impl From<BackupError> for ApiError {
                 .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),
             _ => ApiError::bad_request(code, msg),
         }
-    }
-}
-
-/// Run blocking backup work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn put(
         let held_before = engine.holds(&account, &[id])?[0];
         let ingested = engine.ingest_chunk(raw, &id, charge)?;
         let put = engine.put_object(&account, Namespace::Staged, &id.0, ingested, limit, Precondition::None)?;
-        Ok((put, held_before))
+        Ok::<_, crate::error::Error>((put, held_before))
     })
     .await
     .map_err(|e| app.refusal_counted_api(e))?;

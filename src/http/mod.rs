@@ -42,10 +42,14 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
-/// Run blocking storage work (RocksDB, pack I/O) off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
-) -> Result<T, error::ApiError> {
+/// Run blocking storage work (RocksDB, pack I/O) off the async runtime. Any error a service
+/// returns (the engine's, the backups') becomes the API's at this one place.
+pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, error::ApiError>
+where
+    error::ApiError: From<E>,
+{
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(error::ApiError::from),
         Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
