@@ -158,3 +158,32 @@ fn compaction_copying_more_than_one_sync_interval_keeps_everything_readable() {
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
+
+#[test]
+fn forgotten_chunks_leave_the_index_once_it_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    let a = AccountId([5; 16]);
+    rt().block_on(async {
+        put(&e, &a, "keep", noise(1 << 20, 50)).await;
+        put(&e, &a, "drop", noise(3 << 20, 51)).await;
+    });
+    let keys = |e: &Engine| {
+        let db = e.db();
+        db.raw().iterator_cf(db.cf(cairn::store::CF_CHUNKS), rocksdb::IteratorMode::Start).count()
+    };
+    let before = keys(&e);
+    e.delete_object(&a, Namespace::Drive, b"drop", Precondition::None).unwrap().unwrap().unwrap();
+    let freed = e.gc(GcOptions { grace_secs: 0, compact_below: 0.0 }).unwrap().chunks_freed as usize;
+    assert!(freed > 0 && freed < before);
+    let db = e.db();
+    db.raw().flush_cf(db.cf(cairn::store::CF_CHUNKS)).unwrap();
+    // The first compaction folds each `Forget` into an empty value, the next drops it.
+    for _ in 0..2 {
+        db.raw().compact_range_cf(db.cf(cairn::store::CF_CHUNKS), None::<&[u8]>, None::<&[u8]>);
+    }
+    assert_eq!(keys(&e), before - freed, "no empty value is left behind");
+    assert_eq!(rt().block_on(read(&e, &a, "keep")), noise(1 << 20, 50));
+    let report = fsck::check(&e).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}

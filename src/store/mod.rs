@@ -12,6 +12,7 @@ pub mod sync_keys;
 
 use std::path::Path;
 
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, MergeOperands, Options, WriteBatch, WriteOptions, DB};
 
 use crate::chunk::ChunkId;
@@ -65,6 +66,21 @@ fn merge_chunk(key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Opti
     Some(rec.map(|r| keys::encode_chunk(&r)).unwrap_or_default())
 }
 
+/// A forgotten chunk leaves an empty value (see `merge_chunk`). Every reader and the merge
+/// operator take an empty value as absent, so compaction may drop it: without this, every
+/// chunk ever stored would keep a key forever, and every index scan (GC, stats, fsck) would walk
+/// past all of them. Off the bottom level RocksDB turns the removal into a tombstone, so no
+/// older value can resurface. A value is dropped by the first compaction after the one that
+/// folded its `Forget` in; with a filter set, RocksDB compacts every file at least every 30
+/// days, so none lingers longer than that.
+fn drop_forgotten(_level: u32, _key: &[u8], value: &[u8]) -> Decision {
+    if value.is_empty() {
+        Decision::Remove
+    } else {
+        Decision::Keep
+    }
+}
+
 /// Operands are never combined ahead of the base value: `Refs` and `Forget` do not commute,
 /// and RocksDB simply keeps operands it was not allowed to combine.
 fn no_partial_merge(_: &[u8], _: Option<&[u8]>, _: &MergeOperands) -> Option<Vec<u8>> {
@@ -82,6 +98,7 @@ impl Db {
             let mut o = Options::default();
             if *name == CF_CHUNKS {
                 o.set_merge_operator("cairn.chunk.v1", merge_chunk, no_partial_merge);
+                o.set_compaction_filter("cairn.chunk.drop_forgotten", drop_forgotten);
             }
             ColumnFamilyDescriptor::new(*name, o)
         });
