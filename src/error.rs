@@ -22,6 +22,9 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error("the body hashes to {actual}, not {expected}")]
     HashMismatch { expected: ChunkId, actual: ChunkId },
+    /// The account was deleted while this write was under way.
+    #[error("the account no longer exists")]
+    AccountGone,
 }
 
 /// Why the caller of an ingest stopped it at a chunk; carried back unchanged.

@@ -194,7 +194,7 @@ impl Sync {
         let mut batch = WriteBatch::default();
         let mut seq = self.last_seq(account)?;
         let mut meta = self.meta(account, collection)?;
-        let mut usage: Usage = self.engine.usage(account)?;
+        let mut usage: Usage = self.engine.usage_for_write(account)?;
         let used_before = usage.used;
         let now = now_ms();
         let mut out = Vec::with_capacity(ops.len());

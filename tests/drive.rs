@@ -566,3 +566,28 @@ async fn plans_downgrades_and_account_deletion() {
         s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(fsck["ok"], true, "{fsck}");
 }
+
+#[tokio::test]
+async fn an_upload_that_ends_after_its_account_was_deleted_stores_nothing() {
+    let s = Server::start();
+    let u = signed_in(&s).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let upload = s.client.put(s.url("/v1/files/late.bin")).bearer_auth(&u.token).body(body).send();
+    let upload = tokio::spawn(upload);
+    tx.send(Ok(noise(3 << 20, 40))).await.unwrap();
+    // Let the server take the first part in, then delete the account under it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    delete_account(&s, &u).await;
+    tx.send(Ok(noise(1 << 20, 41))).await.unwrap();
+    drop(tx);
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status(), 401, "{}", r.text().await.unwrap());
+
+    let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&json!({"grace_seconds": 0})).send();
+    body_of(gc.await.unwrap(), 200).await;
+    let stats = body_of(s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap(), 200).await;
+    assert_eq!((stats["chunks"].as_u64(), stats["logical_bytes"].as_u64()), (Some(0), Some(0)), "{stats}");
+    let fsck = body_of(s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap(), 200).await;
+    assert_eq!(fsck["ok"], true, "{fsck}");
+}

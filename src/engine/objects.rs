@@ -18,7 +18,7 @@ use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Refusal, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -64,7 +64,7 @@ pub(crate) struct Books<'a> {
 impl<'a> Books<'a> {
     /// Call with the account's lock held.
     pub(crate) fn open(engine: &'a Engine, account: AccountId) -> Result<Self> {
-        let usage = engine.usage(&account)?;
+        let usage = engine.usage_for_write(&account)?;
         Ok(Books { engine, account, deltas: HashMap::new(), usage, used_before: usage.used })
     }
 
@@ -141,6 +141,16 @@ pub struct Listed {
 }
 
 impl Engine {
+    /// The account's usage, to change it. Call with the account's lock held: a write that
+    /// started before its account was deleted ends here with `AccountGone`, rather than
+    /// leaving records and references that no account owns.
+    pub(crate) fn usage_for_write(&self, account: &AccountId) -> Result<Usage> {
+        if self.db().get(CF_GONE, &account.0)?.is_some() {
+            return Err(Error::AccountGone);
+        }
+        self.usage(account)
+    }
+
     pub fn usage(&self, account: &AccountId) -> Result<Usage> {
         match self.db().get(CF_USAGE, &account.0)? {
             None => Ok(Usage::default()),
@@ -406,6 +416,7 @@ impl Engine {
         batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_BACKUPS), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
+        batch.put_cf(db.cf(CF_GONE), account.0, now.to_le_bytes());
         more(&mut batch)?;
         Ok(db.commit(batch)?)
     }

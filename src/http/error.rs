@@ -106,6 +106,7 @@ impl From<Error> for ApiError {
             Error::HashMismatch { expected, actual } => {
                 ApiError::bad_request("hash_mismatch", format!("the body hashes to {actual}, not {expected}"))
             }
+            Error::AccountGone => ApiError::unauthorized(),
             Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
             other => {
                 tracing::error!(error = %other, "request failed inside the server");

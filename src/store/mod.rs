@@ -32,8 +32,11 @@ pub const CF_CODES: &str = "codes";
 pub const CF_EVENTS: &str = "events";
 pub const CF_USAGE: &str = "usage";
 pub const CF_BACKUPS: &str = "backups";
+/// Ids of deleted accounts (ids are never reused): a write that was under way when its account
+/// was deleted finds the id here under the account lock and stores nothing.
+pub const CF_GONE: &str = "gone_accounts";
 
-pub const ALL_CFS: [&str; 13] = [
+pub const ALL_CFS: [&str; 14] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -47,6 +50,7 @@ pub const ALL_CFS: [&str; 13] = [
     CF_EVENTS,
     CF_USAGE,
     CF_BACKUPS,
+    CF_GONE,
 ];
 
 pub struct Db {
