@@ -244,3 +244,27 @@ async fn deleted_backups_and_accounts_give_their_bytes_back_to_gc() {
     assert_eq!(report["chunks_freed"].as_u64(), Some(5), "three chunks of one backup, two of the other");
     fsck_ok(&s).await;
 }
+
+#[tokio::test]
+async fn fsck_finds_a_backup_whose_records_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &[]);
+    let u = signed_in(&s).await;
+    let (a, b) = (PhoneFile::new("/a", noise(40_000, 7), 10_000), PhoneFile::new("/b", noise(9_000, 8), 9_000));
+    backed_up(&s, &u, "phone", "", &[&a, &b]).await;
+    backed_up(&s, &u, "tablet", "empty", &[]).await;
+    fsck_ok(&s).await;
+    s.stop();
+
+    let cfg = cairn::engine::EngineConfig::new(dir.path());
+    let e = cairn::engine::Engine::open(cfg, std::sync::Arc::new(cairn::metrics::Metrics::new())).unwrap();
+    assert!(cairn::engine::fsck::check(&e).unwrap().ok(), "clean offline too, empty backup included");
+    // Lose one entry record: the backup's head and objects now say two files, its entries one.
+    let db = e.db();
+    let cf = db.cf(cairn::store::CF_BACKUPS);
+    let entry = db.raw().iterator_cf(cf, rocksdb::IteratorMode::Start).map(|kv| kv.unwrap().0).find(|k| k[16] == 1);
+    db.raw().delete_cf(cf, entry.unwrap()).unwrap();
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert!(!report.ok());
+    assert!(report.problems.iter().any(|p| p.contains("by its entries")), "{:?}", report.problems);
+}

@@ -3,7 +3,7 @@
 //!
 //! `check` re-reads every pack and verifies every entry, then holds the index, the per-account
 //! reference counts, the global counts and usage up against what the manifests and sync
-//! records imply. The database is read through one snapshot, taken before the packs are
+//! records imply, and checks that every backup's head, entries and chunk lists agree. The database is read through one snapshot, taken before the packs are
 //! read, so a check of a live server sees one consistent state (packs only gain entries
 //! meanwhile, and the collection lock keeps compaction from deleting any). It only reads; each
 //! disagreement becomes one line in `problems`. `repair` then rewrites the books from what it
@@ -19,9 +19,10 @@ use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::pack;
 use crate::pack::format::EntryInfo;
+use crate::store::backup_keys as bk;
 use crate::store::keys::{self, AccountId, ChunkRecord, Namespace, Usage};
 use crate::store::sync_keys;
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_USAGE};
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_USAGE};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -163,6 +164,65 @@ fn scan_objects(
     Ok(())
 }
 
+/// Files and bytes of one backup, as its head, its entries or its objects tell it.
+type Tally = HashMap<(AccountId, u64), (u64, u64)>;
+
+/// Backups: each head's entries all have their chunk lists, and heads, entries and backup
+/// objects agree on how many files and bytes each backup has. With entry paths unique per
+/// backup, equal counts and every entry finding its object mean no object lacks an entry.
+fn scan_backups(e: &Engine, snap: &Snapshot<'_>, report: &mut Report) -> Result<()> {
+    let db = e.db();
+    let (mut heads, mut entries, mut objects) = (Tally::new(), Tally::new(), Tally::new());
+    for item in snap.iterator_cf(db.cf(CF_BACKUPS), IteratorMode::Start) {
+        let (k, v) = item?;
+        let account = k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId);
+        let id = k.get(17..25).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        let (Some(account), Some(id)) = (account, id) else {
+            report.problems.push("unreadable backup key".into());
+            continue;
+        };
+        match (k[16], bk::decode_head(&v), bk::decode_entry(&v)) {
+            (0, Some(h), _) => {
+                heads.insert((account, id), (h.files, h.size));
+            }
+            (1, _, Some(meta)) => {
+                let name = bk::object_name(id, &meta.path);
+                let size = match snap.get_cf(db.cf(CF_OBJECTS), keys::object_key(&account, Namespace::Backup, &name))? {
+                    Some(v) => keys::decode_object(&v).map_or(0, |r| r.size),
+                    None => {
+                        report
+                            .problems
+                            .push(format!("backup {id:016x} of {account}: {:?} has no chunk list", meta.path));
+                        0
+                    }
+                };
+                let t = entries.entry((account, id)).or_default();
+                *t = (t.0 + 1, t.1 + size);
+            }
+            _ => report.problems.push(format!("backup {id:016x} of {account}: unreadable record")),
+        }
+    }
+    for item in snap.iterator_cf(db.cf(CF_OBJECTS), IteratorMode::Start) {
+        let (k, v) = item?;
+        if let Some((account, Namespace::Backup, name)) = keys::split_object_key(&k) {
+            let id = name.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            let t = objects.entry((account, id)).or_default();
+            *t = (t.0 + 1, t.1 + keys::decode_object(&v).map_or(0, |r| r.size));
+        }
+    }
+    let all: HashSet<_> = heads.keys().chain(entries.keys()).chain(objects.keys()).copied().collect();
+    for key @ (account, id) in all {
+        let h = heads.get(&key).copied();
+        let (en, ob) = (entries.get(&key).copied().unwrap_or_default(), objects.get(&key).copied().unwrap_or_default());
+        if h != Some(en) || en != ob {
+            report.problems.push(format!(
+                "backup {id:016x} of {account}: (files, bytes) are {h:?} by its head, {en:?} by its entries, {ob:?} by its objects"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn scan_sync(e: &Engine, snap: &Snapshot<'_>, truth: &mut Truth) -> Result<()> {
     for item in snap.iterator_cf(e.db().cf(CF_SYNC), IteratorMode::Start) {
         let (k, v) = item?;
@@ -250,6 +310,7 @@ fn run(e: &Engine, truth: &mut Truth) -> Result<Report> {
     let index = scan_index(e, &snap, &entries, &mut report)?;
     scan_objects(e, &snap, &index, truth, &mut report)?;
     scan_sync(e, &snap, truth)?;
+    scan_backups(e, &snap, &mut report)?;
     check_books(e, &snap, &index, truth, &mut report)?;
     report.ok = report.ok();
     Ok(report)
