@@ -130,6 +130,9 @@ struct GcArgs {
     /// Garbage uploaded over HTTP for that scenario, in MiB (8 MiB files).
     #[arg(long, default_value_t = 1024)]
     http_mib: u64,
+    /// Ceiling on compaction copies in the latency scenarios, MiB/s (0: none, as offline).
+    #[arg(long, default_value_t = 0)]
+    copy_mib_per_sec: u64,
 }
 
 fn main() -> Result<()> {
@@ -873,7 +876,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 fn timed_gc(e: &Engine, compact_below: f64) -> Result<(f64, GcReport, Option<u64>)> {
     reset_peak_rss();
     let t = Instant::now();
-    let report = e.gc(GcOptions { grace_secs: 0, compact_below })?;
+    let report = e.gc(GcOptions { grace_secs: 0, compact_below, copy_rate: None })?;
     Ok((t.elapsed().as_secs_f64(), report, proc_status_kib("VmHWM:")))
 }
 
@@ -1120,11 +1123,12 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
 
     let waits_before = wait_snapshot(e);
     let done = Arc::new(AtomicBool::new(false));
+    let copy_rate = cairn::engine::CopyRate::mib_per_sec(a.copy_mib_per_sec);
     let collector = {
         let (e, done) = (e.clone(), done.clone());
         std::thread::Builder::new().name("gc".into()).spawn(move || -> Result<f64> {
             let t = Instant::now();
-            let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 });
+            let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, copy_rate });
             done.store(true, Ordering::Release);
             r?;
             Ok(t.elapsed().as_secs_f64())
@@ -1204,13 +1208,13 @@ async fn http_gc_latency(cairn: &Path, a: &GcArgs) -> Result<Vec<Vec<String>>> {
     for _ in 0..a.uploads {
         quiet.add(put().await?);
     }
-    let (client, url) = (s.client.clone(), s.url("/admin/gc"));
+    let (client, url, copy_mib_per_sec) = (s.client.clone(), s.url("/admin/gc"), a.copy_mib_per_sec);
     let gc = tokio::spawn(async move {
         let t = Instant::now();
         let r = client
             .post(url)
             .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "grace_seconds": 0, "compact_below": 1.0 }))
+            .json(&json!({ "grace_seconds": 0, "compact_below": 1.0, "copy_mib_per_sec": copy_mib_per_sec }))
             .send()
             .await?;
         ensure!(r.status() == 200, "POST /admin/gc: {}", r.status());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ByteSize, Config};
-use crate::engine::{Engine, GcOptions};
+use crate::engine::{CopyRate, Engine, GcOptions};
 use crate::http::{self, App};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -77,6 +77,10 @@ struct GcArgs {
     /// Rewrite packs whose live share is below this (0 to 1).
     #[arg(long, default_value_t = 0.5)]
     compact_below: f64,
+    /// Ceiling on compaction's copies, MiB/s (0: none). Default: the server's
+    /// `gc_copy_mib_per_sec` with --server, none offline (no uploads to protect).
+    #[arg(long)]
+    copy_mib_per_sec: Option<u64>,
 }
 
 #[derive(Args)]
@@ -171,7 +175,12 @@ pub fn main() -> ExitCode {
             ops::fsck(t, ops::FsckFlags { rebuild_index: a.rebuild_index, repair: a.repair, json: a.target.json })
         }),
         Command::Gc(a) => a.target.target().and_then(|t| {
-            ops::gc(t, GcOptions { grace_secs: a.grace_seconds, compact_below: a.compact_below }, a.target.json)
+            let opts = GcOptions {
+                grace_secs: a.grace_seconds,
+                compact_below: a.compact_below,
+                copy_rate: a.copy_mib_per_sec.and_then(CopyRate::mib_per_sec),
+            };
+            ops::gc(t, opts, a.target.json)
         }),
         Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
         Command::Plan(a) => a.target.target().and_then(|t| {

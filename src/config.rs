@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::chunk::ChunkingParams;
-use crate::engine::EngineConfig;
+use crate::engine::{CopyRate, EngineConfig, GcOptions};
 use crate::identity::{IdentityConfig, NotifierConfig};
 
 /// A byte count written as a number or with a unit: `"64MiB"`, `"5 GiB"`, `"2TB"`, `1048576`.
@@ -98,6 +98,9 @@ pub struct Config {
     pub gc_interval_secs: u64,
     pub gc_grace_secs: u64,
     pub gc_compact_below: f64,
+    /// Ceiling on compaction's copy rate inside the server, scheduled or `POST /admin/gc`
+    /// (0: none), so that a big rewrite does not starve uploads of the disk.
+    pub gc_copy_mib_per_sec: u64,
     /// Plan name to quota. `free` is always present (5 GiB unless set here).
     pub plans: BTreeMap<String, ByteSize>,
     /// Codes, sessions, rate limits, the identifier key: `[identity]`.
@@ -126,6 +129,7 @@ impl Default for Config {
             gc_interval_secs: 6 * 3600,
             gc_grace_secs: 3600,
             gc_compact_below: 0.5,
+            gc_copy_mib_per_sec: 64,
             plans: BTreeMap::new(),
             identity: IdentityConfig::default(),
             notifier: NotifierConfig::default(),
@@ -170,6 +174,15 @@ impl Config {
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
+    }
+
+    /// The options of a scheduled collection.
+    pub fn gc(&self) -> GcOptions {
+        GcOptions {
+            grace_secs: self.gc_grace_secs,
+            compact_below: self.gc_compact_below,
+            copy_rate: CopyRate::mib_per_sec(self.gc_copy_mib_per_sec),
+        }
     }
 
     pub fn engine(&self) -> EngineConfig {

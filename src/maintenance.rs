@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::engine::{Engine, GcOptions};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::sync::Sync as SyncService;
 
@@ -49,7 +49,7 @@ pub fn spawn(
         Ok(())
     }));
     if config.gc_interval_secs > 0 {
-        let opts = GcOptions { grace_secs: config.gc_grace_secs, compact_below: config.gc_compact_below };
+        let opts = config.gc();
         tasks.push(every(Duration::from_secs(config.gc_interval_secs), "gc", move || {
             let started = std::time::Instant::now();
             let report = engine.gc(opts)?;

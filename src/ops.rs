@@ -66,7 +66,10 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
     let bar = spinner("collecting garbage");
     let v = match target {
         Target::Server { url, token } => {
-            let body = json!({ "grace_seconds": opts.grace_secs, "compact_below": opts.compact_below });
+            let mut body = json!({ "grace_seconds": opts.grace_secs, "compact_below": opts.compact_below });
+            if let Some(rate) = opts.copy_rate {
+                body["copy_mib_per_sec"] = json!(rate.as_mib_per_sec());
+            }
             server_call(&url, &token, reqwest::Method::POST, "/admin/gc", Some(body))?
         }
         Target::DataDir(dir) => {

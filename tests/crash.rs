@@ -144,7 +144,7 @@ fn compaction_child() {
     let collector = {
         let e = engine.clone();
         std::thread::spawn(move || loop {
-            e.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+            e.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
         })
     };
     rt.block_on(async {
@@ -210,7 +210,7 @@ fn sigkill_during_compaction_loses_nothing_acknowledged() {
 
     // Packs orphaned by the crashes (copies never moved to) are found and removed.
     let engine = Engine::open(config(tmp.path()), Arc::new(Metrics::new())).unwrap();
-    engine.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+    engine.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
     let report = fsck::check(&engine).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.entries_checked, report.chunks_indexed, "after GC every pack entry is a live chunk");

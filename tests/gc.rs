@@ -57,10 +57,10 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
     e.delete_object(&a, Namespace::Drive, b"shared", Precondition::None).unwrap().unwrap().unwrap();
 
     // Within the grace period nothing goes.
-    let r = e.gc(GcOptions { grace_secs: 3600, compact_below: 0.5 }).unwrap();
+    let r = e.gc(GcOptions { grace_secs: 3600, compact_below: 0.5, ..Default::default() }).unwrap();
     assert_eq!(r.chunks_freed, 0);
 
-    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
     assert!(r.chunks_freed >= 40, "{r:?}");
     assert!(r.bytes_freed >= 3 << 20, "{r:?}");
     assert!(r.packs_deleted >= 1);
@@ -75,7 +75,7 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     // A second run finds nothing more to do.
-    let again = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+    let again = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
     assert_eq!(again.chunks_freed, 0, "{again:?}");
     assert_eq!(again.packs_rewritten, 0, "{again:?}");
 }
@@ -100,7 +100,7 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
         std::thread::spawn(move || {
             let mut runs = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+                e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
                 runs += 1;
             }
             runs
@@ -147,7 +147,7 @@ fn compaction_copying_more_than_one_sync_interval_keeps_everything_readable() {
             .unwrap()
             .unwrap();
     }
-    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0 }).unwrap();
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
     assert!(r.packs_rewritten >= 1, "{r:?}");
     assert!(r.bytes_freed >= 10 << 20, "{r:?}");
     rt().block_on(async {
@@ -174,7 +174,8 @@ fn forgotten_chunks_leave_the_index_once_it_is_compacted() {
     };
     let before = keys(&e);
     e.delete_object(&a, Namespace::Drive, b"drop", Precondition::None).unwrap().unwrap().unwrap();
-    let freed = e.gc(GcOptions { grace_secs: 0, compact_below: 0.0 }).unwrap().chunks_freed as usize;
+    let freed =
+        e.gc(GcOptions { grace_secs: 0, compact_below: 0.0, ..Default::default() }).unwrap().chunks_freed as usize;
     assert!(freed > 0 && freed < before);
     let db = e.db();
     db.raw().flush_cf(db.cf(cairn::store::CF_CHUNKS)).unwrap();

@@ -62,6 +62,9 @@ async fn admin_api_guards_validation_and_figures() {
     assert_eq!(gc, json!({ "chunks_freed": 0, "bytes_freed": 0, "packs_rewritten": 0, "packs_deleted": 0 }));
     let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("cairn_gc_runs_total 1"), "{m}");
+    let admin_gc = |body: Value| s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&body).send();
+    assert_eq!(error_code(admin_gc(json!({ "copy_mib_per_sec": -1 })).await.unwrap(), 400).await, "bad_json");
+    assert_eq!(admin_gc(json!({ "copy_mib_per_sec": 0 })).await.unwrap().status(), 200, "0: no ceiling");
 }
 
 #[tokio::test]

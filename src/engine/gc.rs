@@ -30,6 +30,7 @@ use std::time::Instant;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::Serialize;
 
+use super::pace::{CopyRate, Pacer};
 use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
 use crate::error::Result;
@@ -49,11 +50,13 @@ pub struct GcOptions {
     /// Rewrite sealed packs whose live share is below this (0 to 1; 1.0 reclaims every dead
     /// byte, 0 never compacts).
     pub compact_below: f64,
+    /// Ceiling on compaction's copies (`None`: as fast as the disk goes, e.g. offline).
+    pub copy_rate: Option<CopyRate>,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { grace_secs: 3600, compact_below: 0.5 }
+        GcOptions { grace_secs: 3600, compact_below: 0.5, copy_rate: None }
     }
 }
 
@@ -105,6 +108,7 @@ impl Engine {
 
     /// Phases 2 and 3.
     fn compact(&self, opts: GcOptions, report: &mut GcReport) -> Result<()> {
+        let mut pace = Pacer::new(opts.copy_rate);
         // Quiet packs are taken before the index is scanned: a pack an upload is still
         // indexing into must not look empty to us.
         let quiet = self.packs().quiet()?;
@@ -112,7 +116,7 @@ impl Engine {
         for (pack, rec) in &records {
             let entries = live.get(pack).map(Vec::as_slice).unwrap_or_default();
             if entries.is_empty() || live_share(rec) < opts.compact_below {
-                let copied = self.rewrite_pack(*pack, entries)?;
+                let copied = self.rewrite_pack(*pack, entries, &mut pace)?;
                 if !entries.is_empty() {
                     report.packs_rewritten += 1;
                 }
@@ -207,11 +211,11 @@ impl Engine {
 
     /// Phase 3 for one pack: copy `entries` out, move their index entries, delete the pack.
     /// Returns the stored bytes written into the new pack.
-    fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo]) -> Result<u64> {
+    fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo], pace: &mut Pacer) -> Result<u64> {
         let mut copied = 0;
         for group in entries.chunks(FORGET_BATCH) {
             let mut appended = Vec::with_capacity(group.len());
-            let result = self.copy_group(pack, group, &mut appended);
+            let result = self.copy_group(pack, group, &mut appended, pace);
             // Indexed or abandoned as dead bytes, these copies no longer keep their pack from
             // being quiet; on every path, also when a read, an append or a sync failed.
             self.packs().settle(&appended);
@@ -231,7 +235,13 @@ impl Engine {
     /// The copies are synced every `COPY_SYNC_BYTES`, not once per group (up to 1024 chunks of
     /// up to 256 KiB): one flush of hundreds of MiB would sit in the disk's queue ahead of the
     /// uploads' small fsyncs.
-    fn copy_group(&self, pack: u64, group: &[EntryInfo], appended: &mut Vec<Appended>) -> Result<u64> {
+    fn copy_group(
+        &self,
+        pack: u64,
+        group: &[EntryInfo],
+        appended: &mut Vec<Appended>,
+        pace: &mut Pacer,
+    ) -> Result<u64> {
         let mut batch = WriteBatch::default();
         let (mut copied, mut unsynced) = (0, 0);
         for e in group {
@@ -255,6 +265,7 @@ impl Engine {
             }
             let len = a.entry.end() - a.entry.offset;
             copied += len;
+            pace.copied(len);
             unsynced += len;
             if unsynced >= COPY_SYNC_BYTES {
                 self.packs().sync(&a)?;

@@ -4,6 +4,7 @@
 mod gc;
 mod ingest;
 mod objects;
+mod pace;
 mod read;
 mod stats;
 mod table;
@@ -22,6 +23,7 @@ pub(crate) use ingest::Pins;
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
 pub(crate) use objects::{now_millis, object_chunks_via, Books};
 pub use objects::{ChunkList, Listed, Precondition, PreconditionFailed, Put};
+pub use pace::CopyRate;
 pub use read::ByteRange;
 pub use stats::Stats;
 pub use table::ChunkTable;

@@ -10,7 +10,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::{blocking, AppState};
-use crate::engine::{fsck, GcOptions};
+use crate::engine::{fsck, CopyRate, GcOptions};
 use crate::store::keys::AccountId;
 
 #[derive(Deserialize, Default)]
@@ -18,15 +18,22 @@ use crate::store::keys::AccountId;
 pub struct GcBody {
     grace_seconds: Option<u64>,
     compact_below: Option<f64>,
+    /// 0: no ceiling; absent: the server's `gc_copy_mib_per_sec`.
+    copy_mib_per_sec: Option<u64>,
 }
 
-pub fn gc_options(body: &GcBody) -> Result<GcOptions, ApiError> {
+/// `default_rate` is the server's configured ceiling on compaction copies.
+pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiError> {
     let defaults = GcOptions::default();
     let compact_below = body.compact_below.unwrap_or(defaults.compact_below);
     if !(0.0..=1.0).contains(&compact_below) {
         return Err(ApiError::bad_request("bad_compact_below", "compact_below is a share from 0 to 1"));
     }
-    Ok(GcOptions { grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs), compact_below })
+    Ok(GcOptions {
+        grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs),
+        compact_below,
+        copy_rate: CopyRate::mib_per_sec(body.copy_mib_per_sec.unwrap_or(default_rate)),
+    })
 }
 
 /// The body is optional: an empty one means the defaults.
@@ -37,7 +44,7 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))?
     };
-    let opts = gc_options(&body)?;
+    let opts = gc_options(&body, app.config.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
     let started = std::time::Instant::now();
     let report = blocking(move || engine.gc(opts)).await?;
