@@ -1,6 +1,6 @@
 //! Text that arrives in requests and is parsed by our own code (not serde): drive paths,
 //! `Range` and entity-tag headers, listing cursors, sync collection names and record ids,
-//! identifiers. Nothing may panic, and what parses must hold to the rules it promises.
+//! backup ids, identifiers. Nothing may panic, and what parses must hold to the rules it promises.
 #![no_main]
 
 use cairn::drive::{self, RangeAsk};
@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = drive::tag_list_matches(s, 7);
     if let Some(c) = drive::decode_cursor(s) {
         assert_eq!(drive::encode_cursor(&c), s.to_ascii_lowercase());
+    }
+    if let Some(id) = cairn::backup::parse_id(s) {
+        assert_eq!(cairn::backup::format_id(id), s, "one spelling per backup id");
     }
     if cairn::sync::check_collection(s).is_ok() {
         assert!(s.len() <= 32 && s.as_bytes()[0].is_ascii_lowercase());
