@@ -186,3 +186,24 @@ fn long_chunk_lists_are_stored_in_segments_and_books_balance() {
     let report = cairn::engine::fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", &report.problems[..report.problems.len().min(5)]);
 }
+
+#[test]
+fn versions_stay_above_every_earlier_one_across_a_restart_even_if_the_clock_went_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = AccountId([3; 16]);
+    let put = |e: &Engine, name: &str| {
+        let ing = rt().block_on(e.ingest_bytes(bytes::Bytes::from_static(b"hello"))).unwrap();
+        e.put_object(&a, Namespace::Drive, name.as_bytes(), ing, u64::MAX, Precondition::None).unwrap().unwrap()
+    };
+    let e = open(dir.path(), 1 << 20);
+    let first = put(&e, "a").record.version;
+    // As if versions had been handed out far ahead of today's clock before this restart.
+    let future = first + 3_600_000_000_000;
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.merge_cf(e.db().cf(cairn::store::CF_META), cairn::store::META_LAST_VERSION, future.to_le_bytes());
+    e.db().commit(batch).unwrap();
+    e.close().unwrap();
+    drop(e);
+    let e = open(dir.path(), 1 << 20);
+    assert!(put(&e, "b").record.version > future, "the floor survives the restart");
+}

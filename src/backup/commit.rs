@@ -55,6 +55,7 @@ impl Backups {
         engine.unstage_into(&mut batch, &mut books, account, &distinct)?;
         books.write_into(&mut batch, limit)?;
         batch.put_cf(cf, bk::head_key(account, id), bk::encode_head(&head));
+        engine.persist_version(&mut batch, id);
         engine.db().commit(batch)?;
         drop(pins); // only once the references are durable
         Ok(Summary { id, head })

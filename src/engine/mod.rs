@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::pack::{Packs, SealedPack};
 use crate::store::keys::{self, AccountId, PackRecord};
-use crate::store::{Db, CF_PACKS};
+use crate::store::{decode_u64, Db, CF_META, CF_PACKS, META_LAST_VERSION};
 
 /// Everything the engine needs to know, passed in explicitly (see `config` for the file form).
 #[derive(Clone, Debug)]
@@ -97,6 +97,7 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join("db"))?;
         let id_floor = last_pack_id(&db);
+        let last_version = db.get(CF_META, META_LAST_VERSION)?.as_deref().and_then(decode_u64).unwrap_or(0);
         let waits = metrics.lock_waits.clone();
         let (packs, recovered) =
             Packs::open(&config.data_dir.join("packs"), config.pack_target_size, id_floor, waits.clone())?;
@@ -108,7 +109,7 @@ impl Engine {
             table: ChunkTable::new(waits),
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
-            last_version: AtomicU64::new(0),
+            last_version: AtomicU64::new(last_version),
             gc_lock: Mutex::new(()),
         };
         let engine = Engine { inner: Arc::new(inner) };

@@ -18,7 +18,10 @@ use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Refusal, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
+use crate::store::{
+    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_META, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE,
+    META_LAST_VERSION,
+};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -159,7 +162,8 @@ impl Engine {
     }
 
     /// A version number never handed out before: wall-clock microseconds, bumped past the
-    /// last one so that it grows even if the clock does not.
+    /// last one so that it grows even if the clock does not, also across restarts (the last
+    /// one is kept in the database with every write that uses one).
     pub(crate) fn next_version(&self) -> u64 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1000;
         let mut last = self.inner.last_version.load(Ordering::Relaxed);
@@ -237,7 +241,13 @@ impl Engine {
             head: head.to_vec(),
         };
         batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
+        self.persist_version(batch, version);
         record
+    }
+
+    /// Add `version` to the store's version floor (`META_LAST_VERSION`) in `batch`.
+    pub(crate) fn persist_version(&self, batch: &mut WriteBatch, version: u64) {
+        batch.merge_cf(self.db().cf(CF_META), META_LAST_VERSION, version.to_le_bytes());
     }
 
     /// Add the removal of object `name` (record `rec`) to `batch`, and the release of its

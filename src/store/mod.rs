@@ -35,8 +35,13 @@ pub const CF_BACKUPS: &str = "backups";
 /// Ids of deleted accounts (ids are never reused): a write that was under way when its account
 /// was deleted finds the id here under the account lock and stores nothing.
 pub const CF_GONE: &str = "gone_accounts";
+/// Store-wide counters, each kept as the largest value ever merged in (`merge_max`).
+pub const CF_META: &str = "meta";
+/// The highest object version handed out: the floor for versions after a restart, so that
+/// they stay unique even if the clock went back meanwhile.
+pub const META_LAST_VERSION: &[u8] = b"last_version";
 
-pub const ALL_CFS: [&str; 14] = [
+pub const ALL_CFS: [&str; 15] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -51,6 +56,7 @@ pub const ALL_CFS: [&str; 14] = [
     CF_USAGE,
     CF_BACKUPS,
     CF_GONE,
+    CF_META,
 ];
 
 pub struct Db {
@@ -85,6 +91,17 @@ fn drop_forgotten(_level: u32, _key: &[u8], value: &[u8]) -> Decision {
     }
 }
 
+/// The largest of the existing value and the operands, each a little-endian u64. Max is
+/// associative and commutative, so concurrent committers may merge in any order.
+fn merge_max(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let max = existing.into_iter().chain(ops).filter_map(decode_u64).max().unwrap_or(0);
+    Some(max.to_le_bytes().to_vec())
+}
+
+pub fn decode_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(v.try_into().ok()?))
+}
+
 /// Operands are never combined ahead of the base value: `Refs` and `Forget` do not commute,
 /// and RocksDB simply keeps operands it was not allowed to combine.
 fn no_partial_merge(_: &[u8], _: Option<&[u8]>, _: &MergeOperands) -> Option<Vec<u8>> {
@@ -100,6 +117,9 @@ impl Db {
         opts.set_bytes_per_sync(1 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
+            if *name == CF_META {
+                o.set_merge_operator_associative("cairn.max.v1", merge_max);
+            }
             if *name == CF_CHUNKS {
                 o.set_merge_operator("cairn.chunk.v1", merge_chunk, no_partial_merge);
                 o.set_compaction_filter("cairn.chunk.drop_forgotten", drop_forgotten);
