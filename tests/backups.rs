@@ -268,3 +268,23 @@ async fn fsck_finds_a_backup_whose_records_disagree() {
     assert!(!report.ok());
     assert!(report.problems.iter().any(|p| p.contains("by its entries")), "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn many_phones_committing_at_once_all_land() {
+    let s = Server::start();
+    let users: Vec<User> = futures::future::join_all((0..10).map(|_| signed_in(&s))).await;
+    let files: Vec<PhoneFile> = (0..10).map(|n| PhoneFile::new("/photo", noise(100_000, 100 + n), 50_000)).collect();
+    for (u, f) in users.iter().zip(&files) {
+        upload_missing(&s, u, &[f]).await;
+    }
+    // More at once than the server reads manifests at a time: the rest wait their turn.
+    let one_each: Vec<[&PhoneFile; 1]> = files.iter().map(|f| [f]).collect();
+    let posts = users.iter().zip(&one_each).map(|(u, f)| post_backup(&s, u, "phone", "", f));
+    for r in futures::future::join_all(posts).await {
+        assert_eq!(r.status(), 201);
+    }
+    for (u, f) in users.iter().zip(&files) {
+        let id = list(&s, u, "").await[0]["backup_id"].as_str().unwrap().to_string();
+        assert_eq!(get_as(&s, &u.token, &file_url(&id, "/photo")).await.bytes().await.unwrap(), f.data);
+    }
+}

@@ -54,13 +54,19 @@ fn backup_id(s: &str) -> Result<u64, ApiError> {
 
 pub async fn create(State(app): State<AppState>, authed: Authed, body: Body) -> Result<Response, ApiError> {
     let account = authed.account;
+    let turn = app.manifest_permit().await;
     let bytes =
         axum::body::to_bytes(body, MAX_BACKUP_BODY).await.map_err(|_| ApiError::too_large(MAX_BACKUP_BODY as u64))?;
     let (_, limit) = app.plan_and_limit(&account).await?;
     let backups = app.backups.clone();
-    let summary = blocking(move || backups.commit(&account, backup::manifest::parse(&bytes)?, limit))
-        .await
-        .map_err(|e| app.refusal_counted_api(e))?;
+    let summary = blocking(move || {
+        let _turn = turn; // held until the commit is done with the parsed manifest
+        let posted = backup::manifest::parse(&bytes);
+        drop(bytes);
+        backups.commit(&account, posted?, limit)
+    })
+    .await
+    .map_err(|e| app.refusal_counted_api(e))?;
     let body = json!({
         "backup_id": backup::format_id(summary.id),
         "created_at": rfc3339_millis(summary.head.created_at),

@@ -131,6 +131,7 @@ async fn adopt_manifest(
     account: &crate::store::keys::AccountId,
     body: Body,
 ) -> Result<crate::engine::Ingested, ApiError> {
+    let _turn = app.manifest_permit().await;
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BODY)
         .await
         .map_err(|_| ApiError::too_large(MAX_MANIFEST_BODY as u64))?;

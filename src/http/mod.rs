@@ -38,7 +38,15 @@ pub struct App {
     pub identity: Identity,
     pub sync: crate::sync::Sync,
     pub backups: crate::backup::Backups,
+    /// Manifest bodies (drive manifests up to 128 MiB, backups up to 256 MiB) are read whole
+    /// and parsed into owned structures several times their size; this many at a time, so
+    /// that a few clients posting big ones cannot take the server's memory. A tokio
+    /// semaphore: it is held across the `.await`s of reading the body.
+    pub manifest_permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many manifest bodies may be in memory at once.
+const MANIFESTS_AT_ONCE: usize = 4;
 
 pub type AppState = Arc<App>;
 
@@ -70,7 +78,18 @@ impl App {
         let sync = crate::sync::Sync::new(engine.clone());
         let retention = crate::backup::Retention::keep_last(config.backup_retention).unwrap_or_default();
         let backups = crate::backup::Backups::new(engine.clone(), retention);
-        App { config, engine, metrics, plans, reservations: Default::default(), identity, sync, backups }
+        let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
+        App {
+            config,
+            engine,
+            metrics,
+            plans,
+            reservations: Default::default(),
+            identity,
+            sync,
+            backups,
+            manifest_permits,
+        }
     }
 
     /// An engine error as an API error, counting quota refusals on the way.
@@ -95,6 +114,11 @@ impl App {
         plan: &str,
     ) -> Result<(), error::ApiError> {
         Ok(self.identity.set_plan(*account, plan.to_string()).await?)
+    }
+
+    /// A turn to hold one manifest body in memory; waits for one if all are taken.
+    pub(crate) async fn manifest_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.manifest_permits.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     pub(crate) fn refusal_counted_api(&self, e: error::ApiError) -> error::ApiError {
