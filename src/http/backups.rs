@@ -6,13 +6,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::Authed;
 use super::error::ApiError;
 use super::{blocking, rfc3339_millis, AppState};
 use crate::backup::{self, BackupError, RestoredEntry, Summary};
+use crate::chunk::ChunkId;
 
 /// A backup manifest of a phone with very many files (a million entries of one chunk each is
 /// about 200 MiB of JSON); anything larger is refused with 413 before it is parsed.
@@ -42,9 +44,67 @@ fn summary_json(s: &Summary) -> Value {
     })
 }
 
-fn entry_json(e: &RestoredEntry) -> Value {
-    let chunks: Vec<Value> = e.chunks.iter().map(|(id, len)| json!({"hash": id.to_hex(), "size": len})).collect();
-    json!({"path": e.meta.path, "size": e.size, "mode": e.meta.mode, "mtime": e.meta.mtime, "chunks": chunks})
+/// A backup's manifest as the API shows it, serialized straight from the restored entries: a
+/// `serde_json::Value` tree of a million-entry manifest would be several times its text.
+#[derive(Serialize)]
+struct ManifestOut<'a> {
+    backup_id: String,
+    device_id: &'a str,
+    label: &'a str,
+    created_at: String,
+    size: u64,
+    files: u64,
+    entries: Vec<EntryOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    path: &'a str,
+    size: u64,
+    mode: u32,
+    mtime: &'a str,
+    chunks: ChunksOut<'a>,
+}
+
+/// `[{"hash", "size"}]`, each hash written as hex while serializing.
+struct ChunksOut<'a>(&'a [(ChunkId, u32)]);
+
+impl Serialize for ChunksOut<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for (id, size) in self.0 {
+            seq.serialize_element(&ChunkOut { hash: &id.to_hex(), size: *size })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    hash: &'a str,
+    size: u32,
+}
+
+fn manifest_out<'a>(s: &'a Summary, entries: &'a [RestoredEntry]) -> ManifestOut<'a> {
+    let entries = entries
+        .iter()
+        .map(|e| EntryOut {
+            path: &e.meta.path,
+            size: e.size,
+            mode: e.meta.mode,
+            mtime: &e.meta.mtime,
+            chunks: ChunksOut(&e.chunks),
+        })
+        .collect();
+    ManifestOut {
+        backup_id: backup::format_id(s.id),
+        device_id: &s.head.device_id,
+        label: &s.head.label,
+        created_at: rfc3339_millis(s.head.created_at),
+        size: s.head.size,
+        files: s.head.files,
+        entries,
+    }
 }
 
 /// An id this server cannot have handed out names no backup: 404, like any other.
@@ -91,13 +151,11 @@ pub async fn list(
     Ok(Json(json!({ "backups": found.iter().map(summary_json).collect::<Vec<_>>() })))
 }
 
-pub async fn get(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = backup_id(&id)?;
     let backups = app.backups.clone();
     let (summary, entries) = blocking(move || backups.manifest(&authed.account, id)).await?;
-    let mut body = summary_json(&summary);
-    body["entries"] = entries.iter().map(entry_json).collect();
-    Ok(Json(body))
+    Ok(Json(manifest_out(&summary, &entries)).into_response())
 }
 
 pub async fn file(
