@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::ser::{SerializeSeq, Serializer};
@@ -33,27 +33,36 @@ impl From<BackupError> for ApiError {
     }
 }
 
-fn summary_json(s: &Summary) -> Value {
-    json!({
-        "backup_id": backup::format_id(s.id),
-        "device_id": s.head.device_id,
-        "label": s.head.label,
-        "created_at": rfc3339_millis(s.head.created_at),
-        "size": s.head.size,
-        "files": s.head.files,
-    })
-}
-
-/// A backup's manifest as the API shows it, serialized straight from the restored entries: a
-/// `serde_json::Value` tree of a million-entry manifest would be several times its text.
+/// A backup as listings show it; a manifest adds its entries.
 #[derive(Serialize)]
-struct ManifestOut<'a> {
+struct SummaryOut<'a> {
     backup_id: String,
     device_id: &'a str,
     label: &'a str,
     created_at: String,
     size: u64,
     files: u64,
+}
+
+impl<'a> From<&'a Summary> for SummaryOut<'a> {
+    fn from(s: &'a Summary) -> Self {
+        SummaryOut {
+            backup_id: backup::format_id(s.id),
+            device_id: &s.head.device_id,
+            label: &s.head.label,
+            created_at: rfc3339_millis(s.head.created_at),
+            size: s.head.size,
+            files: s.head.files,
+        }
+    }
+}
+
+/// A backup's manifest as the API shows it, serialized straight from the restored entries: a
+/// `serde_json::Value` tree of a million-entry manifest would be several times its text.
+#[derive(Serialize)]
+struct ManifestOut<'a> {
+    #[serde(flatten)]
+    summary: SummaryOut<'a>,
     entries: Vec<EntryOut<'a>>,
 }
 
@@ -96,15 +105,7 @@ fn manifest_out<'a>(s: &'a Summary, entries: &'a [RestoredEntry]) -> ManifestOut
             chunks: ChunksOut(&e.chunks),
         })
         .collect();
-    ManifestOut {
-        backup_id: backup::format_id(s.id),
-        device_id: &s.head.device_id,
-        label: &s.head.label,
-        created_at: rfc3339_millis(s.head.created_at),
-        size: s.head.size,
-        files: s.head.files,
-        entries,
-    }
+    ManifestOut { summary: s.into(), entries }
 }
 
 /// An id this server cannot have handed out names no backup: 404, like any other.
@@ -148,14 +149,21 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let backups = app.backups.clone();
     let found = blocking(move || backups.list(&authed.account, q.device_id.as_deref())).await?;
-    Ok(Json(json!({ "backups": found.iter().map(summary_json).collect::<Vec<_>>() })))
+    Ok(Json(json!({ "backups": found.iter().map(SummaryOut::from).collect::<Vec<_>>() })))
 }
 
 pub async fn get(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = backup_id(&id)?;
     let backups = app.backups.clone();
-    let (summary, entries) = blocking(move || backups.manifest(&authed.account, id)).await?;
-    Ok(Json(manifest_out(&summary, &entries)).into_response())
+    // Serialized on the blocking thread too: a big manifest is seconds of CPU, which must not
+    // hold up the runtime.
+    let text = blocking(move || {
+        let (summary, entries) = backups.manifest(&authed.account, id)?;
+        serde_json::to_vec(&manifest_out(&summary, &entries))
+            .map_err(|e| BackupError::Engine(crate::error::Error::corrupt(format!("encoding a manifest: {e}"))))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 pub async fn file(
