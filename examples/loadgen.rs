@@ -1141,6 +1141,11 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
     let gc_s = collector.join().expect("the collector panicked")?;
     waits.extend(wait_rows(store, "running", &waits_before, &wait_snapshot(e)));
     fsck_clean(e)?;
+    Ok((latency_rows(store, &quiet, &busy, gc_s), waits))
+}
+
+/// The two latency rows of a scenario: uploads without GC, and while it ran.
+fn latency_rows(store: &str, quiet: &Lat, busy: &Lat, gc_s: f64) -> Rows {
     let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
         vec![
             store.to_string(),
@@ -1155,11 +1160,7 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
             gc_s,
         ]
     };
-    let rows = vec![
-        row("no", &quiet, "1.00".into(), "-".into()),
-        row("running", &busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s)),
-    ];
-    Ok((rows, waits))
+    vec![row("no", quiet, "1.00".into(), "-".into()), row("running", busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s))]
 }
 
 /// The latency scenario over HTTP: garbage uploaded and deleted through the API, then 64 KiB
@@ -1232,22 +1233,5 @@ async fn http_gc_latency(cairn: &Path, a: &GcArgs) -> Result<Vec<Vec<String>>> {
     ensure!(fsck["ok"] == true, "fsck after GC: {fsck}");
     server.stop()?;
     let store = format!("HTTP: {} MiB in 8 MiB files, default chunking", a.http_mib);
-    let row = |gc: &str, l: &Lat, ratio: String, gc_s: String| {
-        vec![
-            store.clone(),
-            gc.into(),
-            l.0.len().to_string(),
-            f2(l.q(0.5)),
-            f2(l.q(0.99)),
-            f1(l.max()),
-            l.over(10.0).to_string(),
-            l.over(50.0).to_string(),
-            ratio,
-            gc_s,
-        ]
-    };
-    Ok(vec![
-        row("no", &quiet, "1.00".into(), "-".into()),
-        row("running", &busy, f2(busy.q(0.99) / quiet.q(0.99)), f1(gc_s)),
-    ])
+    Ok(latency_rows(&store, &quiet, &busy, gc_s))
 }
