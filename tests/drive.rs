@@ -40,6 +40,12 @@ async fn raw_exchange(s: &Server, head: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// `POST /v1/chunks/missing` as `u`, with `hashes`.
+async fn ask_missing(s: &Server, u: &User, hashes: &[String]) -> reqwest::Response {
+    let body = json!({ "chunks": hashes });
+    s.client.post(s.url("/v1/chunks/missing")).bearer_auth(&u.token).json(&body).send().await.unwrap()
+}
+
 fn hash(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
 }
@@ -322,17 +328,7 @@ async fn chunk_api_rows() {
     let chunk = noise(100_000, 5);
     let h = hash(&chunk);
 
-    let m = body_of(
-        s.client
-            .post(s.url("/v1/chunks/missing"))
-            .bearer_auth(&u.token)
-            .json(&json!({ "chunks": [h] }))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let m = body_of(ask_missing(&s, &u, std::slice::from_ref(&h)).await, 200).await;
     assert_eq!(m["missing"], json!([h]));
     let put_chunk = |h: String, body: Vec<u8>| {
         s.client.put(s.url(&format!("/v1/chunks/{h}"))).bearer_auth(&u.token).body(body).send()
@@ -340,17 +336,7 @@ async fn chunk_api_rows() {
     assert_eq!(put_chunk(h.clone(), chunk.clone()).await.unwrap().status(), 201);
     assert_eq!(put_chunk(h.clone(), chunk.clone()).await.unwrap().status(), 200);
     assert_eq!(used(&s, &u).await, 100_000, "a staged chunk counts toward used");
-    let m = body_of(
-        s.client
-            .post(s.url("/v1/chunks/missing"))
-            .bearer_auth(&u.token)
-            .json(&json!({ "chunks": [h] }))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let m = body_of(ask_missing(&s, &u, std::slice::from_ref(&h)).await, 200).await;
     assert_eq!(m["missing"], json!([]));
     let r = get_as(&s, &u.token, &format!("/v1/chunks/{h}")).await;
     assert!(r.bytes().await.unwrap() == chunk);
@@ -372,14 +358,7 @@ async fn chunk_api_rows() {
     assert_eq!(error_code(put_chunk("ABC".into(), b"x".to_vec()).await.unwrap(), 400).await, "bad_hash");
     assert_eq!(error_code(put_chunk(h.to_uppercase(), chunk.clone()).await.unwrap(), 400).await, "bad_hash");
     let too_many: Vec<String> = (0..10_001).map(|_| h.clone()).collect();
-    let r = s
-        .client
-        .post(s.url("/v1/chunks/missing"))
-        .bearer_auth(&u.token)
-        .json(&json!({ "chunks": too_many }))
-        .send()
-        .await
-        .unwrap();
+    let r = ask_missing(&s, &u, &too_many).await;
     assert_eq!(error_code(r, 400).await, "too_many_chunks");
     assert_eq!(
         error_code(get_as(&s, &u.token, &format!("/v1/chunks/{}", hash(b"never"))).await, 404).await,
@@ -460,17 +439,7 @@ async fn a_staged_chunk_no_manifest_claims_leaves_used_after_its_time() {
         assert!(std::time::Instant::now() < deadline, "the staged chunk never expired");
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    let m: Value = s
-        .client
-        .post(s.url("/v1/chunks/missing"))
-        .bearer_auth(&u.token)
-        .json(&json!({ "chunks": [hash(&chunk)] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = ask_missing(&s, &u, &[hash(&chunk)]).await.json().await.unwrap();
     assert_eq!(m["missing"], json!([hash(&chunk)]));
 }
 
@@ -493,17 +462,7 @@ async fn other_accounts_see_404_and_missing() {
         "not_found"
     );
     assert_eq!(error_code(get_as(&s, &b.token, &format!("/v1/chunks/{h}")).await, 404).await, "not_found");
-    let m: Value = s
-        .client
-        .post(s.url("/v1/chunks/missing"))
-        .bearer_auth(&b.token)
-        .json(&json!({ "chunks": [h] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = ask_missing(&s, &b, std::slice::from_ref(&h)).await.json().await.unwrap();
     assert_eq!(m["missing"], json!([h]), "another account's chunk is missing for this one");
     let l: Value = get_as(&s, &b.token, "/v1/files").await.json().await.unwrap();
     assert_eq!(l["files"], json!([]));
