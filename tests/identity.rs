@@ -650,19 +650,7 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
             s.client.patch(s.url("/v1/account")).bearer_auth(&u.token).json(&body).send().await.unwrap().status(),
             200
         );
-        let code = account_code(&s, &u, "change_details").await;
-        let body = json!({ "current_password": PASSWORD, "new_password": passwords[0], "code": code });
-        assert_eq!(
-            s.client
-                .post(s.url("/v1/account/password"))
-                .bearer_auth(&u.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            204
-        );
+        change_password(&s, &u, passwords[0]).await;
         let code = code_for(&s, &email, "reset_password").await;
         let body = json!({ "identifier": email, "code": code, "new_password": passwords[1] });
         assert_eq!(s.client.post(s.url("/v1/password-reset")).json(&body).send().await.unwrap().status(), 204);
@@ -670,19 +658,7 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
         tokens.push(again.token.clone());
         // A code that is still live when the database is read.
         send_code(&s, phone, "reset_password").await;
-        let code = account_code(&s, &p, "change_details").await;
-        let body = json!({ "current_password": PASSWORD, "new_password": passwords[2], "code": code });
-        assert_eq!(
-            s.client
-                .post(s.url("/v1/account/password"))
-                .bearer_auth(&p.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            204
-        );
+        change_password(&s, &p, passwords[2]).await;
     });
     s.stop();
     let codes: Vec<String> = outbox(&s.dir).iter().map(|m| m["code"].as_str().unwrap().to_string()).collect();
@@ -811,4 +787,12 @@ async fn junk_requests_get_4xx_never_5xx() {
     // body); nothing else changed, and the server is still up.
     let again = login(&s, &u.identifier, PASSWORD).await;
     assert_eq!(get_as(&s, &again.token, "/v1/account").await.status(), 200);
+}
+
+/// Change `u`'s password from `PASSWORD` to `new`, with a fresh code, asserting the `204`.
+async fn change_password(s: &Server, u: &User, new: &str) {
+    let code = account_code(s, u, "change_details").await;
+    let body = json!({ "current_password": PASSWORD, "new_password": new, "code": code });
+    let r = s.client.post(s.url("/v1/account/password")).bearer_auth(&u.token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 204);
 }
