@@ -48,6 +48,8 @@ struct Truth {
     /// Occurrences of each chunk in each account's manifests.
     held: HashMap<(AccountId, ChunkId), u64>,
     usage: HashMap<AccountId, Usage>,
+    /// Files and bytes of each backup as its objects tell it, by (account, backup id).
+    backup_objects: Tally,
 }
 
 /// Every verified entry of every pack, by (pack, offset).
@@ -147,7 +149,13 @@ fn scan_objects(
         let u = truth.usage.entry(account).or_default();
         match ns {
             Namespace::Drive => u.drive += rec.size,
-            Namespace::Backup => u.backups += rec.size,
+            Namespace::Backup => {
+                u.backups += rec.size;
+                // The object's name starts with its backup's id (`backup_keys::object_name`).
+                let id = k.get(17..25).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+                let t = truth.backup_objects.entry((account, id)).or_default();
+                *t = (t.0 + 1, t.1 + rec.size);
+            }
             Namespace::Staged | Namespace::Scratch => {}
         }
         for (id, len) in &chunks {
@@ -170,9 +178,10 @@ type Tally = HashMap<(AccountId, u64), (u64, u64)>;
 /// Backups: each head's entries all have their chunk lists, and heads, entries and backup
 /// objects agree on how many files and bytes each backup has. With entry paths unique per
 /// backup, equal counts and every entry finding its object mean no object lacks an entry.
-fn scan_backups(e: &Engine, snap: &Snapshot<'_>, report: &mut Report) -> Result<()> {
+/// The objects' side was tallied by `scan_objects`, in its one pass over `objects`.
+fn scan_backups(e: &Engine, snap: &Snapshot<'_>, truth: &Truth, report: &mut Report) -> Result<()> {
     let db = e.db();
-    let (mut heads, mut entries, mut objects) = (Tally::new(), Tally::new(), Tally::new());
+    let (mut heads, mut entries, objects) = (Tally::new(), Tally::new(), &truth.backup_objects);
     for item in snap.iterator_cf(db.cf(CF_BACKUPS), IteratorMode::Start) {
         let (k, v) = item?;
         let account = k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId);
@@ -200,14 +209,6 @@ fn scan_backups(e: &Engine, snap: &Snapshot<'_>, report: &mut Report) -> Result<
                 *t = (t.0 + 1, t.1 + size);
             }
             _ => report.problems.push(format!("backup {id:016x} of {account}: unreadable record")),
-        }
-    }
-    for item in snap.iterator_cf(db.cf(CF_OBJECTS), IteratorMode::Start) {
-        let (k, v) = item?;
-        if let Some((account, Namespace::Backup, name)) = keys::split_object_key(&k) {
-            let id = name.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
-            let t = objects.entry((account, id)).or_default();
-            *t = (t.0 + 1, t.1 + keys::decode_object(&v).map_or(0, |r| r.size));
         }
     }
     let all: HashSet<_> = heads.keys().chain(entries.keys()).chain(objects.keys()).copied().collect();
@@ -310,7 +311,7 @@ fn run(e: &Engine, truth: &mut Truth) -> Result<Report> {
     let index = scan_index(e, &snap, &entries, &mut report)?;
     scan_objects(e, &snap, &index, truth, &mut report)?;
     scan_sync(e, &snap, truth)?;
-    scan_backups(e, &snap, &mut report)?;
+    scan_backups(e, &snap, truth, &mut report)?;
     check_books(e, &snap, &index, truth, &mut report)?;
     report.ok = report.ok();
     Ok(report)
