@@ -213,7 +213,11 @@ fn init_logging() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(args.config()?);
-    let runtime = tokio::runtime::Runtime::new()?;
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(http::limits::BLOCKING_THREADS)
+        .build()?;
     runtime.block_on(async move {
         let metrics = Arc::new(Metrics::new());
         let engine_config = config.engine();
@@ -225,7 +229,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let app = Arc::new(App::new(config.clone(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
-        let housekeeping = crate::maintenance::spawn(&config, engine.clone(), app.sync.clone(), app.metrics.clone());
+        let housekeeping = crate::maintenance::spawn(&config, engine.clone(), app.sync.clone());
         let sweeper = app.identity.spawn_sweeper();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;
@@ -240,6 +244,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("open pack sealed, database flushed; bye");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Take the hard limit on open files as the soft one: every connection, pack reader and
+/// database file is a descriptor, and the soft default (often 1024) would run out first.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::chunk::ChunkingParams;
 use crate::engine::{CopyRate, EngineConfig, GcOptions};
+use crate::http::limits::LimitsConfig;
 use crate::identity::{IdentityConfig, NotifierConfig};
 
 /// A byte count written as a number or with a unit: `"64MiB"`, `"5 GiB"`, `"2TB"`, `1048576`.
@@ -67,8 +68,7 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-pub const FREE_PLAN: &str = "free";
-pub const FREE_BYTES: u64 = 5 * (1 << 30);
+pub use crate::quota::{FREE_BYTES, FREE_PLAN};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -81,6 +81,9 @@ pub struct Config {
     pub pack_target_size: ByteSize,
     pub pack_idle_seal_secs: u64,
     pub verify_reads: bool,
+    /// Uploads stop (507 `insufficient_storage`) while the disk has less than this free, so
+    /// that deletes, the database and GC always have room.
+    pub min_free_bytes: ByteSize,
     /// Largest request header block, in bytes; larger is `431`.
     pub max_header_bytes: usize,
     /// Seconds a shutdown waits for open requests before it seals and flushes anyway.
@@ -107,6 +110,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Where codes are sent: `[notifier]`, `[notifier.smtp]`, `[notifier.webhook]`.
     pub notifier: NotifierConfig,
+    /// Connections, transfers per account and in all, and client timeouts: `[limits]`.
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -120,6 +125,7 @@ impl Default for Config {
             pack_target_size: ByteSize(64 << 20),
             pack_idle_seal_secs: 60,
             verify_reads: true,
+            min_free_bytes: ByteSize(crate::engine::DEFAULT_MIN_FREE_BYTES),
             max_header_bytes: 32 * 1024,
             shutdown_grace_secs: 30,
             staged_ttl_secs: 24 * 3600,
@@ -133,6 +139,7 @@ impl Default for Config {
             plans: BTreeMap::new(),
             identity: IdentityConfig::default(),
             notifier: NotifierConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -173,6 +180,7 @@ impl Config {
             return Err(ConfigError::Invalid("admin_token must be at least 16 characters".into()));
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
     }
 
@@ -193,6 +201,7 @@ impl Config {
             pack_target_size: self.pack_target_size.0,
             pack_idle_seal: Duration::from_secs(self.pack_idle_seal_secs),
             verify_reads: self.verify_reads,
+            min_free_bytes: self.min_free_bytes.0,
         }
     }
 }

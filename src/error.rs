@@ -22,6 +22,14 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error("the body hashes to {actual}, not {expected}")]
     HashMismatch { expected: ChunkId, actual: ChunkId },
+    /// The data directory's file system is (nearly) full: uploads stop until space is given
+    /// back, while reads, deletes and GC go on.
+    #[error("the disk is full (under {reserve} bytes free)")]
+    DiskFull { reserve: u64 },
+    /// A bug or a panic inside the server (a blocking task that died, say): not the data's
+    /// fault, so not `Corrupt`, which sends operators to fsck.
+    #[error("internal: {0}")]
+    Internal(String),
     /// The account was deleted while this write was under way.
     #[error("the account no longer exists")]
     AccountGone,
@@ -39,6 +47,16 @@ pub enum Refusal {
 impl Error {
     pub fn corrupt(what: impl Into<String>) -> Self {
         Error::Corrupt(what.into())
+    }
+
+    /// Out of disk space, said by our own reserve or by the kernel (ENOSPC, EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            Error::Db(e) => e.to_string().contains("No space left on device"),
+            _ => false,
+        }
     }
 }
 

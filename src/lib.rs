@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod datadir;
 pub mod drive;
 pub mod engine;
 pub mod error;

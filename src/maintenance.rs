@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::metrics::Metrics;
 use crate::sync::Sync as SyncService;
 
 fn every(
@@ -30,12 +29,7 @@ fn every(
 }
 
 /// Start the housekeeping tasks; abort the handles to stop them.
-pub fn spawn(
-    config: &Config,
-    engine: Engine,
-    sync: SyncService,
-    metrics: std::sync::Arc<Metrics>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(config: &Config, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (ttl, retention_ms) = (config.staged_ttl_secs, config.tombstone_retention_secs as i64 * 1000);
     let e = engine.clone();
@@ -51,9 +45,7 @@ pub fn spawn(
     if config.gc_interval_secs > 0 {
         let opts = config.gc();
         tasks.push(every(Duration::from_secs(config.gc_interval_secs), "gc", move || {
-            let started = std::time::Instant::now();
-            let report = engine.gc(opts)?;
-            metrics.record_gc(&report, started.elapsed());
+            engine.gc(opts)?;
             Ok(())
         }));
     }

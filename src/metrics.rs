@@ -129,14 +129,6 @@ impl Metrics {
         }
     }
 
-    pub fn record_gc(&self, r: &crate::engine::GcReport, took: std::time::Duration) {
-        self.gc_runs.inc();
-        self.gc_chunks_freed.inc_by(r.chunks_freed);
-        self.gc_bytes_reclaimed.inc_by(r.bytes_freed);
-        self.gc_packs_rewritten.inc_by(r.packs_rewritten);
-        self.gc_seconds.observe(took.as_secs_f64());
-    }
-
     pub fn render(&self) -> String {
         let mut out = String::new();
         let encoder = prometheus::TextEncoder::new();

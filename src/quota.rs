@@ -14,6 +14,23 @@ use crate::engine::{Admit, Engine};
 use crate::error::Refusal;
 use crate::store::keys::AccountId;
 
+/// What one item (a file, a backup entry or head, a sync record or tombstone) costs in the
+/// quota besides its content: a fixed charge for its records and keys, plus the length of its
+/// name. So an account cannot fill the disk with empty files, chunkless backup entries or
+/// tombstones. About what the item's records take in the database (an object record with its
+/// key is 100 to 150 bytes before the name).
+pub const ITEM_BYTES: u64 = 128;
+/// No item costs more than this, however long its name.
+pub const MAX_ITEM_COST: u64 = 4096;
+
+pub fn item_cost(name_len: usize) -> u64 {
+    (ITEM_BYTES + name_len as u64).min(MAX_ITEM_COST)
+}
+
+pub use crate::store::identity_keys::FREE_PLAN;
+/// The free plan's quota unless configuration says otherwise: 5 GiB.
+pub const FREE_BYTES: u64 = 5 * (1 << 30);
+
 /// Plan names to limits, from configuration.
 #[derive(Clone, Debug)]
 pub struct Plans(pub BTreeMap<String, u64>);
@@ -26,7 +43,7 @@ impl Plans {
     /// An account on a plan that configuration no longer lists keeps working read-only-free:
     /// it gets the free plan's limit rather than none.
     pub fn limit_or_free(&self, plan: &str) -> u64 {
-        self.limit(plan).or_else(|| self.limit(crate::config::FREE_PLAN)).unwrap_or(crate::config::FREE_BYTES)
+        self.limit(plan).or_else(|| self.limit(FREE_PLAN)).unwrap_or(FREE_BYTES)
     }
 }
 

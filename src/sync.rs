@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode};
 
-use crate::engine::{Engine, Precondition};
-use crate::error::{Error, Refusal};
-use crate::store::keys::{self, AccountId, Usage};
+use crate::engine::{AccountTxn, Engine, Precondition};
+use crate::error::Error;
+use crate::store::keys::{self, AccountId};
 use crate::store::sync_keys::{self as sk, CollectionMeta, SyncRecord};
-use crate::store::{CF_SYNC, CF_SYNC_LOG, CF_USAGE};
+use crate::store::{CF_SYNC, CF_SYNC_LOG};
 
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 pub const MAX_BATCH: usize = 100;
@@ -154,7 +154,7 @@ impl Sync {
     /// exist (or is a tombstone) is a no-op and yields no view unless it had an expectation,
     /// which then fails. Blocking.
     pub fn apply(&self, account: &AccountId, collection: &str, ops: Vec<Op>, limit: u64) -> Result<Vec<View>> {
-        let _ours = self.engine.lock_account(account);
+        let txn = self.engine.begin(account)?;
         let mut current: HashMap<String, Option<SyncRecord>> = HashMap::new();
         for op in &ops {
             if !current.contains_key(op.id()) {
@@ -178,24 +178,23 @@ impl Sync {
         if !conflicts.is_empty() {
             return Err(SyncError::Conflicts(conflicts));
         }
-        self.commit(account, collection, ops, current, limit)
+        self.commit(txn, collection, ops, current, limit)
     }
 
     fn commit(
         &self,
-        account: &AccountId,
+        mut txn: AccountTxn<'_>,
         collection: &str,
         ops: Vec<Op>,
         mut current: HashMap<String, Option<SyncRecord>>,
         limit: u64,
     ) -> Result<Vec<View>> {
         let db = self.engine.db();
+        let account = *txn.account();
+        let account = &account;
         let (cf, log) = (db.cf(CF_SYNC), db.cf(CF_SYNC_LOG));
-        let mut batch = WriteBatch::default();
         let mut seq = self.last_seq(account)?;
         let mut meta = self.meta(account, collection)?;
-        let mut usage: Usage = self.engine.usage_for_write(account)?;
-        let used_before = usage.used;
         let now = now_ms();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
@@ -211,34 +210,31 @@ impl Sync {
             };
             seq += 1;
             let rec = SyncRecord { version: seq, seq, deleted, at: now, payload };
+            // Every record, tombstones too, costs its item charge; it replaces the old one's.
             if let Some(o) = &old {
-                batch.delete_cf(log, sk::log_key(account, collection, o.seq));
+                txn.batch().delete_cf(log, sk::log_key(account, collection, o.seq));
+                txn.charge_item(item_name_len(collection, id.as_bytes()), -1);
             }
+            txn.charge_item(item_name_len(collection, id.as_bytes()), 1);
             if let Some(o) = old_live {
                 meta.count -= 1;
                 meta.bytes -= o.payload.len() as u64;
-                usage.used = usage.used.saturating_sub(o.payload.len() as u64);
-                usage.sync = usage.sync.saturating_sub(o.payload.len() as u64);
+                txn.charge_sync(-(o.payload.len() as i64));
             }
             if !deleted {
                 meta.count += 1;
                 meta.bytes += rec.payload.len() as u64;
-                usage.used += rec.payload.len() as u64;
-                usage.sync += rec.payload.len() as u64;
+                txn.charge_sync(rec.payload.len() as i64);
             }
             meta.seq = seq;
-            batch.put_cf(cf, sk::record_key(account, collection, &id), sk::encode_record(&rec));
-            batch.put_cf(log, sk::log_key(account, collection, seq), id.as_bytes());
+            txn.batch().put_cf(cf, sk::record_key(account, collection, &id), sk::encode_record(&rec));
+            txn.batch().put_cf(log, sk::log_key(account, collection, seq), id.as_bytes());
             out.push(view(&id, &rec));
             current.insert(id, Some(rec));
         }
-        if usage.used > used_before && usage.used > limit {
-            return Err(Error::Refused(Refusal::Quota { used: used_before, limit }).into());
-        }
-        batch.put_cf(cf, sk::account_meta_key(account), keys::encode_count(seq));
-        batch.put_cf(cf, sk::collection_meta_key(account, collection), sk::encode_collection_meta(&meta));
-        batch.put_cf(db.cf(CF_USAGE), account.0, keys::encode_usage(&usage));
-        db.commit(batch)?;
+        txn.batch().put_cf(cf, sk::account_meta_key(account), keys::encode_count(seq));
+        txn.batch().put_cf(cf, sk::collection_meta_key(account, collection), sk::encode_collection_meta(&meta));
+        txn.commit(limit)?;
         Ok(out)
     }
 
@@ -313,24 +309,33 @@ impl Sync {
         }
         let mut purged = 0;
         for (account, collection, id, seq) in doomed {
-            let _ours = self.engine.lock_account(&account);
+            let mut txn = match self.engine.begin(&account) {
+                Ok(txn) => txn,
+                Err(Error::AccountGone) => continue, // its records went with it
+                Err(e) => return Err(e.into()),
+            };
             match self.record(&account, &collection, &id)? {
                 Some(r) if r.deleted && r.seq == seq => {}
                 _ => continue, // written again since the scan
             }
             let mut meta = self.meta(&account, &collection)?;
             meta.purged_seq = meta.purged_seq.max(seq);
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(db.cf(CF_SYNC), sk::record_key(&account, &collection, &id));
-            batch.delete_cf(db.cf(CF_SYNC_LOG), sk::log_key(&account, &collection, seq));
-            batch.put_cf(
+            txn.batch().delete_cf(db.cf(CF_SYNC), sk::record_key(&account, &collection, &id));
+            txn.batch().delete_cf(db.cf(CF_SYNC_LOG), sk::log_key(&account, &collection, seq));
+            txn.charge_item(item_name_len(&collection, id.as_bytes()), -1);
+            txn.batch().put_cf(
                 db.cf(CF_SYNC),
                 sk::collection_meta_key(&account, &collection),
                 sk::encode_collection_meta(&meta),
             );
-            db.commit(batch)?;
+            txn.commit(u64::MAX)?;
             purged += 1;
         }
         Ok(purged)
     }
+}
+
+/// A sync record's name, for its item charge: collection and id.
+pub fn item_name_len(collection: &str, id: &[u8]) -> usize {
+    collection.len() + id.len()
 }

@@ -71,8 +71,16 @@ async fn list(s: &Server, u: &User, query: &str) -> Vec<Value> {
     body_of(get_as(s, &u.token, &format!("/v1/backups{query}")).await, 200).await["backups"].as_array().unwrap().clone()
 }
 
+/// The entry path as one percent-encoded segment, every byte outside the unreserved set encoded.
 fn file_url(id: &str, path: &str) -> String {
-    format!("/v1/backups/{id}/files/{}", path.replace('%', "%25").replace('/', "%2F").replace(' ', "%20"))
+    let encoded: String = path
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/v1/backups/{id}/files/{encoded}")
 }
 
 async fn quota(s: &Server, u: &User) -> Value {
@@ -104,7 +112,9 @@ async fn a_phone_backs_up_and_a_new_phone_restores_every_file_also_after_a_resta
 
     // The staged chunks now belong to the backup: `used` does not count them twice.
     let q = quota(&s, &u).await;
-    assert_eq!(q["used"].as_u64(), Some(staged_used));
+    let items = q["metadata"].as_u64().unwrap();
+    assert!(items > 3 * 128, "three entries and a head cost their item charges: {q}");
+    assert_eq!(q["used"].as_u64(), Some(staged_used + items));
     assert_eq!(q["services"]["backups"].as_u64(), Some(size));
 
     for restart in [false, true] {
@@ -287,4 +297,22 @@ async fn many_phones_committing_at_once_all_land() {
         let id = list(&s, u, "").await[0]["backup_id"].as_str().unwrap().to_string();
         assert_eq!(get_as(&s, &u.token, &file_url(&id, "/photo")).await.bytes().await.unwrap(), f.data);
     }
+}
+
+#[tokio::test]
+async fn empty_files_and_non_ascii_paths_restore() {
+    let s = Server::start();
+    let u = signed_in(&s).await;
+    let empty = PhoneFile::new("/sdcard/.nomedia", Vec::new(), 1);
+    let japanese = PhoneFile::new("日本語/ファイル.txt", b"konnichiwa".to_vec(), 4);
+    let spaced = PhoneFile::new("/sdcard/Download/100% sure?#.pdf", noise(5000, 3), 4096);
+    let id = backed_up(&s, &u, "phone", "one", &[&empty, &japanese, &spaced]).await;
+    for f in [&empty, &japanese, &spaced] {
+        let r = get_as(&s, &u.token, &file_url(&id, &f.path)).await;
+        assert_eq!(r.status(), 200, "{}", f.path);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), f.data, "{}", f.path);
+    }
+    let m = body_of(get_as(&s, &u.token, &format!("/v1/backups/{id}")).await, 200).await;
+    assert_eq!(m["entries"][0]["size"], 0);
+    assert_eq!(m["entries"][1]["path"], "日本語/ファイル.txt");
 }

@@ -156,21 +156,22 @@ fn compaction_child() {
                 e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
                     .unwrap()
                     .unwrap();
-                if i >= 2 {
-                    // Deleting makes garbage, so there is always something to compact.
-                    e.delete_object(
-                        &ACCOUNT,
-                        Namespace::Scratch,
-                        format!("r{round}-{}", i - 2).as_bytes(),
-                        Precondition::None,
-                    )
-                    .unwrap()
-                    .unwrap();
-                }
             })
             .await
             .unwrap();
+            // Acknowledged before the delete below: object i-2 goes only after `ACK i`, so
+            // every acknowledged object whose `ACK i+2` never came must survive the kill.
             println!("ACK {round} {i}");
+            if i >= 2 {
+                // Deleting makes garbage, so there is always something to compact.
+                let e = engine.clone();
+                let old = format!("r{round}-{}", i - 2);
+                tokio::task::spawn_blocking(move || {
+                    e.delete_object(&ACCOUNT, Namespace::Scratch, old.as_bytes(), Precondition::None).unwrap().unwrap();
+                })
+                .await
+                .unwrap();
+            }
         }
     });
     drop(collector);

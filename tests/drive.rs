@@ -6,7 +6,7 @@ use common::identity::*;
 use common::*;
 use serde_json::{json, Value};
 
-const SMALL: &str = "staged_ttl_secs = 2\nsweep_secs = 1\n[plans]\nfree = \"8MiB\"\npro = \"64MiB\"\ntiny = \"1MiB\"\n";
+const SMALL: &str = "staged_ttl_secs = 2\nsweep_secs = 1\n[plans]\nfree = \"8MiB\"\npro = \"64MiB\"\ntiny = \"1MiB\"\n[limits]\nuploads_per_account = 32\n";
 
 async fn put(s: &Server, u: &User, path: &str, body: Vec<u8>) -> reqwest::Response {
     s.client.put(s.url(&format!("/v1/files/{path}"))).bearer_auth(&u.token).body(body).send().await.unwrap()
@@ -16,8 +16,13 @@ async fn quota(s: &Server, u: &User) -> Value {
     get_as(s, &u.token, "/v1/quota").await.json().await.unwrap()
 }
 
+/// What the account's content takes of its quota: `used` less the item charges (`metadata`).
 async fn used(s: &Server, u: &User) -> u64 {
-    quota(s, u).await["used"].as_u64().unwrap()
+    content(&quota(s, u).await)
+}
+
+fn content(q: &Value) -> u64 {
+    q["used"].as_u64().unwrap() - q["metadata"].as_u64().unwrap()
 }
 
 async fn body_of(r: reqwest::Response, status: u16) -> Value {
@@ -230,11 +235,13 @@ async fn the_same_content_under_three_paths_costs_its_size_once() {
         body_of(put(&s, &u, p, data.clone()).await, 201).await;
     }
     let q = quota(&s, &u).await;
-    assert_eq!(q["used"], 2 << 20);
+    assert_eq!(content(&q), 2 << 20);
+    // Each file also costs its item charge: 128 bytes plus its path.
+    assert_eq!(q["metadata"], 3 * 128 + (1 + 3 + 5));
     assert_eq!(q["services"]["drive"], 3 * (2 << 20), "services show the logical size");
     assert_eq!(q["plan"], "free");
     assert_eq!(q["limit"], 5u64 << 30);
-    assert_eq!(q["available"], (5u64 << 30) - (2 << 20));
+    assert_eq!(q["available"], (5u64 << 30) - q["used"].as_u64().unwrap());
     // Deleting two copies releases nothing; the third releases all.
     s.client.delete(s.url("/v1/files/a")).bearer_auth(&u.token).send().await.unwrap();
     s.client.delete(s.url("/v1/files/b/c")).bearer_auth(&u.token).send().await.unwrap();
@@ -281,7 +288,7 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
     assert!((1..32).contains(&ok), "{ok} uploads succeeded");
     let q = quota(&s, &u).await;
     assert!(q["used"].as_u64().unwrap() <= 8 << 20);
-    assert_eq!(q["used"], ok * 600_000, "refused uploads left nothing behind");
+    assert_eq!(content(&q), ok * 600_000, "refused uploads left nothing behind");
     let l: Value = get_as(&s, &u.token, "/v1/files").await.json().await.unwrap();
     assert_eq!(l["files"].as_array().unwrap().len() as u64, ok);
 

@@ -207,3 +207,33 @@ fn versions_stay_above_every_earlier_one_across_a_restart_even_if_the_clock_went
     let e = open(dir.path(), 1 << 20);
     assert!(put(&e, "b").record.version > future, "the floor survives the restart");
 }
+
+/// A data directory from before item charges: its usage records gain them once at open, and
+/// fsck finds the books whole.
+#[test]
+fn usage_from_before_item_charges_is_brought_up_to_date_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = AccountId([7; 16]);
+    {
+        let e = open(dir.path(), 64 << 20);
+        let ing = rt().block_on(e.ingest_bytes(Bytes::from(noise(100_000, 1)))).unwrap();
+        e.put_object(&account, Namespace::Drive, b"notes/a.txt", ing, u64::MAX, Precondition::None).unwrap().unwrap();
+        let u = e.usage(&account).unwrap();
+        assert_eq!(u.metadata, 128 + 11);
+        // Written back the way version 1 stored it: no item charges.
+        let mut v1 = vec![1u8];
+        for n in [u.used - u.metadata, u.drive, u.backups, u.sync] {
+            v1.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut b = rocksdb::WriteBatch::default();
+        b.put_cf(e.db().cf(cairn::store::CF_USAGE), account.0, v1);
+        e.db().commit(b).unwrap();
+        assert_eq!(e.usage(&account).unwrap().metadata, 0);
+        e.close().unwrap();
+    }
+    let e = open(dir.path(), 64 << 20);
+    let u = e.usage(&account).unwrap();
+    assert_eq!((u.metadata, u.used), (128 + 11, 100_000 + 128 + 11));
+    let report = cairn::engine::fsck::check(&e).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}

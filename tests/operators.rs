@@ -53,14 +53,15 @@ async fn admin_api_guards_validation_and_figures() {
     let st: Value =
         s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["accounts"], 1);
-    assert_eq!(st["logical_bytes"], 3 << 20);
+    // Every account's `used`: the content once, and each file's item charge (128 + its name).
+    assert_eq!(st["logical_bytes"], (3 << 20) + 2 * (128 + 1));
     assert!(st["chunks"].as_u64().unwrap() >= 12);
     assert!(st["stored_bytes"].as_u64().unwrap() > 3 << 20 && st["stored_bytes"].as_u64().unwrap() < 4 << 20, "{st}");
     // Empty body: the defaults (an hour's grace frees nothing young).
     let gc: Value =
         s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(gc, json!({ "chunks_freed": 0, "bytes_freed": 0, "packs_rewritten": 0, "packs_deleted": 0 }));
-    let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = s.client.get(s.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("cairn_gc_runs_total 1"), "{m}");
     let admin_gc = |body: Value| s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&body).send();
     assert_eq!(error_code(admin_gc(json!({ "copy_mib_per_sec": -1 })).await.unwrap(), 400).await, "bad_json");
@@ -99,7 +100,7 @@ async fn cli_against_a_running_server_and_offline() {
 
     let (code, out) = cairn(&["stats", "--server", &s.base, "--json"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(json_of(&out)["logical_bytes"], 1 << 20);
+    assert_eq!(json_of(&out)["logical_bytes"], (1 << 20) + 128 + "keep".len());
     let (code, out) = cairn(&["gc", "--server", &s.base, "--grace-seconds", "0", "--compact-below", "1.0", "--json"]);
     assert_eq!(code, 0, "{out}");
     let gc = json_of(&out);
@@ -124,7 +125,7 @@ async fn cli_against_a_running_server_and_offline() {
     {
         let db = cairn::store::Db::open(&dir.join("db")).unwrap();
         let account: cairn::store::keys::AccountId = u.account_id.parse().unwrap();
-        let wrong = cairn::store::keys::Usage { used: 1, drive: 2, backups: 3, sync: 4 };
+        let wrong = cairn::store::keys::Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5 };
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(db.cf(cairn::store::CF_USAGE), account.0, cairn::store::keys::encode_usage(&wrong));
         db.commit(b).unwrap();
@@ -141,7 +142,7 @@ async fn cli_against_a_running_server_and_offline() {
     assert_eq!(code, 0, "{out}");
     let (code, out) = cairn(&["stats", "--data-dir", d, "--json"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(json_of(&out)["logical_bytes"], 1 << 20);
+    assert_eq!(json_of(&out)["logical_bytes"], (1 << 20) + 128 + "keep".len());
     let cfg = tmp.path().join("cairn.toml");
     let (code, out) = cairn(&["plan", &u.account_id, "free", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -186,7 +187,8 @@ async fn scheduled_gc_reclaims_a_deleted_accounts_unshared_bytes_and_keeps_share
     };
     let before = stats().await;
     delete_account(&s, &a).await;
-    assert_eq!(stats().await["logical_bytes"], 1 << 20, "the deleted account's usage left the books at once");
+    let b_used = (1 << 20) + 128 + "shared".len();
+    assert_eq!(stats().await["logical_bytes"], b_used, "the deleted account's usage left the books at once");
     // No one calls GC: the schedule does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -199,7 +201,7 @@ async fn scheduled_gc_reclaims_a_deleted_accounts_unshared_bytes_and_keeps_share
     }
     let got = get_as(&s, &b.token, "/v1/files/shared").await.bytes().await.unwrap();
     assert!(got == shared, "a chunk another account holds stays");
-    let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = s.client.get(s.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(m.lines().any(|l| l.starts_with("cairn_gc_bytes_reclaimed_total ") && !l.ends_with(" 0")), "{m}");
     let fsck: Value =
         s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();

@@ -8,8 +8,13 @@ async fn health_metrics_and_chunking() {
     let s = Server::start();
     let r = s.client.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = s.client.get(s.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("cairn_http_requests_total"), "{m}");
+    // Its counters describe every account (new versus deduplicated chunks): operators only.
+    assert_eq!(error_code(s.client.get(s.url("/metrics")).send().await.unwrap(), 401).await, "unauthorized");
+    let user = common::identity::signed_in(&s).await;
+    let r = s.client.get(s.url("/metrics")).bearer_auth(&user.token).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "unauthorized");
     let c: serde_json::Value = s.client.get(s.url("/v1/chunking")).send().await.unwrap().json().await.unwrap();
     assert_eq!(c["algorithm"], "fastcdc-2020");
     assert_eq!((c["min"].as_u64(), c["avg"].as_u64(), c["max"].as_u64()), (Some(16384), Some(65536), Some(262144)));

@@ -228,7 +228,9 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     }
     let q: Value = get_as(&s, &u.token, "/v1/quota").await.json().await.unwrap();
     assert_eq!(q["services"]["sync"], 5 * (200 * 1024 + 2));
-    assert_eq!(q["used"], q["services"]["sync"]);
+    let items = q["metadata"].as_u64().unwrap();
+    assert_eq!(items, 5 * (128 + "notesn0".len() as u64), "each record costs its item charge");
+    assert_eq!(q["used"].as_u64().unwrap() - items, q["services"]["sync"].as_u64().unwrap());
     let r = call(&s, &u, Method::PUT, "/v1/sync/notes/n5", Some(json!({ "payload": payload })), &[]).await;
     assert_eq!(error_code(r, 507).await, "quota_exceeded");
     // Deletes work over quota and give the bytes back.

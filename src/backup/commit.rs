@@ -2,11 +2,9 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
-
 use super::{BackupError, Backups, Posted, Result, Summary};
 use crate::chunk::ChunkId;
-use crate::engine::{now_millis, Books, Pins};
+use crate::engine::{now_millis, Pins};
 use crate::error::Error;
 use crate::store::backup_keys::{self as bk, BackupHead};
 use crate::store::keys::{AccountId, Manifest, Namespace};
@@ -25,16 +23,14 @@ impl Backups {
         }
         self.check_chunks(account, &posted, &distinct)?;
 
-        let _books_are_ours = engine.lock_account(account);
+        let mut txn = engine.begin(account)?;
         let existing = self.summaries(account)?;
         // Above every id the account has, even if the clock went back across a restart: ids
         // order backups for listings and retention, and name their objects.
         let id = engine.next_version().max(existing.last().map_or(0, |s| s.id + 1));
-        let mut batch = WriteBatch::default();
-        let mut books = Books::open(engine, *account)?;
         let same_device = existing.into_iter().filter(|s| s.head.device_id == posted.device_id).map(|s| s.id);
         for old in self.retention.to_drop(same_device.collect()) {
-            self.drop_into(&mut batch, &mut books, account, old)?;
+            self.drop_into(&mut txn, old)?;
         }
         let head = BackupHead {
             device_id: posted.device_id.clone(),
@@ -49,14 +45,14 @@ impl Backups {
             // back at commit. Each chunk is still verified against its own hash on restore.
             let manifest = Manifest { size: e.size, hash: [0; 32], chunks: e.chunks };
             let name = bk::object_name(id, &e.meta.path);
-            engine.object_into(&mut batch, &mut books, account, Namespace::Backup, &name, &manifest);
-            batch.put_cf(cf, bk::entry_key(account, id, index as u32), bk::encode_entry(&e.meta));
+            txn.put_object(Namespace::Backup, &name, &manifest);
+            txn.batch().put_cf(cf, bk::entry_key(account, id, index as u32), bk::encode_entry(&e.meta));
         }
-        engine.unstage_into(&mut batch, &mut books, account, &distinct)?;
-        books.write_into(&mut batch, limit)?;
-        batch.put_cf(cf, bk::head_key(account, id), bk::encode_head(&head));
-        engine.persist_version(&mut batch, id);
-        engine.db().commit(batch)?;
+        txn.unstage(&distinct)?;
+        txn.batch().put_cf(cf, bk::head_key(account, id), bk::encode_head(&head));
+        txn.charge_item(head_name_len(&head), 1);
+        txn.note_version(id);
+        txn.commit(limit)?;
         drop(pins); // only once the references are durable
         Ok(Summary { id, head })
     }
@@ -82,4 +78,9 @@ impl Backups {
         }
         Ok(())
     }
+}
+
+/// A backup head's name, for its item charge: device and label.
+pub fn head_name_len(head: &BackupHead) -> usize {
+    head.device_id.len() + head.label.len()
 }

@@ -28,6 +28,7 @@ use crate::store::backup_keys::{self as bk, BackupHead, EntryMeta};
 use crate::store::keys::{self, AccountId, Namespace, ObjectRecord};
 use crate::store::{CF_BACKUPS, CF_OBJECTS};
 
+pub use commit::head_name_len;
 pub use manifest::Posted;
 pub use retention::Retention;
 

@@ -172,6 +172,40 @@ fn scan_objects(
     Ok(())
 }
 
+/// What each account's items cost (`quota::item_cost`), from the items themselves: drive and
+/// backup objects by name, sync records (tombstones too) by collection and id, backup heads by
+/// device and label. fsck holds the books to it; `migrate` fills it into records older than it.
+pub(crate) fn metadata_truth(e: &Engine, snap: &Snapshot<'_>) -> Result<HashMap<AccountId, u64>> {
+    let db = e.db();
+    let mut out: HashMap<AccountId, u64> = HashMap::new();
+    let mut add = |k: &[u8], name_len: usize| {
+        if let Some(a) = k.get(..16).and_then(|a| a.try_into().ok()) {
+            *out.entry(AccountId(a)).or_default() += crate::quota::item_cost(name_len);
+        }
+    };
+    for item in snap.iterator_cf(db.cf(CF_OBJECTS), IteratorMode::Start) {
+        let (k, _) = item?;
+        if let Some((_, ns, name)) = keys::split_object_key(&k).filter(|_| k.get(16) != Some(&0xFF)) {
+            if super::txn::charged(ns) {
+                add(&k, name.len());
+            }
+        }
+    }
+    for item in snap.iterator_cf(db.cf(CF_SYNC), IteratorMode::Start) {
+        let (k, _) = item?;
+        if let Some((collection, 0, id)) = sync_keys::split_sync_key(&k) {
+            add(&k, crate::sync::item_name_len(collection, id));
+        }
+    }
+    for item in snap.iterator_cf(db.cf(CF_BACKUPS), IteratorMode::Start) {
+        let (k, v) = item?;
+        if let (Some(0), Some(head)) = (k.get(16), bk::decode_head(&v)) {
+            add(&k, crate::backup::head_name_len(&head));
+        }
+    }
+    Ok(out)
+}
+
 /// Files and bytes of one backup, as its head, its entries or its objects tell it.
 type Tally = HashMap<(AccountId, u64), (u64, u64)>;
 
@@ -179,9 +213,9 @@ type Tally = HashMap<(AccountId, u64), (u64, u64)>;
 /// objects agree on how many files and bytes each backup has. With entry paths unique per
 /// backup, equal counts and every entry finding its object mean no object lacks an entry.
 /// The objects' side was tallied by `scan_objects`, in its one pass over `objects`.
-fn scan_backups(e: &Engine, snap: &Snapshot<'_>, truth: &Truth, report: &mut Report) -> Result<()> {
+fn scan_backups(e: &Engine, snap: &Snapshot<'_>, truth: &mut Truth, report: &mut Report) -> Result<()> {
     let db = e.db();
-    let (mut heads, mut entries, objects) = (Tally::new(), Tally::new(), &truth.backup_objects);
+    let (mut heads, mut entries) = (Tally::new(), Tally::new());
     for item in snap.iterator_cf(db.cf(CF_BACKUPS), IteratorMode::Start) {
         let (k, v) = item?;
         let account = k.get(..16).and_then(|a| a.try_into().ok()).map(AccountId);
@@ -211,6 +245,7 @@ fn scan_backups(e: &Engine, snap: &Snapshot<'_>, truth: &Truth, report: &mut Rep
             _ => report.problems.push(format!("backup {id:016x} of {account}: unreadable record")),
         }
     }
+    let objects = &truth.backup_objects;
     let all: HashSet<_> = heads.keys().chain(entries.keys()).chain(objects.keys()).copied().collect();
     for key @ (account, id) in all {
         let h = heads.get(&key).copied();
@@ -274,7 +309,7 @@ fn check_books(
         }
     }
     for u in truth.usage.values_mut() {
-        u.used += u.sync;
+        u.used += u.sync + u.metadata;
     }
     for (id, r) in index {
         let want = holders.get(id).copied().unwrap_or(0);
@@ -312,6 +347,9 @@ fn run(e: &Engine, truth: &mut Truth) -> Result<Report> {
     scan_objects(e, &snap, &index, truth, &mut report)?;
     scan_sync(e, &snap, truth)?;
     scan_backups(e, &snap, truth, &mut report)?;
+    for (account, metadata) in metadata_truth(e, &snap)? {
+        truth.usage.entry(account).or_default().metadata = metadata;
+    }
     check_books(e, &snap, &index, truth, &mut report)?;
     report.ok = report.ok();
     Ok(report)

@@ -18,7 +18,7 @@
 //! overlap every `fdatasync` stalled the whole pipeline, because the bounded queues hold only a
 //! few milliseconds of work.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self as std_mpsc, sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -72,7 +72,16 @@ pub struct Ingested {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Adoption {
     Missing(Vec<ChunkId>),
-    WrongSize { id: ChunkId, size: u32, actual: u32 },
+    WrongSize {
+        id: ChunkId,
+        size: u32,
+        actual: u32,
+    },
+    /// The listed sizes add up to more than the caller allows (a raw upload of that size would
+    /// be refused before its first byte, so a list of references may not ask for it either).
+    TooLarge {
+        size: u64,
+    },
 }
 
 /// Pins held by one upload, released on drop whatever way the upload ends.
@@ -172,14 +181,23 @@ impl Engine {
     }
 
     /// Adopt a client's chunk list as an upload: every chunk must be one the account holds
-    /// (those it does not are returned as missing), with the length the index has. The chunks
-    /// are pinned first, so GC cannot take one between this check and the commit; the
-    /// whole-content hash is computed by reading them back, which also verifies them. Blocking.
+    /// (those it does not are returned as missing), with the length the index has, and the
+    /// sizes may add up to at most `max_size`. The chunks are pinned first, so GC cannot take
+    /// one between this check and the commit. The whole-content hash is computed by reading
+    /// them back: each distinct chunk is read and verified once, a repeat of the one before it
+    /// (a run of zeros, say) is hashed again from memory, and any other repeat is read without a
+    /// second verification. So the work is bounded by `max_size` bytes of hashing, whatever the
+    /// list repeats. Blocking.
     pub fn adopt_chunks(
         &self,
         account: &AccountId,
         chunks: Vec<(ChunkId, u32)>,
+        max_size: u64,
     ) -> Result<std::result::Result<Ingested, Adoption>> {
+        let size: u64 = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+        if size > max_size {
+            return Ok(Err(Adoption::TooLarge { size }));
+        }
         let mut pins = Pins::new(self.clone());
         let mut distinct: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         distinct.sort_unstable();
@@ -192,15 +210,23 @@ impl Engine {
         if !missing.is_empty() {
             return Ok(Err(Adoption::Missing(missing)));
         }
+        let mut records = HashMap::with_capacity(distinct.len());
+        for (id, rec) in distinct.iter().zip(self.db().chunks(&distinct)?) {
+            records.insert(*id, (rec.ok_or(Error::MissingChunk(*id))?, false));
+        }
         let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
+        let mut last: Option<(ChunkId, Vec<u8>)> = None;
         for (id, len) in &chunks {
-            let rec = self.db().chunk(id)?.ok_or(Error::MissingChunk(*id))?;
+            let (rec, verified) = records.get_mut(id).expect("every listed id was looked up");
             if rec.entry.raw_len != *len {
                 return Ok(Err(Adoption::WrongSize { id: *id, size: *len, actual: rec.entry.raw_len }));
             }
-            hasher.update(&self.packs().read_chunk(rec.pack, &rec.entry, true)?);
-            size += u64::from(*len);
+            if last.as_ref().is_none_or(|(l, _)| l != id) {
+                let raw = self.packs().read_chunk(rec.pack, &rec.entry, !*verified)?;
+                *verified = true;
+                last = Some((*id, raw));
+            }
+            hasher.update(&last.as_ref().expect("just read").1);
         }
         let manifest = Manifest { size, hash: *hasher.finalize().as_bytes(), chunks };
         Ok(Ok(Ingested { manifest, new_chunks: 0, new_stored_bytes: 0, _pins: pins }))

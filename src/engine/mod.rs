@@ -3,11 +3,13 @@
 
 mod gc;
 mod ingest;
+mod migrate;
 mod objects;
 mod pace;
 mod read;
 mod stats;
 mod table;
+mod txn;
 
 pub mod fsck;
 
@@ -21,12 +23,13 @@ use rocksdb::WriteBatch;
 pub use gc::{live_share, GcOptions, GcReport};
 pub(crate) use ingest::Pins;
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
-pub(crate) use objects::{now_millis, object_chunks_via, Books};
+pub(crate) use objects::{now_millis, object_chunks_via};
 pub use objects::{ChunkList, Listed, Precondition, PreconditionFailed, Put};
 pub use pace::CopyRate;
 pub use read::ByteRange;
 pub use stats::Stats;
 pub use table::ChunkTable;
+pub use txn::AccountTxn;
 
 use crate::chunk::{ChunkingParams, Cutter};
 use crate::error::Result;
@@ -45,7 +48,13 @@ pub struct EngineConfig {
     pub pack_idle_seal: Duration,
     /// BLAKE3-check every chunk on the hot read path. fsck and GC always check.
     pub verify_reads: bool,
+    /// Uploads are refused (507 `insufficient_storage`) while the data directory's file system
+    /// has less than this free (see `pack::space`). 0: never refused before the disk is full.
+    pub min_free_bytes: u64,
 }
+
+/// Room for the database's flushes and compaction's copies, when the disk is nearly full.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 128 << 20;
 
 impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -56,6 +65,7 @@ impl EngineConfig {
             pack_target_size: 64 << 20,
             pack_idle_seal: Duration::from_secs(60),
             verify_reads: true,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -94,13 +104,18 @@ impl Engine {
     /// unsealed. Blocking: call before serving, or from a blocking thread.
     pub fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let cutter = Cutter::new(config.chunking).map_err(|e| crate::error::Error::corrupt(e.to_string()))?;
-        std::fs::create_dir_all(&config.data_dir)?;
+        crate::datadir::make_private(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join("db"))?;
         let id_floor = last_pack_id(&db);
         let last_version = db.get(CF_META, META_LAST_VERSION)?.as_deref().and_then(decode_u64).unwrap_or(0);
         let waits = metrics.lock_waits.clone();
-        let (packs, recovered) =
-            Packs::open(&config.data_dir.join("packs"), config.pack_target_size, id_floor, waits.clone())?;
+        let (packs, recovered) = Packs::open(
+            &config.data_dir.join("packs"),
+            config.pack_target_size,
+            config.min_free_bytes,
+            id_floor,
+            waits.clone(),
+        )?;
         let inner = Inner {
             config,
             cutter,
@@ -116,6 +131,7 @@ impl Engine {
         for p in recovered {
             engine.record_sealed(&p)?;
         }
+        migrate::usage_metadata(&engine)?;
         Ok(engine)
     }
 
@@ -143,7 +159,9 @@ impl Engine {
         self.inner.cutter.params()
     }
 
-    pub(crate) fn lock_account(&self, a: &AccountId) -> MutexGuard<'_, ()> {
+    /// The account's lock. Only `begin` (and account deletion, which ends the books) takes it:
+    /// everything else holds it through an `AccountTxn`.
+    fn lock_account(&self, a: &AccountId) -> MutexGuard<'_, ()> {
         let stripe = u16::from_le_bytes([a.0[0], a.0[1]]) as usize % ACCOUNT_STRIPES;
         self.inner.account_locks[stripe].lock().expect("account lock poisoned")
     }

@@ -6,22 +6,19 @@
 //! - `chunks[C].refs` = number of accounts with a non-zero `account_chunks[_ ++ C]`.
 //! - `usage[A].used` = sum of the raw lengths of the distinct chunks A holds (+ sync bytes).
 //!
-//! All three change in the batch that changes the manifest, under A's lock, so they cannot
-//! drift; the global count is a merge operand, so different accounts never contend for it.
+//! All three change in the batch that changes the manifest, through the account's transaction
+//! (`txn.rs`: its lock, one synced write), so they cannot drift; the global count is a merge
+//! operand, so different accounts never contend for it.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::{unix_now, Engine, Ingested};
 use crate::chunk::ChunkId;
-use crate::error::{Error, Refusal, Result};
-use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
-use crate::store::{
-    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_META, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE,
-    META_LAST_VERSION,
-};
+use crate::error::{Error, Result};
+use crate::store::keys::{self, AccountId, ChunkOp, Namespace, ObjectRecord, Usage};
+use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -52,79 +49,6 @@ impl Precondition {
             Precondition::IfExists => current.is_some(),
             Precondition::IfAbsent => current.is_none(),
         }
-    }
-}
-
-/// Changes to one account's books, gathered before they go into a batch.
-pub(crate) struct Books<'a> {
-    engine: &'a Engine,
-    account: AccountId,
-    deltas: HashMap<ChunkId, (i64, u32)>,
-    usage: Usage,
-    used_before: u64,
-}
-
-impl<'a> Books<'a> {
-    /// Call with the account's lock held.
-    pub(crate) fn open(engine: &'a Engine, account: AccountId) -> Result<Self> {
-        let usage = engine.usage_for_write(&account)?;
-        Ok(Books { engine, account, deltas: HashMap::new(), usage, used_before: usage.used })
-    }
-
-    pub(crate) fn add(&mut self, chunks: &[(ChunkId, u32)], sign: i64) {
-        for (id, len) in chunks {
-            self.deltas.entry(*id).or_insert((0, *len)).0 += sign;
-        }
-    }
-
-    pub(crate) fn service(&mut self, ns: Namespace, delta: i64) {
-        let field = match ns {
-            Namespace::Drive => &mut self.usage.drive,
-            Namespace::Backup => &mut self.usage.backups,
-            Namespace::Staged | Namespace::Scratch => return,
-        };
-        *field = field.saturating_add_signed(delta);
-    }
-
-    /// Put the reference and usage changes into `batch`; refuse if they would take `used`
-    /// past `limit` (a write that frees space or stays level is always allowed).
-    pub(crate) fn write_into(mut self, batch: &mut WriteBatch, limit: u64) -> Result<Usage> {
-        let db = self.engine.db();
-        let (ac, chunks) = (db.cf(CF_ACCOUNT_CHUNKS), db.cf(CF_CHUNKS));
-        let mut changed: Vec<(ChunkId, i64, u32)> =
-            self.deltas.drain().filter(|(_, (d, _))| *d != 0).map(|(id, (d, l))| (id, d, l)).collect();
-        changed.sort_unstable_by_key(|c| c.0);
-        let keys: Vec<[u8; 48]> = changed.iter().map(|(id, _, _)| keys::account_chunk_key(&self.account, id)).collect();
-        let current = db.raw().multi_get_cf(keys.iter().map(|k| (ac, k)));
-        let now = unix_now();
-        let mut used = self.usage.used as i64;
-        for ((id, delta, len), (key, old)) in changed.iter().zip(keys.iter().zip(current)) {
-            let old = match old? {
-                Some(v) => keys::decode_count(&v).ok_or_else(|| Error::corrupt("unreadable account refcount"))?,
-                None => 0,
-            };
-            let new = (old as i64 + delta).max(0) as u64;
-            if new == 0 {
-                batch.delete_cf(ac, key);
-            } else {
-                batch.put_cf(ac, key, keys::encode_count(new));
-            }
-            let flip = match (old, new) {
-                (0, n) if n > 0 => 1,
-                (o, 0) if o > 0 => -1,
-                _ => 0,
-            };
-            if flip != 0 {
-                used += flip * i64::from(*len);
-                batch.merge_cf(chunks, keys::chunk_key(id), keys::encode_op(&ChunkOp::Refs { delta: flip, at: now }));
-            }
-        }
-        self.usage.used = used.max(0) as u64;
-        if self.usage.used > self.used_before && self.usage.used > limit {
-            return Err(Refusal::Quota { used: self.used_before, limit }.into());
-        }
-        batch.put_cf(db.cf(CF_USAGE), self.account.0, keys::encode_usage(&self.usage));
-        Ok(self.usage)
     }
 }
 
@@ -213,63 +137,6 @@ impl Engine {
         object_chunks_via(|k| self.db().get(CF_OBJECTS, k), account, ns, name, rec)
     }
 
-    /// Add the writing of object `name` to `batch`, references and usage to `books`. Returns
-    /// the record written.
-    pub(crate) fn object_into(
-        &self,
-        batch: &mut WriteBatch,
-        books: &mut Books<'_>,
-        account: &AccountId,
-        ns: Namespace,
-        name: &[u8],
-        manifest: &Manifest,
-    ) -> ObjectRecord {
-        books.add(&manifest.chunks, 1);
-        books.service(ns, manifest.size as i64);
-        let version = self.next_version();
-        let (head, tail) = manifest.chunks.split_at(manifest.chunks.len().min(SEGMENT_CHUNKS));
-        for (seg, part) in tail.chunks(SEGMENT_CHUNKS).enumerate() {
-            let key = keys::segment_key(account, ns, name, version, seg as u32);
-            batch.put_cf(self.db().cf(CF_OBJECTS), key, keys::encode_segment(part));
-        }
-        let record = ObjectRecord {
-            version,
-            modified: now_millis(),
-            size: manifest.size,
-            hash: manifest.hash,
-            chunk_count: manifest.chunks.len() as u64,
-            head: head.to_vec(),
-        };
-        batch.put_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name), keys::encode_object(&record));
-        self.persist_version(batch, version);
-        record
-    }
-
-    /// Add `version` to the store's version floor (`META_LAST_VERSION`) in `batch`.
-    pub(crate) fn persist_version(&self, batch: &mut WriteBatch, version: u64) {
-        batch.merge_cf(self.db().cf(CF_META), META_LAST_VERSION, version.to_le_bytes());
-    }
-
-    /// Add the removal of object `name` (record `rec`) to `batch`, and the release of its
-    /// references and usage to `books`.
-    pub(crate) fn remove_object_into(
-        &self,
-        batch: &mut WriteBatch,
-        books: &mut Books<'_>,
-        account: &AccountId,
-        ns: Namespace,
-        name: &[u8],
-        rec: &ObjectRecord,
-    ) -> Result<()> {
-        books.add(&self.object_chunks(account, ns, name, rec)?, -1);
-        books.service(ns, -(rec.size as i64));
-        for seg in 0..rec.tail_segments() {
-            batch.delete_cf(self.db().cf(CF_OBJECTS), keys::segment_key(account, ns, name, rec.version, seg));
-        }
-        batch.delete_cf(self.db().cf(CF_OBJECTS), keys::object_key(account, ns, name));
-        Ok(())
-    }
-
     /// Make an ingested upload the object `name`, replacing any previous version, durably.
     /// Chunks the account had staged for this upload are released in the same batch. Blocking.
     /// Returns the new record, or `Ok(Err(PreconditionFailed))` with nothing changed.
@@ -282,49 +149,21 @@ impl Engine {
         limit: u64,
         pre: Precondition,
     ) -> Result<std::result::Result<Put, PreconditionFailed>> {
-        let _books_are_ours = self.lock_account(account);
-        let old = self.get_object(account, ns, name)?;
+        let mut txn = self.begin(account)?;
+        let old = txn.object(ns, name)?;
         if !pre.check(old.as_ref()) {
             return Ok(Err(PreconditionFailed));
         }
-        let manifest: &Manifest = &ingested.manifest;
-        let mut books = Books::open(self, *account)?;
-        let mut batch = WriteBatch::default();
         if let Some(o) = &old {
-            self.remove_object_into(&mut batch, &mut books, account, ns, name, o)?;
+            txn.remove_object(ns, name, o)?;
         }
-        // Written after the removal: the new record's key is the old one's.
-        let record = self.object_into(&mut batch, &mut books, account, ns, name, manifest);
+        let record = txn.put_object(ns, name, &ingested.manifest);
         if ns != Namespace::Staged {
-            self.unstage_into(&mut batch, &mut books, account, &manifest.chunks)?;
+            txn.unstage(&ingested.manifest.chunks)?;
         }
-        books.write_into(&mut batch, limit)?;
-        self.db().commit(batch)?;
+        txn.commit(limit)?;
         drop(ingested); // unpin only once the references are durable
         Ok(Ok(Put { record, replaced: old.is_some() }))
-    }
-
-    /// Release staged records of `chunks`: the object being committed now holds them.
-    pub(crate) fn unstage_into(
-        &self,
-        batch: &mut WriteBatch,
-        books: &mut Books<'_>,
-        account: &AccountId,
-        chunks: &[(ChunkId, u32)],
-    ) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
-        let distinct: Vec<&(ChunkId, u32)> = chunks.iter().filter(|(id, _)| seen.insert(*id)).collect();
-        let cf = self.db().cf(CF_OBJECTS);
-        let staged_keys: Vec<Vec<u8>> =
-            distinct.iter().map(|(id, _)| keys::object_key(account, Namespace::Staged, &id.0)).collect();
-        let found = self.db().raw().multi_get_cf(staged_keys.iter().map(|k| (cf, k)));
-        for ((id, len), (key, v)) in distinct.into_iter().zip(staged_keys.iter().zip(found)) {
-            if v?.is_some() {
-                books.add(&[(*id, *len)], -1);
-                batch.delete_cf(cf, key);
-            }
-        }
-        Ok(())
     }
 
     /// Delete an object and release its references. Blocking. `Ok(Ok(None))` if there was none.
@@ -335,18 +174,15 @@ impl Engine {
         name: &[u8],
         pre: Precondition,
     ) -> Result<std::result::Result<Option<ObjectRecord>, PreconditionFailed>> {
-        let _books_are_ours = self.lock_account(account);
-        let Some(old) = self.get_object(account, ns, name)? else {
+        let mut txn = self.begin(account)?;
+        let Some(old) = txn.object(ns, name)? else {
             return Ok(Ok(None));
         };
         if !pre.check(Some(&old)) {
             return Ok(Err(PreconditionFailed));
         }
-        let mut books = Books::open(self, *account)?;
-        let mut batch = WriteBatch::default();
-        self.remove_object_into(&mut batch, &mut books, account, ns, name, &old)?;
-        books.write_into(&mut batch, u64::MAX)?;
-        self.db().commit(batch)?;
+        txn.remove_object(ns, name, &old)?;
+        txn.commit(u64::MAX)?;
         Ok(Ok(Some(old)))
     }
 

@@ -46,9 +46,7 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
     };
     let opts = gc_options(&body, app.config.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
-    let started = std::time::Instant::now();
     let report = blocking(move || engine.gc(opts)).await?;
-    app.metrics.record_gc(&report, started.elapsed());
     Ok(Json(serde_json::to_value(report).expect("plain struct")))
 }
 

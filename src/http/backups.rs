@@ -115,6 +115,7 @@ fn backup_id(s: &str) -> Result<u64, ApiError> {
 
 pub async fn create(State(app): State<AppState>, authed: Authed, body: Body) -> Result<Response, ApiError> {
     let account = authed.account;
+    let _transfer = app.uploads.admit(account)?;
     let turn = app.manifest_permit().await;
     let bytes =
         axum::body::to_bytes(body, MAX_BACKUP_BODY).await.map_err(|_| ApiError::too_large(MAX_BACKUP_BODY as u64))?;
@@ -177,7 +178,7 @@ pub async fn file(
     let account = authed.account;
     let backups = app.backups.clone();
     let (rec, chunks) = blocking(move || backups.file(&account, id, &path)).await?;
-    super::files::serve_object(&app, &rec, chunks, &method, &headers)
+    super::files::serve_object(&app, &account, &rec, chunks, &method, &headers)
 }
 
 pub async fn delete(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {

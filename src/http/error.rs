@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use crate::drive::DriveError;
 use crate::error::{Error, Refusal};
 
 #[derive(Debug)]
@@ -108,6 +109,14 @@ impl From<Error> for ApiError {
             }
             Error::AccountGone => ApiError::unauthorized(),
             Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
+            full if full.is_disk_full() => {
+                tracing::error!(error = %full, "refusing a write: the disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the server is out of storage space; nothing was stored, try again later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
                 ApiError::new(
@@ -116,6 +125,23 @@ impl From<Error> for ApiError {
                     "the server could not complete the request",
                 )
             }
+        }
+    }
+}
+
+impl From<DriveError> for ApiError {
+    fn from(e: DriveError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DriveError::BadPath(_) => ApiError::bad_request("bad_path", msg),
+            DriveError::NotFound => ApiError::not_found(),
+            DriveError::PreconditionFailed => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", msg)
+            }
+            DriveError::MissingChunks(ids) => ApiError::new(StatusCode::CONFLICT, "missing_chunks", msg)
+                .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),
+            DriveError::WrongSize { .. } => ApiError::bad_request("bad_size", msg),
+            DriveError::Engine(inner) => inner.into(),
         }
     }
 }

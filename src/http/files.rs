@@ -13,21 +13,16 @@ use serde_json::json;
 
 use super::auth::Authed;
 use super::error::ApiError;
-use super::{blocking, AppState};
+use super::AppState;
 use crate::chunk::ChunkId;
-use crate::drive::{self, RangeAsk};
-use crate::engine::{Adoption, ByteRange, Precondition};
-use crate::quota::Charge;
-use crate::store::keys::{Namespace, ObjectRecord};
+use crate::drive::{self, DriveError, RangeAsk, Upload};
+use crate::engine::{ByteRange, Precondition};
+use crate::store::keys::{AccountId, ObjectRecord};
 
 pub const MANIFEST_TYPE: &str = "application/vnd.cairn.manifest+json";
 /// A manifest body for a very large file (a 50 GiB file is about 800 000 chunks, ~70 MiB of
 /// JSON); anything larger is refused with 413 before it is parsed.
 const MAX_MANIFEST_BODY: usize = 128 << 20;
-
-fn checked_path(path: &str) -> Result<(), ApiError> {
-    drive::check_path(path).map_err(|e| ApiError::bad_request("bad_path", e.to_string()))
-}
 
 /// `If-Match` / `If-None-Match: *` as a write precondition, for files and sync records alike. An
 /// `If-Match` tag that is not one of ours matches nothing, so the write fails with 412 as RFC
@@ -44,14 +39,6 @@ pub(super) fn write_precondition(headers: &HeaderMap) -> Precondition {
         return Precondition::IfAbsent;
     }
     Precondition::None
-}
-
-fn precondition_failed() -> ApiError {
-    ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "precondition_failed",
-        "the file's current version does not match the request's precondition",
-    )
 }
 
 fn file_json(path: &str, rec: &ObjectRecord) -> serde_json::Value {
@@ -75,40 +62,24 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    checked_path(&path)?;
+    drive::check_path(&path).map_err(DriveError::from)?;
     let account = authed.account;
+    let _transfer = app.uploads.admit(account)?;
     let pre = write_precondition(&headers);
     let (_, limit) = app.plan_and_limit(&account).await?;
     let is_manifest = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(MANIFEST_TYPE));
-    if !is_manifest && content_length(&headers).is_some_and(|n| n > limit) {
-        app.metrics.quota_refusals.inc();
-        let used = app.engine.usage(&account)?.used;
-        return Err(ApiError::quota(used, limit));
-    }
-    // Refuse before reading a body that can only fail its precondition.
-    let engine = app.engine.clone();
-    let p = path.clone();
-    let current = blocking(move || engine.get_object(&account, Namespace::Drive, p.as_bytes())).await?;
-    if !pre.check(current.as_ref()) {
-        return Err(precondition_failed());
-    }
     let started = Instant::now();
-    let charge = Charge::new(app.engine.clone(), app.reservations.clone(), account, limit);
-    let ingested = if is_manifest {
-        adopt_manifest(&app, &account, body).await?
+    // A manifest's parsed list is held until the commit; so is its turn.
+    let (upload, _turn) = if is_manifest {
+        let turn = app.manifest_permit().await;
+        (Upload::Chunks(read_manifest(body).await?), Some(turn))
     } else {
-        app.engine.ingest(body.into_data_stream(), charge.clone()).await.map_err(|e| app.refusal_counted(e))?
+        (Upload::Body { stream: body.into_data_stream(), declared: content_length(&headers) }, None)
     };
-    let engine = app.engine.clone();
-    let p = path.clone();
-    let put = blocking(move || engine.put_object(&account, Namespace::Drive, p.as_bytes(), ingested, limit, pre))
-        .await
-        .map_err(|e| app.refusal_counted_api(e))?
-        .map_err(|_| precondition_failed())?;
-    drop(charge);
+    let put = app.drive.put(account, &path, upload, pre, limit).await.map_err(|e| app.refusal_counted_api(e.into()))?;
     app.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
     let status = if put.replaced { StatusCode::OK } else { StatusCode::CREATED };
     let etag = drive::etag(put.record.version);
@@ -126,12 +97,8 @@ struct ManifestChunk {
     size: u32,
 }
 
-async fn adopt_manifest(
-    app: &AppState,
-    account: &crate::store::keys::AccountId,
-    body: Body,
-) -> Result<crate::engine::Ingested, ApiError> {
-    let _turn = app.manifest_permit().await;
+/// `{"chunks": [{"hash", "size"}]}`, each hash a chunk id and each size at least 1.
+async fn read_manifest(body: Body) -> Result<Vec<(ChunkId, u32)>, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BODY)
         .await
         .map_err(|_| ApiError::too_large(MAX_MANIFEST_BODY as u64))?;
@@ -148,18 +115,7 @@ async fn adopt_manifest(
         }
         chunks.push((id, c.size));
     }
-    let engine = app.engine.clone();
-    let account = *account;
-    match blocking(move || engine.adopt_chunks(&account, chunks)).await? {
-        Ok(ingested) => Ok(ingested),
-        Err(Adoption::Missing(ids)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "missing_chunks", "some chunks must be uploaded first")
-                .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()))
-        }
-        Err(Adoption::WrongSize { id, size, actual }) => {
-            Err(ApiError::bad_request("bad_size", format!("chunk {id} is {actual} bytes, not {size}")))
-        }
-    }
+    Ok(chunks)
 }
 
 pub async fn get(
@@ -169,19 +125,16 @@ pub async fn get(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    checked_path(&path)?;
     let account = authed.account;
-    let engine = app.engine.clone();
-    let (rec, chunks) = blocking(move || engine.get_object_and_chunks(&account, Namespace::Drive, path.as_bytes()))
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    serve_object(&app, &rec, chunks, &method, &headers)
+    let (rec, chunks) = app.drive.get(account, &path).await?;
+    serve_object(&app, &account, &rec, chunks, &method, &headers)
 }
 
 /// Answer a GET or HEAD of a stored object: `ETag`, `If-None-Match`, `Range`, and the body
 /// streamed through the engine. Drive files and backup files alike.
 pub(super) fn serve_object(
     app: &AppState,
+    account: &AccountId,
     rec: &ObjectRecord,
     chunks: Vec<(ChunkId, u32)>,
     method: &Method,
@@ -224,9 +177,11 @@ pub(super) fn serve_object(
     if method == Method::HEAD || range.is_empty() {
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
+    // Held by the body: a download counts until its last byte is sent or the client is gone.
+    let transfer = app.downloads.admit(*account)?;
     let timer = DownloadTimer(app.metrics.download_seconds.clone(), Instant::now());
     let stream = app.engine.read_stream(chunks, range).map(move |piece| {
-        let _keep = &timer;
+        let _keep = (&timer, &transfer);
         piece
     });
     Ok(resp.body(Body::from_stream(stream)).expect("valid response"))
@@ -247,15 +202,8 @@ pub async fn delete(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    checked_path(&path)?;
-    let account = authed.account;
-    let pre = write_precondition(&headers);
-    let engine = app.engine.clone();
-    match blocking(move || engine.delete_object(&account, Namespace::Drive, path.as_bytes(), pre)).await? {
-        Ok(Some(_)) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(None) => Err(ApiError::not_found()),
-        Err(_) => Err(precondition_failed()),
-    }
+    app.drive.delete(authed.account, &path, write_precondition(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -282,15 +230,7 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("bad_cursor", "after is not a cursor this server gave"))?,
         ),
     };
-    let account = authed.account;
-    let prefix = q.prefix.unwrap_or_default();
-    let engine = app.engine.clone();
-    let mut items = blocking(move || {
-        engine.list_objects(&account, Namespace::Drive, prefix.as_bytes(), after.as_deref(), limit + 1)
-    })
-    .await?;
-    let more = items.len() > limit;
-    items.truncate(limit);
+    let (items, more) = app.drive.list(authed.account, &q.prefix.unwrap_or_default(), after, limit).await?;
     let next = if more { items.last().map(|l| drive::encode_cursor(&l.name)) } else { None };
     let files: Vec<_> = items.iter().map(|l| file_json(&String::from_utf8_lossy(&l.name), &l.record)).collect();
     Ok(Json(json!({ "files": files, "next": next })))

@@ -8,10 +8,12 @@ pub mod error;
 mod files;
 mod identity;
 pub mod json;
+pub mod limits;
 mod quota;
 mod serve;
 mod sync;
 mod system;
+mod timeouts;
 
 use std::sync::Arc;
 
@@ -33,8 +35,8 @@ pub struct App {
     pub engine: Engine,
     pub metrics: Arc<Metrics>,
     pub plans: crate::quota::Plans,
-    /// Bytes held by uploads in progress; shared with every upload's `Charge`.
-    pub reservations: Arc<crate::quota::Reservations>,
+    /// Files by path: every drive front calls it.
+    pub drive: crate::drive::Drive,
     pub identity: Identity,
     pub sync: crate::sync::Sync,
     pub backups: crate::backup::Backups,
@@ -43,6 +45,9 @@ pub struct App {
     /// that a few clients posting big ones cannot take the server's memory. A tokio
     /// semaphore: it is held across the `.await`s of reading the body.
     pub manifest_permits: Arc<tokio::sync::Semaphore>,
+    /// Uploads and downloads in progress, per account and in all (`limits`).
+    pub uploads: limits::Allowance,
+    pub downloads: limits::Allowance,
 }
 
 /// How many manifest bodies may be in memory at once.
@@ -60,7 +65,7 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(error::ApiError::from),
-        Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
+        Err(e) => Err(crate::error::Error::Internal(format!("a blocking task failed: {e}")).into()),
     }
 }
 
@@ -79,22 +84,11 @@ impl App {
         let retention = crate::backup::Retention::keep_last(config.backup_retention).unwrap_or_default();
         let backups = crate::backup::Backups::new(engine.clone(), retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
-        App {
-            config,
-            engine,
-            metrics,
-            plans,
-            reservations: Default::default(),
-            identity,
-            sync,
-            backups,
-            manifest_permits,
-        }
-    }
-
-    /// An engine error as an API error, counting quota refusals on the way.
-    pub(crate) fn refusal_counted(&self, e: crate::error::Error) -> error::ApiError {
-        self.refusal_counted_api(e.into())
+        let drive = crate::drive::Drive::new(engine.clone(), Default::default());
+        let l = &config.limits;
+        let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads);
+        let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads);
+        App { config, engine, metrics, plans, drive, identity, sync, backups, manifest_permits, uploads, downloads }
     }
 
     /// The account's plan and its limit. An account on a plan that is no longer configured
@@ -132,6 +126,7 @@ impl App {
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/v1/chunking", get(system::chunking))
         .merge(identity::routes())
@@ -154,6 +149,7 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json::MAX_JSON_BODY))
         .fallback(error::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), timeouts::body_idle))
         .layer(axum::middleware::from_fn_with_state(app.clone(), system::count_and_limit_headers))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(app)

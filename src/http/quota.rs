@@ -18,6 +18,7 @@ pub async fn get(State(app): State<AppState>, authed: Authed) -> Result<Json<ser
         "limit": limit,
         "used": u.used,
         "available": limit.saturating_sub(u.used),
+        "metadata": u.metadata,
         "services": { "drive": u.drive, "backups": u.backups, "sync": u.sync },
     })))
 }

@@ -1,11 +1,13 @@
 //! The accept loop: hyper connections over the axum router, with graceful shutdown.
 //!
-//! Hand-rolled rather than `axum::serve` for two knobs that one lacks: the header buffer size
-//! (so that the 32 KiB header limit is answered by our JSON 431, not a bare hyper error) and
-//! a bounded wait for open requests at shutdown.
+//! Hand-rolled rather than `axum::serve` for knobs that one lacks: the header buffer size
+//! (so that the 32 KiB header limit is answered by our JSON 431, not a bare hyper error), a
+//! bounded wait for open requests at shutdown, a cap on open connections, and closing a
+//! connection whose client stops reading its response (`timeouts::Watched`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -14,24 +16,40 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use super::timeouts::{Stall, Watched};
 use super::{router, AppState};
+
+/// Header fields hyper parses before it gives up with a bare 431 of its own. Our JSON 431 is
+/// for blocks over `max_header_bytes` (32 KiB), so hyper must never stop first on a block under
+/// that: 2048 fields of 16 bytes each is 32 KiB. Higher costs a bigger allocation on every
+/// request (two arrays of this many entries, 64 KiB each at 2048), so this is where we stop.
+const MAX_HEADER_COUNT: usize = 2048;
 
 pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     let header_room = (app.config.max_header_bytes * 4).max(64 * 1024);
+    let write_stall = app.config.limits.write_stall();
+    // Past this many open connections the loop stops accepting until one closes: the kernel's
+    // backlog holds the rest, and the process keeps descriptors for packs and the database.
+    let connections = Arc::new(Semaphore::new(app.config.limits.max_connections));
     let service = router(app);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .max_buf_size(header_room)
-        .max_headers(1000)
+        .max_headers(MAX_HEADER_COUNT)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -53,11 +71,18 @@ pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<O
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req.map(axum::body::Body::new)
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let stall = Stall::new();
+        let io = TokioIo::new(Watched::new(stream, stall.clone()));
+        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                },
+                // Dropping the connection drops its response body, and what the body held.
+                () = stall.expired(write_stall) => tracing::debug!(%peer, "client stopped reading; connection closed"),
             }
         });
     }

@@ -45,7 +45,7 @@ fn view_json(v: &View) -> Value {
 async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T, SyncError> + Send + 'static) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(crate::error::Error::corrupt(format!("a blocking task failed: {e}")).into()),
+        Err(e) => Err(crate::error::Error::Internal(format!("a blocking task failed: {e}")).into()),
     }
 }
 
@@ -186,12 +186,16 @@ struct BatchDelete {
     if_version: Option<Value>,
 }
 
+/// Versions are opaque strings: one this server never issued names no record's version, so the
+/// item conflicts (`412`) like any other stale version. Only a value that cannot be a version
+/// at all (an object, a list, a boolean) is a bad request.
 fn expect_from(v: Option<&Value>) -> Result<Precondition, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(Precondition::None),
-        Some(v) => parse_version(v)
-            .map(Precondition::IfVersion)
-            .ok_or_else(|| ApiError::bad_request("bad_version", "if_version is a version this server gave")),
+        Some(v @ (Value::String(_) | Value::Number(_))) => {
+            Ok(Precondition::IfVersion(parse_version(v).unwrap_or(u64::MAX)))
+        }
+        Some(_) => Err(ApiError::bad_request("bad_version", "if_version is a version string this server gave")),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::auth::Admin;
 use super::error::ApiError;
 use super::AppState;
 
@@ -15,7 +16,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn metrics(State(app): State<AppState>) -> Response {
+/// An operator's page: its counters describe every account (new versus deduplicated chunks tell
+/// who holds what), so it takes the admin token, and does not exist without one.
+pub async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 
@@ -51,4 +54,16 @@ pub async fn count_and_limit_headers(State(app): State<AppState>, req: Request, 
     };
     app.metrics.requests.with_label_values(&[class]).inc();
     resp
+}
+
+/// Ready to serve: a blocking thread is free and the database answers, within a second. Unlike
+/// `/healthz` (the process accepts connections) this fails when requests would hang.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let engine = app.engine.clone();
+    let probe = tokio::task::spawn_blocking(move || engine.db().get(crate::store::CF_META, b"readyz").map(|_| ()));
+    match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
+        Ok(Ok(Ok(()))) => Json(json!({ "status": "ready" })).into_response(),
+        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server cannot serve requests now")
+            .into_response(),
+    }
 }

@@ -21,7 +21,7 @@ use super::password;
 use super::profile::check_nickname;
 use super::sessions::Session;
 use super::{now_secs, Identity};
-use crate::config::FREE_PLAN;
+use crate::quota::FREE_PLAN;
 use crate::store::identity_keys::{self as ik, AccountRecord, HexBytes, Profile};
 use crate::store::keys::AccountId;
 use crate::store::{CF_ACCOUNTS, CF_IDENTIFIERS};

@@ -6,6 +6,10 @@
 
 pub mod format;
 mod open;
+mod readers;
+mod space;
+
+pub use space::Low as LowSpace;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -68,12 +72,15 @@ pub struct Packs {
     /// uploads for the spare.
     spare: Mutex<Option<OpenPack>>,
     next_id: AtomicU64,
-    /// Read handles, opened on first use. Positioned reads need no lock on the file itself.
-    readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Read handles, opened on first use, a bounded number at once. Positioned reads need no
+    /// lock on the file itself.
+    readers: readers::Readers,
     /// Holds on packs that GC and fsck must not judge from the index, by pack id: one from the
     /// pack's creation until its seal is done (open, spare or being sealed), plus one per entry
     /// appended but not yet indexed (or abandoned). A pack with none is "quiet", and stays so.
     unindexed: Mutex<HashMap<u64, u64>>,
+    /// Uploads stop short of filling the disk.
+    space: space::Space,
     waits: LockWaits,
 }
 
@@ -94,7 +101,13 @@ impl Packs {
     /// recovered: its verified entries are kept, the torn tail cut off, and it is sealed. The
     /// recovered packs are returned so the caller can record them. Pack ids continue above both
     /// what is on disk and `id_floor` (the highest id the database has heard of).
-    pub fn open(dir: &Path, target_size: u64, id_floor: u64, waits: LockWaits) -> Result<(Self, Vec<SealedPack>)> {
+    pub fn open(
+        dir: &Path,
+        target_size: u64,
+        min_free: u64,
+        id_floor: u64,
+        waits: LockWaits,
+    ) -> Result<(Self, Vec<SealedPack>)> {
         fs::create_dir_all(dir)?;
         remove_torn_creations(dir)?;
         let ids = list_ids(dir)?;
@@ -118,8 +131,9 @@ impl Packs {
             open: Default::default(),
             spare: Mutex::new(None),
             next_id: AtomicU64::new(next),
-            readers: Mutex::new(HashMap::new()),
+            readers: readers::Readers::new(readers::DEFAULT_CAPACITY),
             unindexed: Mutex::new(HashMap::new()),
+            space: space::Space::new(dir, min_free),
             waits,
         };
         Ok((packs, recovered))
@@ -173,6 +187,9 @@ impl Packs {
     }
 
     fn append_in(&self, lane: Lane, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
+        if lane == Lane::Uploads {
+            self.space.admit(OpenPack::entry_cost(chunk)).map_err(|low| Error::DiskFull { reserve: low.reserve })?;
+        }
         if slot.is_none() {
             *slot = Some(match lane {
                 Lane::Uploads => self.take_spare()?,
@@ -263,10 +280,33 @@ impl Packs {
         Ok(ids.into_iter().filter(|id| !unindexed.contains_key(id)).collect())
     }
 
-    /// Make an append durable. Takes no lock but its own pack's sync lock.
+    /// Make an append durable. Takes no lock but its own pack's sync lock. A pack whose sync
+    /// failed can never be trusted again (see `Durability`), so it leaves its lane at once:
+    /// the next append starts a new pack instead of failing on this one until it fills.
     pub fn sync(&self, a: &Appended) -> Result<()> {
         let waits = (a.lane == Lane::Uploads).then_some(&self.waits.pack_sync);
-        Ok(a.durable.sync_to(a.entry.end(), waits)?)
+        a.durable.sync_to(a.entry.end(), waits).map_err(|e| {
+            self.retire(a.lane, a.pack_id);
+            e.into()
+        })
+    }
+
+    /// Take a failed pack out of its lane, if it is still there, and release its creation
+    /// hold. It stays on disk unsealed: fsck reports it, and the next start recovers what in it
+    /// verifies (none of it is indexed: every append into it failed its sync).
+    fn retire(&self, lane: Lane, pack_id: u64) {
+        let taken = {
+            let mut slot = self.lane(lane);
+            if slot.as_ref().is_some_and(|p| p.id == pack_id) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if taken.is_some() {
+            tracing::error!(pack = pack_id, "a sync of this pack failed; new appends go to a new pack");
+            self.hold(pack_id, -1);
+        }
     }
 
     /// Seal the open packs that have been idle for `idle`. A lane whose seal fails does not
@@ -321,13 +361,7 @@ impl Packs {
     }
 
     fn reader(&self, pack_id: u64) -> Result<Arc<File>> {
-        let mut readers = self.readers.lock().expect("reader lock poisoned");
-        if let Some(f) = readers.get(&pack_id) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(File::open(self.path(pack_id))?);
-        readers.insert(pack_id, f.clone());
-        Ok(f)
+        Ok(self.readers.get(pack_id, || File::open(self.path(pack_id)))?)
     }
 
     /// Read one entry's stored bytes, checking that the entry header says what the index says.
@@ -358,7 +392,7 @@ impl Packs {
     }
 
     pub fn remove(&self, pack_id: u64) -> Result<()> {
-        self.readers.lock().expect("reader lock poisoned").remove(&pack_id);
+        self.readers.forget(pack_id);
         fs::remove_file(self.path(pack_id))?;
         open::sync_parent(&self.path(pack_id))?;
         Ok(())
@@ -457,7 +491,7 @@ mod tests {
     }
 
     fn packs(dir: &Path, target: u64) -> Packs {
-        Packs::open(dir, target, 0, LockWaits::unregistered()).expect("open").0
+        Packs::open(dir, target, 0, 0, LockWaits::unregistered()).expect("open").0
     }
 
     #[test]
@@ -475,6 +509,32 @@ mod tests {
         assert_eq!(sealed.id, gc.pack_id);
         assert_eq!(p.quiet().unwrap(), vec![gc.pack_id]);
         assert_eq!(p.read_chunk(gc.pack_id, &gc.entry, true).unwrap(), chunk(2, 1000).raw.to_vec());
+    }
+
+    #[test]
+    fn after_a_failed_sync_the_next_append_goes_to_a_new_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 1 << 20);
+        let (bad, _) = p.append(Lane::Uploads, &chunk(1, 1000)).unwrap();
+        // As if the kernel had reported a writeback error to this pack's fsync.
+        assert!(bad.durable.checked(Err(io::Error::other("EIO"))).is_err());
+        assert!(p.sync(&bad).is_err());
+        p.settle([&bad]);
+        let (next, _) = p.append(Lane::Uploads, &chunk(2, 1000)).unwrap();
+        assert_ne!(next.pack_id, bad.pack_id, "the failed pack left the lane");
+        p.sync(&next).unwrap();
+        p.settle([&next]);
+        assert!(p.quiet().unwrap().contains(&bad.pack_id), "no longer held: fsck judges it");
+    }
+
+    #[test]
+    fn uploads_stop_at_the_free_space_reserve_and_compaction_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Packs::open(dir.path(), 1 << 20, u64::MAX / 2, 0, LockWaits::unregistered()).unwrap().0;
+        let refused = p.append(Lane::Uploads, &chunk(1, 1000)).err().expect("refused");
+        assert!(refused.is_disk_full(), "{refused}");
+        let (copy, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
+        p.settle([&copy]);
     }
 
     #[test]
@@ -517,7 +577,7 @@ mod tests {
         p.sync(&a).unwrap();
         let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).unwrap();
         drop(p); // no close: as after a SIGKILL
-        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0, LockWaits::unregistered()).unwrap();
+        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0, 0, LockWaits::unregistered()).unwrap();
         let empty = recovered.iter().find(|r| r.id == spare).expect("the spare was recovered");
         assert!(empty.entries.is_empty());
         let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");

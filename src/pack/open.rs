@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,7 +78,7 @@ impl Durability {
         Ok(())
     }
 
-    fn checked(&self, synced: io::Result<()>) -> io::Result<()> {
+    pub(crate) fn checked(&self, synced: io::Result<()>) -> io::Result<()> {
         if synced.is_err() {
             self.failed.store(true, Ordering::Release);
         }
@@ -95,7 +95,7 @@ impl OpenPack {
     /// creation leaves only a `.tmp` file, which the next start removes.
     pub fn create(path: &Path, id: u64) -> io::Result<Self> {
         let tmp = path.with_extension("tmp");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all_at(&format::encode_header(id), 0)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

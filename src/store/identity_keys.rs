@@ -81,8 +81,11 @@ pub struct Profile {
     pub recovery_phone: Option<HexBytes>,
 }
 
+/// The plan of an account whose record names none (and of every new account).
+pub const FREE_PLAN: &str = "free";
+
 fn free_plan() -> String {
-    crate::config::FREE_PLAN.to_string()
+    FREE_PLAN.to_string()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

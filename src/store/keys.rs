@@ -282,21 +282,25 @@ pub fn decode_count(v: &[u8]) -> Option<u64> {
 
 // ---- usage: account -> bytes charged -------------------------------------------------------------
 
-/// `used` is what the quota charges (distinct chunks plus sync payloads); the per-service
-/// figures are logical sizes for the user's display and may add up to more.
+/// `used` is what the quota charges: distinct chunks, sync payloads and `metadata` (what the
+/// account's items cost, `quota::item_cost`); the per-service figures are logical sizes for the
+/// user's display and may add up to more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Usage {
     pub used: u64,
     pub drive: u64,
     pub backups: u64,
     pub sync: u64,
+    pub metadata: u64,
 }
 
+/// Version 1 had no `metadata`: read as zero, and filled in once at start (`engine::migrate`).
 const USAGE_V1: u8 = 1;
+const USAGE_V2: u8 = 2;
 
 pub fn encode_usage(u: &Usage) -> Vec<u8> {
-    let mut b = vec![USAGE_V1];
-    for v in [u.used, u.drive, u.backups, u.sync] {
+    let mut b = vec![USAGE_V2];
+    for v in [u.used, u.drive, u.backups, u.sync, u.metadata] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b
@@ -304,11 +308,20 @@ pub fn encode_usage(u: &Usage) -> Vec<u8> {
 
 pub fn decode_usage(v: &[u8]) -> Option<Usage> {
     let mut r = Reader(v);
-    if r.u8()? != USAGE_V1 {
+    let version = r.u8()?;
+    if version != USAGE_V1 && version != USAGE_V2 {
         return None;
     }
-    let u = Usage { used: r.u64()?, drive: r.u64()?, backups: r.u64()?, sync: r.u64()? };
+    let mut u = Usage { used: r.u64()?, drive: r.u64()?, backups: r.u64()?, sync: r.u64()?, metadata: 0 };
+    if version == USAGE_V2 {
+        u.metadata = r.u64()?;
+    }
     r.done().then_some(u)
+}
+
+/// Whether a usage record predates `metadata`.
+pub fn usage_lacks_metadata(v: &[u8]) -> bool {
+    v.first() == Some(&USAGE_V1)
 }
 
 // ---- objects: account ++ namespace ++ name -> manifest -------------------------------------------
@@ -515,8 +528,13 @@ mod tests {
         ] {
             assert_eq!(decode_op(r.entry.id, &encode_op(&op)), Some(op));
         }
-        let u = Usage { used: 1, drive: 2, backups: 3, sync: 4 };
+        let u = Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5 };
         assert_eq!(decode_usage(&encode_usage(&u)), Some(u));
+        // A record from before item charges reads with none, and says so.
+        let mut v1 = vec![USAGE_V1];
+        [1u64, 2, 3, 4].iter().for_each(|n| v1.extend_from_slice(&n.to_le_bytes()));
+        assert!(usage_lacks_metadata(&v1) && !usage_lacks_metadata(&encode_usage(&u)));
+        assert_eq!(decode_usage(&v1), Some(Usage { metadata: 0, ..u }));
         let p = PackRecord { size: 10, entries: 2, live_bytes: 8 };
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
         let chunks = vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)];

@@ -1,6 +1,6 @@
 //! The rules of the drive that are not storage: what a path may be, how a byte range and an
 //! entity tag are read from request headers, how a listing cursor is spelled. Pure functions,
-//! each a parser of untrusted input (fuzzed in `fuzz/`).
+//! each a parser of untrusted input (fuzzed in `fuzz/`), shared by every front.
 
 use crate::engine::ByteRange;
 

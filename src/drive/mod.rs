@@ -1,0 +1,9 @@
+//! The drive: a person's files by path. `service` decides what happens to them (every front,
+//! the v1 API, WebDAV or resumable uploads, calls it alike); `rules` holds the pure parsers of
+//! paths, ranges, entity tags and cursors.
+
+mod rules;
+mod service;
+
+pub use rules::*;
+pub use service::{Drive, DriveError, Upload};

@@ -1,0 +1,168 @@
+//! The drive service: writing, reading, deleting and listing files, with their preconditions
+//! and quota, for any front. A front parses its protocol into these calls and turns
+//! `DriveError` into its own answers; nothing here knows HTTP.
+//!
+//! A write goes: path checked, a declared length over the limit refused before any byte is
+//! read, the precondition checked before the body is read (and again at commit, under the
+//! account's lock), the content ingested (streamed, or adopted from held chunks) with each new
+//! chunk charged as it arrives, then one commit through the account's transaction.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use super::rules::{check_path, PathError};
+use crate::chunk::ChunkId;
+use crate::engine::{Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
+use crate::error::{Error, Refusal};
+use crate::quota::{Charge, Reservations};
+use crate::store::keys::{AccountId, Namespace, ObjectRecord};
+
+/// The drive of every account. Cheap to clone: an engine handle and the shared reservations.
+#[derive(Clone)]
+pub struct Drive {
+    engine: Engine,
+    /// Bytes held by uploads in progress, shared with every upload's `Charge` (and the chunk
+    /// API's), so that concurrent uploads cannot pass the quota together.
+    reservations: Arc<Reservations>,
+}
+
+/// What a new version of a file is made of.
+pub enum Upload<S> {
+    /// A body streamed through the pipeline, with the length the client declared, if any.
+    Body { stream: S, declared: Option<u64> },
+    /// Chunks the account already holds, in order (a client that chunks on its side).
+    Chunks(Vec<(ChunkId, u32)>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error(transparent)]
+    BadPath(#[from] PathError),
+    #[error("no such file")]
+    NotFound,
+    #[error("the file's current version does not match the request's precondition")]
+    PreconditionFailed,
+    #[error("some chunks must be uploaded first")]
+    MissingChunks(Vec<ChunkId>),
+    #[error("chunk {id} is {actual} bytes, not {size}")]
+    WrongSize { id: ChunkId, size: u32, actual: u32 },
+    /// Quota, disk, body and storage failures, as the engine says them.
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+type Result<T> = std::result::Result<T, DriveError>;
+
+impl Drive {
+    pub fn new(engine: Engine, reservations: Arc<Reservations>) -> Self {
+        Drive { engine, reservations }
+    }
+
+    pub fn reservations(&self) -> &Arc<Reservations> {
+        &self.reservations
+    }
+
+    /// Write a new version of `path` (201 or 200 to HTTP, by `Put::replaced`).
+    pub async fn put<S, E>(
+        &self,
+        account: AccountId,
+        path: &str,
+        upload: Upload<S>,
+        pre: Precondition,
+        limit: u64,
+    ) -> Result<Put>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        check_path(path)?;
+        if let Upload::Body { declared: Some(n), .. } = &upload {
+            if *n > limit {
+                return Err(self.over_quota(account, limit).await);
+            }
+        }
+        let current = self.object(account, path).await?;
+        if !pre.check(current.as_ref()) {
+            return Err(DriveError::PreconditionFailed);
+        }
+        let charge = Charge::new(self.engine.clone(), self.reservations.clone(), account, limit);
+        let ingested = match upload {
+            Upload::Body { stream, .. } => self.engine.ingest(stream, charge.clone()).await?,
+            Upload::Chunks(chunks) => self.adopt(account, chunks, limit).await?,
+        };
+        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
+        let put =
+            blocking(move || engine.put_object(&account, Namespace::Drive, &name, ingested, limit, pre)).await??;
+        drop(charge); // the reservation goes once the commit holds the chunks
+        put.map_err(|_| DriveError::PreconditionFailed)
+    }
+
+    /// A file's record and chunk list, read together.
+    pub async fn get(&self, account: AccountId, path: &str) -> Result<(ObjectRecord, ChunkList)> {
+        check_path(path)?;
+        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
+        blocking(move || engine.get_object_and_chunks(&account, Namespace::Drive, &name))
+            .await??
+            .ok_or(DriveError::NotFound)
+    }
+
+    pub async fn delete(&self, account: AccountId, path: &str, pre: Precondition) -> Result<ObjectRecord> {
+        check_path(path)?;
+        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
+        match blocking(move || engine.delete_object(&account, Namespace::Drive, &name, pre)).await?? {
+            Ok(Some(old)) => Ok(old),
+            Ok(None) => Err(DriveError::NotFound),
+            Err(_) => Err(DriveError::PreconditionFailed),
+        }
+    }
+
+    /// Files whose paths start with `prefix`, in byte order, after `after`, at most `limit`;
+    /// and whether there are more.
+    pub async fn list(
+        &self,
+        account: AccountId,
+        prefix: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Listed>, bool)> {
+        let (engine, prefix) = (self.engine.clone(), prefix.as_bytes().to_vec());
+        let mut items = blocking(move || {
+            engine.list_objects(&account, Namespace::Drive, &prefix, after.as_deref(), limit.saturating_add(1))
+        })
+        .await??;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok((items, more))
+    }
+
+    async fn object(&self, account: AccountId, path: &str) -> Result<Option<ObjectRecord>> {
+        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
+        Ok(blocking(move || engine.get_object(&account, Namespace::Drive, &name)).await??)
+    }
+
+    async fn adopt(&self, account: AccountId, chunks: Vec<(ChunkId, u32)>, limit: u64) -> Result<Ingested> {
+        let engine = self.engine.clone();
+        match blocking(move || engine.adopt_chunks(&account, chunks, limit)).await?? {
+            Ok(ingested) => Ok(ingested),
+            Err(Adoption::Missing(ids)) => Err(DriveError::MissingChunks(ids)),
+            Err(Adoption::WrongSize { id, size, actual }) => Err(DriveError::WrongSize { id, size, actual }),
+            Err(Adoption::TooLarge { .. }) => Err(self.over_quota(account, limit).await),
+        }
+    }
+
+    /// The quota refusal of a write that could never fit, with the account's current usage.
+    async fn over_quota(&self, account: AccountId, limit: u64) -> DriveError {
+        let engine = self.engine.clone();
+        match blocking(move || engine.usage(&account)).await {
+            Ok(Ok(u)) => Error::Refused(Refusal::Quota { used: u.used, limit }).into(),
+            Ok(Err(e)) | Err(e) => e.into(),
+        }
+    }
+}
+
+/// Storage work off the async runtime. A panic there is an internal error, not corruption.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::result::Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
+}
