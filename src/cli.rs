@@ -46,6 +46,10 @@ struct TargetArgs {
     /// A stopped server's data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Offline, the server's configuration file: its engine settings, plans and identifier
+    /// key apply (the data directory is --data-dir's).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -61,7 +65,14 @@ impl TargetArgs {
                     .ok_or_else(|| anyhow::anyhow!("--server needs the admin token (CAIRN_ADMIN_TOKEN)"))?;
                 Ok(ops::Target::Server { url: url.clone(), token })
             }
-            (None, Some(dir)) => Ok(ops::Target::DataDir(dir.clone())),
+            (None, Some(dir)) => {
+                let mut config = match &self.config {
+                    Some(path) => Config::from_file(path)?,
+                    None => Config::default(),
+                };
+                config.data_dir = dir.clone();
+                Ok(ops::Target::DataDir(Box::new(config.finish()?)))
+            }
             (None, None) => anyhow::bail!("give --server URL or --data-dir DIR"),
         }
     }
@@ -72,10 +83,10 @@ struct GcArgs {
     #[command(flatten)]
     target: TargetArgs,
     /// Seconds a chunk must have been unreferenced before it goes.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = GcOptions::default().grace_secs)]
     grace_seconds: u64,
     /// Rewrite packs whose live share is below this (0 to 1).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = GcOptions::default().compact_below)]
     compact_below: f64,
     /// Ceiling on compaction's copies, MiB/s (0: none). Default: the server's
     /// `gc_copy_mib_per_sec` with --server, none offline (no uploads to protect).
@@ -89,11 +100,9 @@ struct PlanArgs {
     account: String,
     /// A plan name from the configuration.
     plan: String,
+    /// Offline, --config names the plans (and the identifier key).
     #[command(flatten)]
     target: TargetArgs,
-    /// The configuration file, offline: it names the plans (and the identifier key).
-    #[arg(long, env = "CAIRN_CONFIG")]
-    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -183,13 +192,7 @@ pub fn main() -> ExitCode {
             ops::gc(t, opts, a.target.json)
         }),
         Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
-        Command::Plan(a) => a.target.target().and_then(|t| {
-            let config = match &a.config {
-                Some(path) => Config::from_file(path)?,
-                None => Config::default(),
-            };
-            ops::plan(t, config.finish()?, &a.account, &a.plan, a.target.json)
-        }),
+        Command::Plan(a) => a.target.target().and_then(|t| ops::plan(t, &a.account, &a.plan, a.target.json)),
     };
     match result {
         Ok(code) => code,

@@ -114,18 +114,21 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
+/// Each default is said once: the engine's in `EngineConfig::new`, GC's in `GcOptions::default`,
+/// each section's in its own `Default`; the rest here.
 impl Default for Config {
     fn default() -> Self {
+        let engine = EngineConfig::new("data");
         Config {
-            data_dir: PathBuf::from("data"),
+            data_dir: engine.data_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
-            chunking: ChunkingParams::default(),
-            zstd_level: 3,
-            pack_target_size: ByteSize(64 << 20),
-            pack_idle_seal_secs: 60,
-            verify_reads: true,
-            min_free_bytes: ByteSize(crate::engine::DEFAULT_MIN_FREE_BYTES),
+            chunking: engine.chunking,
+            zstd_level: engine.zstd_level,
+            pack_target_size: ByteSize(engine.pack_target_size),
+            pack_idle_seal_secs: engine.pack_idle_seal.as_secs(),
+            verify_reads: engine.verify_reads,
+            min_free_bytes: ByteSize(engine.min_free_bytes),
             max_header_bytes: 32 * 1024,
             shutdown_grace_secs: 30,
             staged_ttl_secs: 24 * 3600,
@@ -133,8 +136,8 @@ impl Default for Config {
             tombstone_retention_secs: 30 * 24 * 3600,
             backup_retention: crate::backup::Retention::default().keep(),
             gc_interval_secs: 6 * 3600,
-            gc_grace_secs: 3600,
-            gc_compact_below: 0.5,
+            gc_grace_secs: GcOptions::default().grace_secs,
+            gc_compact_below: GcOptions::default().compact_below,
             gc_copy_mib_per_sec: 64,
             plans: BTreeMap::new(),
             identity: IdentityConfig::default(),

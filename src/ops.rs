@@ -2,20 +2,24 @@
 //! admin API or offline against a stopped server's data directory. Both ways print the same
 //! report: human lines by default, the API's JSON with `--json`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::engine::{fsck, Engine, EngineConfig, GcOptions};
+use crate::config::Config;
+use crate::engine::{fsck, Engine, GcOptions};
 use crate::metrics::Metrics;
 
 /// Where an operator command runs.
 pub enum Target {
-    Server { url: String, token: String },
-    DataDir(PathBuf),
+    Server {
+        url: String,
+        token: String,
+    },
+    /// A stopped server's configuration, its data directory included.
+    DataDir(Box<Config>),
 }
 
 /// A spinner on a terminal while a long operation runs; nothing when stderr is not one.
@@ -50,8 +54,8 @@ fn server_call(
     })
 }
 
-fn open_offline(dir: &std::path::Path) -> anyhow::Result<Engine> {
-    Ok(Engine::open(EngineConfig::new(dir), Arc::new(Metrics::new()))?)
+fn open_offline(config: &Config) -> anyhow::Result<Engine> {
+    Ok(Engine::open(config.engine(), Arc::new(Metrics::new()))?)
 }
 
 fn print(v: &Value, as_json: bool, human: impl FnOnce(&Value)) {
@@ -72,8 +76,8 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
             }
             server_call(&url, &token, reqwest::Method::POST, "/admin/gc", Some(body))?
         }
-        Target::DataDir(dir) => {
-            let engine = open_offline(&dir)?;
+        Target::DataDir(config) => {
+            let engine = open_offline(&config)?;
             let report = engine.gc(opts)?;
             engine.close()?;
             serde_json::to_value(report)?
@@ -105,8 +109,8 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
             );
             server_call(&url, &token, reqwest::Method::POST, "/admin/fsck", None)?
         }
-        Target::DataDir(dir) => {
-            let engine = open_offline(&dir)?;
+        Target::DataDir(config) => {
+            let engine = open_offline(&config)?;
             if flags.rebuild_index {
                 let n = fsck::rebuild_index(&engine)?;
                 bar.println(format!("rebuilt the chunk index from the packs: {n} chunks"));
@@ -135,8 +139,8 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
 pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let v = match target {
         Target::Server { url, token } => server_call(&url, &token, reqwest::Method::GET, "/admin/stats", None)?,
-        Target::DataDir(dir) => {
-            let engine = open_offline(&dir)?;
+        Target::DataDir(config) => {
+            let engine = open_offline(&config)?;
             let s = engine.stats()?;
             engine.close()?;
             serde_json::to_value(s)?
@@ -151,13 +155,7 @@ pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn plan(
-    target: Target,
-    mut config: crate::config::Config,
-    account: &str,
-    plan: &str,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn plan(target: Target, account: &str, plan: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let v = match target {
         Target::Server { url, token } => server_call(
             &url,
@@ -166,7 +164,7 @@ pub fn plan(
             &format!("/admin/accounts/{account}/plan"),
             Some(json!({ "plan": plan })),
         )?,
-        Target::DataDir(dir) => {
+        Target::DataDir(config) => {
             let limit = config
                 .plans
                 .get(plan)
@@ -174,8 +172,7 @@ pub fn plan(
                 .ok_or_else(|| anyhow::anyhow!("no plan is called {plan:?} in the configuration"))?;
             let id: crate::store::keys::AccountId =
                 account.parse().map_err(|_| anyhow::anyhow!("{account:?} is not an account id"))?;
-            config.data_dir = dir;
-            let engine = open_offline(&config.data_dir)?;
+            let engine = open_offline(&config)?;
             let identity = crate::identity::Identity::open(engine.clone(), &config)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(identity.set_plan(id, plan.to_string()))?;

@@ -7,13 +7,6 @@ use common::identity::*;
 use common::*;
 use serde_json::{json, Value};
 
-async fn body_of(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// A phone's file: its bytes cut into `piece`-byte chunks, as the manifest lists them.
 struct PhoneFile {
     path: String,

@@ -25,13 +25,6 @@ fn content(q: &Value) -> u64 {
     q["used"].as_u64().unwrap() - q["metadata"].as_u64().unwrap()
 }
 
-async fn body_of(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// Send raw request bytes and read the answer until the server has said something.
 async fn raw_exchange(s: &Server, head: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

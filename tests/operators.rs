@@ -144,6 +144,18 @@ async fn cli_against_a_running_server_and_offline() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(json_of(&out)["logical_bytes"], (1 << 20) + 128 + "keep".len());
     let cfg = tmp.path().join("cairn.toml");
+    // Offline, every command reads the server's configuration: a setting it refuses stops it.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nuploads = 0\n").unwrap();
+    for cmd in ["stats", "gc", "fsck"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args([cmd, "--data-dir", d, "--config", bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("[limits]"), "{cmd}: {err}");
+    }
     let (code, out) = cairn(&["plan", &u.account_id, "free", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cairn(&["gc", "--data-dir", d, "--json"]);

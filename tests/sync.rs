@@ -25,13 +25,6 @@ async fn call(
     r.send().await.unwrap()
 }
 
-async fn ok_json(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 use reqwest::Method;
 
 #[tokio::test]
@@ -45,7 +38,7 @@ async fn records_versions_and_preconditions() {
                 .await
         }
     };
-    let v1 = ok_json(put("c1", json!({"name": "Ann", "tel": "+4915112345678"}), vec![]).await, 200).await;
+    let v1 = body_of(put("c1", json!({"name": "Ann", "tel": "+4915112345678"}), vec![]).await, 200).await;
     assert_eq!(v1["id"], "c1");
     let ver1 = v1["version"].as_str().unwrap().to_string();
     let r = call(&s, &u, Method::GET, "/v1/sync/contacts/c1", None, &[]).await;
@@ -57,21 +50,21 @@ async fn records_versions_and_preconditions() {
     assert_eq!(r.status(), 304);
 
     // If-Match with the current version wins; with an old one, 412 carries the current record.
-    let v2 = ok_json(put("c1", json!({"name": "Ann B"}), vec![("if-match", format!("\"{ver1}\""))]).await, 200).await;
+    let v2 = body_of(put("c1", json!({"name": "Ann B"}), vec![("if-match", format!("\"{ver1}\""))]).await, 200).await;
     assert!(v2["seq"].as_u64() > v1["seq"].as_u64());
-    let r = ok_json(put("c1", json!({"name": "stale"}), vec![("if-match", format!("\"{ver1}\""))]).await, 412).await;
+    let r = body_of(put("c1", json!({"name": "stale"}), vec![("if-match", format!("\"{ver1}\""))]).await, 412).await;
     assert_eq!(r["error"]["code"], "version_conflict");
     assert_eq!(r["error"]["current"]["payload"], json!({"name": "Ann B"}));
     assert_eq!(r["error"]["current"]["version"], v2["version"]);
-    let r = ok_json(put("c1", json!({}), vec![("if-none-match", "*".into())]).await, 412).await;
+    let r = body_of(put("c1", json!({}), vec![("if-none-match", "*".into())]).await, 412).await;
     assert_eq!(r["error"]["code"], "version_conflict");
-    ok_json(put("c2", json!({}), vec![("if-none-match", "*".into())]).await, 200).await;
+    body_of(put("c2", json!({}), vec![("if-none-match", "*".into())]).await, 200).await;
 
     // Deletes leave tombstones: 404 to GET, 404 to a second DELETE, 412 on a stale If-Match.
     let ver2 = v2["version"].as_str().unwrap().to_string();
     let r = call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[("if-match", format!("\"{ver1}\""))]).await;
-    assert_eq!(ok_json(r, 412).await["error"]["code"], "version_conflict");
-    let d = ok_json(
+    assert_eq!(body_of(r, 412).await["error"]["code"], "version_conflict");
+    let d = body_of(
         call(&s, &u, Method::DELETE, "/v1/sync/contacts/c1", None, &[("if-match", format!("\"{ver2}\""))]).await,
         200,
     )
@@ -87,7 +80,7 @@ async fn records_versions_and_preconditions() {
         "not_found"
     );
     // A tombstone can be written over; If-None-Match: * treats it as absent.
-    ok_json(put("c1", json!({"back": true}), vec![("if-none-match", "*".into())]).await, 200).await;
+    body_of(put("c1", json!({"back": true}), vec![("if-none-match", "*".into())]).await, 200).await;
 }
 
 #[tokio::test]
@@ -98,12 +91,12 @@ async fn limits_and_names() {
     let r = call(&s, &u, Method::PUT, "/v1/sync/notes/n1", Some(json!({ "payload": big })), &[]).await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
     let fits = "x".repeat(256 * 1024 - 2); // the quotes make it exactly 256 KiB of JSON
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/n1", Some(json!({ "payload": fits })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::PUT, "/v1/sync/notes/n1", Some(json!({ "payload": fits })), &[]).await, 200).await;
     for bad in ["Contacts", "1abc", "a-b", &"a".repeat(33)] {
         let r = call(&s, &u, Method::PUT, &format!("/v1/sync/{bad}/x"), Some(json!({ "payload": 1 })), &[]).await;
         assert_eq!(error_code(r, 400).await, "bad_collection", "{bad}");
     }
-    ok_json(
+    body_of(
         call(&s, &u, Method::PUT, &format!("/v1/sync/{}/x", "a".repeat(32)), Some(json!({ "payload": 1 })), &[]).await,
         200,
     )
@@ -112,7 +105,7 @@ async fn limits_and_names() {
         let r = call(&s, &u, Method::PUT, &format!("/v1/sync/notes/{bad}"), Some(json!({ "payload": 1 })), &[]).await;
         assert_eq!(error_code(r, 400).await, "bad_id", "{bad}");
     }
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/A.b_c~d-9", Some(json!({ "payload": 1 })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::PUT, "/v1/sync/notes/A.b_c~d-9", Some(json!({ "payload": 1 })), &[]).await, 200).await;
     let r = call(&s, &u, Method::PUT, "/v1/sync/notes/x", Some(json!({ "nopayload": 1 })), &[]).await;
     assert_eq!(r.status(), 400);
     let r = s.client.put(s.url("/v1/sync/notes/x")).bearer_auth(&u.token).body("{not json").send().await.unwrap();
@@ -124,28 +117,28 @@ async fn feed_summary_and_batches() {
     let s = Server::start();
     let u = signed_in(&s).await;
     for i in 0..5 {
-        ok_json(
+        body_of(
             call(&s, &u, Method::PUT, &format!("/v1/sync/calendar/e{i}"), Some(json!({ "payload": { "n": i } })), &[])
                 .await,
             200,
         )
         .await;
     }
-    ok_json(
+    body_of(
         call(&s, &u, Method::PUT, "/v1/sync/calendar/e1", Some(json!({ "payload": { "n": "updated" } })), &[]).await,
         200,
     )
     .await;
-    ok_json(call(&s, &u, Method::DELETE, "/v1/sync/calendar/e2", None, &[]).await, 200).await;
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/other", Some(json!({ "payload": "x" })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::DELETE, "/v1/sync/calendar/e2", None, &[]).await, 200).await;
+    body_of(call(&s, &u, Method::PUT, "/v1/sync/notes/other", Some(json!({ "payload": "x" })), &[]).await, 200).await;
 
-    let f = ok_json(call(&s, &u, Method::GET, "/v1/sync/calendar?since=0&limit=2", None, &[]).await, 200).await;
+    let f = body_of(call(&s, &u, Method::GET, "/v1/sync/calendar?since=0&limit=2", None, &[]).await, 200).await;
     assert_eq!(f["records"].as_array().unwrap().len(), 2);
     assert_eq!(f["more"], true);
     let mut ids = Vec::new();
     let mut since = 0;
     loop {
-        let f = ok_json(
+        let f = body_of(
             call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}&limit=2"), None, &[]).await,
             200,
         )
@@ -171,25 +164,25 @@ async fn feed_summary_and_batches() {
         ]
     );
     let empty =
-        ok_json(call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}"), None, &[]).await, 200).await;
+        body_of(call(&s, &u, Method::GET, &format!("/v1/sync/calendar?since={since}"), None, &[]).await, 200).await;
     assert_eq!(
         (empty["records"].as_array().unwrap().len(), empty["next"].as_u64().unwrap(), empty["more"].as_bool().unwrap()),
         (0, since, false)
     );
 
-    let sum = ok_json(call(&s, &u, Method::GET, "/v1/sync", None, &[]).await, 200).await;
+    let sum = body_of(call(&s, &u, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"]["calendar"]["count"], 4);
     assert_eq!(sum["collections"]["calendar"]["seq"], since);
     assert_eq!(sum["collections"]["notes"]["count"], 1);
     assert_eq!(sum["collections"]["notes"]["bytes"], 3);
 
     // Batches: all or nothing.
-    let cur = ok_json(call(&s, &u, Method::GET, "/v1/sync/calendar/e0", None, &[]).await, 200).await;
+    let cur = body_of(call(&s, &u, Method::GET, "/v1/sync/calendar/e0", None, &[]).await, 200).await;
     let batch = json!({
         "put": [{ "id": "b1", "payload": 1 }, { "id": "e0", "payload": 2, "if_version": "999999" }],
         "delete": [{ "id": "e3" }]
     });
-    let r = ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(batch), &[]).await, 412).await;
+    let r = body_of(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(batch), &[]).await, 412).await;
     assert_eq!(r["error"]["code"], "version_conflict");
     assert_eq!(r["error"]["conflicts"], json!(["e0"]));
     assert_eq!(
@@ -201,7 +194,7 @@ async fn feed_summary_and_batches() {
         "put": [{ "id": "b1", "payload": 1 }, { "id": "e0", "payload": 2, "if_version": cur["version"] }],
         "delete": [{ "id": "e3" }, { "id": "nope" }]
     });
-    let r = ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(batch), &[]).await, 200).await;
+    let r = body_of(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(batch), &[]).await, 200).await;
     let recs = r["records"].as_array().unwrap();
     assert_eq!(recs.len(), 3, "deleting what does not exist is a no-op: {r}");
     assert_eq!(recs[2]["deleted"], true);
@@ -209,9 +202,9 @@ async fn feed_summary_and_batches() {
     let r = call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": too_big })), &[]).await;
     assert_eq!(error_code(r, 400).await, "batch_too_large");
     let hundred: Vec<Value> = (0..100).map(|i| json!({ "id": format!("x{i}"), "payload": i })).collect();
-    ok_json(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": hundred })), &[]).await, 200)
+    body_of(call(&s, &u, Method::POST, "/v1/sync/calendar/batch", Some(json!({ "put": hundred })), &[]).await, 200)
         .await;
-    let f = ok_json(call(&s, &u, Method::GET, "/v1/sync/calendar?limit=5000", None, &[]).await, 200).await;
+    let f = body_of(call(&s, &u, Method::GET, "/v1/sync/calendar?limit=5000", None, &[]).await, 200).await;
     assert_eq!(f["records"].as_array().unwrap().len(), 106);
 }
 
@@ -234,20 +227,20 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     let r = call(&s, &u, Method::PUT, "/v1/sync/notes/n5", Some(json!({ "payload": payload })), &[]).await;
     assert_eq!(error_code(r, 507).await, "quota_exceeded");
     // Deletes work over quota and give the bytes back.
-    ok_json(call(&s, &u, Method::DELETE, "/v1/sync/notes/n0", None, &[]).await, 200).await;
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/notes/n5", Some(json!({ "payload": payload })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::DELETE, "/v1/sync/notes/n0", None, &[]).await, 200).await;
+    body_of(call(&s, &u, Method::PUT, "/v1/sync/notes/n5", Some(json!({ "payload": payload })), &[]).await, 200).await;
 
     assert_eq!(error_code(call(&s, &other, Method::GET, "/v1/sync/notes/n1", None, &[]).await, 404).await, "not_found");
     assert_eq!(
         error_code(call(&s, &other, Method::DELETE, "/v1/sync/notes/n1", None, &[]).await, 404).await,
         "not_found"
     );
-    let f = ok_json(call(&s, &other, Method::GET, "/v1/sync/notes", None, &[]).await, 200).await;
+    let f = body_of(call(&s, &other, Method::GET, "/v1/sync/notes", None, &[]).await, 200).await;
     assert_eq!(f["records"], json!([]));
 
     delete_account(&s, &u).await;
     let again = signed_up(&s, &u.identifier).await;
-    let sum = ok_json(call(&s, &again, Method::GET, "/v1/sync", None, &[]).await, 200).await;
+    let sum = body_of(call(&s, &again, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"], json!({}), "a new account starts empty");
     let fsck: Value =
         s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
@@ -259,9 +252,9 @@ async fn purged_tombstones_make_old_cursors_resync() {
     let (s, _tmp) = start_configured("tombstone_retention_secs = 1\nsweep_secs = 1\n");
     let u = signed_in(&s).await;
     let a =
-        ok_json(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/a", Some(json!({ "payload": 1 })), &[]).await, 200).await;
-    ok_json(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/b", Some(json!({ "payload": 2 })), &[]).await, 200).await;
-    ok_json(call(&s, &u, Method::DELETE, "/v1/sync/bookmarks/b", None, &[]).await, 200).await;
+        body_of(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/a", Some(json!({ "payload": 1 })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::PUT, "/v1/sync/bookmarks/b", Some(json!({ "payload": 2 })), &[]).await, 200).await;
+    body_of(call(&s, &u, Method::DELETE, "/v1/sync/bookmarks/b", None, &[]).await, 200).await;
     let since = a["seq"].as_u64().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -274,7 +267,7 @@ async fn purged_tombstones_make_old_cursors_resync() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     // A full resync from zero works and shows what is live.
-    let f = ok_json(call(&s, &u, Method::GET, "/v1/sync/bookmarks?since=0", None, &[]).await, 200).await;
+    let f = body_of(call(&s, &u, Method::GET, "/v1/sync/bookmarks?since=0", None, &[]).await, 200).await;
     assert_eq!(f["records"].as_array().unwrap().len(), 1);
 }
 

@@ -7,7 +7,7 @@ use cairn::chunk::ChunkId;
 use cairn::store::keys::{
     account_chunk_key, apply_op, chunk_id_from_key, chunk_key, decode_chunk, decode_count, decode_object, decode_op,
     decode_pack, decode_usage, encode_chunk, encode_count, encode_object, encode_op, encode_pack, encode_usage,
-    split_account_chunk_key, AccountId,
+    split_account_chunk_key, usage_lacks_metadata, AccountId,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -28,14 +28,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
     }
     if let Some(u) = decode_usage(data) {
-        assert_eq!(encode_usage(&u), data);
+        // A version-1 record (no item charges) is written back as version 2.
+        if !usage_lacks_metadata(data) {
+            assert_eq!(encode_usage(&u), data);
+        }
         assert_eq!(decode_usage(&encode_usage(&u)), Some(u));
     }
     if let Some(o) = decode_object(data) {
         assert_eq!(encode_object(&o), data);
         assert_eq!(decode_object(&encode_object(&o)).as_ref(), Some(&o));
-        let total: u64 = o.manifest.chunks.iter().map(|c| u64::from(c.1)).sum();
-        assert_eq!(total, o.manifest.size);
+        let _ = o.tail_segments(); // any record the decoder accepts has a countable tail
     }
     if let Some(n) = decode_count(data) {
         assert_eq!(encode_count(n), data);

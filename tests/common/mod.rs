@@ -91,6 +91,15 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Assert the status (showing the body if it differs) and return the body as JSON (`Null` for
+/// a body that is not JSON, such as a 204's).
+pub async fn body_of(r: reqwest::Response, status: u16) -> serde_json::Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
 /// Assert the API's error shape and return the code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status().as_u16(), status, "status");
