@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::engine::{fsck, Engine, GcOptions};
+use crate::engine::{fsck, Engine, GcOptions, GcReport, Stats};
 use crate::metrics::Metrics;
+use crate::quota::PlanChange;
 
 /// Where an operator command runs.
 pub enum Target {
@@ -30,13 +31,14 @@ fn spinner(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn server_call(
+/// Call the admin API; its answer is the same typed report the offline path builds.
+fn server_call<T: serde::de::DeserializeOwned>(
     url: &str,
     token: &str,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -46,11 +48,12 @@ fn server_call(
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = resp.text().await?;
         if !status.is_success() {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             anyhow::bail!("server answered {status}: {}", v["error"]["message"].as_str().unwrap_or("no message"));
         }
-        Ok(v)
+        Ok(serde_json::from_str(&text)?)
     })
 }
 
@@ -58,7 +61,7 @@ fn open_offline(config: &Config) -> anyhow::Result<Engine> {
     Ok(Engine::open(config.engine(), Arc::new(Metrics::new()))?)
 }
 
-fn print(v: &Value, as_json: bool, human: impl FnOnce(&Value)) {
+fn print<T: serde::Serialize>(v: &T, as_json: bool, human: impl FnOnce(&T)) {
     if as_json {
         println!("{}", serde_json::to_string_pretty(v).expect("json"));
     } else {
@@ -80,14 +83,14 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
             let engine = open_offline(&config)?;
             let report = engine.gc(opts)?;
             engine.close()?;
-            serde_json::to_value(report)?
+            report
         }
     };
     bar.finish_and_clear();
-    print(&v, as_json, |v| {
+    print(&v, as_json, |r: &GcReport| {
         println!(
             "freed {} chunks and {} bytes; rewrote {} packs, deleted {}",
-            v["chunks_freed"], v["bytes_freed"], v["packs_rewritten"], v["packs_deleted"]
+            r.chunks_freed, r.bytes_freed, r.packs_rewritten, r.packs_deleted
         )
     });
     Ok(ExitCode::SUCCESS)
@@ -117,19 +120,18 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
             }
             let report = if flags.repair { fsck::repair(&engine)? } else { fsck::check(&engine)? };
             engine.close()?;
-            serde_json::to_value(report)?
+            report
         }
     };
     bar.finish_and_clear();
-    let ok = v["ok"].as_bool().unwrap_or(false);
-    print(&v, flags.json, |v| {
-        for p in v["problems"].as_array().into_iter().flatten() {
-            println!("problem: {}", p.as_str().unwrap_or_default());
+    let ok = v.ok;
+    print(&v, flags.json, |r: &fsck::Report| {
+        for p in &r.problems {
+            println!("problem: {p}");
         }
-        let n = v["problems"].as_array().map_or(0, Vec::len);
-        println!("{}", if ok { "ok".to_string() } else { format!("{n} problems") });
-        if let Some(r) = v["repaired"].as_u64().filter(|r| *r > 0) {
-            println!("repaired {r} records");
+        println!("{}", if ok { "ok".to_string() } else { format!("{} problems", r.problems.len()) });
+        if r.repaired > 0 {
+            println!("repaired {} records", r.repaired);
         }
     });
     // After a repair the books are right even if problems were found on the way.
@@ -143,13 +145,13 @@ pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
             let engine = open_offline(&config)?;
             let s = engine.stats()?;
             engine.close()?;
-            serde_json::to_value(s)?
+            s
         }
     };
-    print(&v, as_json, |v| {
+    print(&v, as_json, |s: &Stats| {
         println!(
             "{} accounts, {} chunks in {} packs; {} bytes charged to users, {} bytes on disk",
-            v["accounts"], v["chunks"], v["packs"], v["logical_bytes"], v["stored_bytes"]
+            s.accounts, s.chunks, s.packs, s.logical_bytes, s.stored_bytes
         )
     });
     Ok(ExitCode::SUCCESS)
@@ -177,9 +179,9 @@ pub fn plan(target: Target, account: &str, plan: &str, as_json: bool) -> anyhow:
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(identity.set_plan(id, plan.to_string()))?;
             engine.close()?;
-            json!({ "plan": plan, "limit": limit })
+            PlanChange { plan: plan.to_string(), limit }
         }
     };
-    print(&v, as_json, |v| println!("account {account} is on plan {} ({} bytes)", v["plan"], v["limit"]));
+    print(&v, as_json, |p: &PlanChange| println!("account {account} is on plan {} ({} bytes)", p.plan, p.limit));
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,14 @@ pub use crate::store::identity_keys::FREE_PLAN;
 /// The free plan's quota unless configuration says otherwise: 5 GiB.
 pub const FREE_BYTES: u64 = 5 * (1 << 30);
 
+/// An account's new plan and its limit: `PUT /admin/accounts/{id}/plan`'s answer and
+/// `cairn plan`'s report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlanChange {
+    pub plan: String,
+    pub limit: u64,
+}
+
 /// Plan names to limits, from configuration.
 #[derive(Clone, Debug)]
 pub struct Plans(pub BTreeMap<String, u64>);

@@ -305,6 +305,15 @@ async fn empty_files_and_non_ascii_paths_restore() {
         assert_eq!(r.status(), 200, "{}", f.path);
         assert_eq!(r.bytes().await.unwrap().to_vec(), f.data, "{}", f.path);
     }
+    // A client that leaves the slashes unencoded reaches the same files.
+    for f in [&japanese, &spaced] {
+        let raw = file_url(&id, &f.path).replace("%2F", "/");
+        let r = get_as(&s, &u.token, &raw).await;
+        assert_eq!(r.status(), 200, "{raw}");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), f.data, "{raw}");
+    }
+    let head = s.client.head(s.url(&file_url(&id, &empty.path))).bearer_auth(&u.token).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()["content-length"].to_str().unwrap()), (200, "0"));
     let m = body_of(get_as(&s, &u.token, &format!("/v1/backups/{id}")).await, 200).await;
     assert_eq!(m["entries"][0]["size"], 0);
     assert_eq!(m["entries"][1]["path"], "日本語/ファイル.txt");

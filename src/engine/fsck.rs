@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use rocksdb::{IteratorMode, Snapshot, WriteBatch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
@@ -24,7 +24,8 @@ use crate::store::keys::{self, AccountId, ChunkRecord, Namespace, Usage};
 use crate::store::sync_keys;
 use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_OBJECTS, CF_SYNC, CF_USAGE};
 
-#[derive(Debug, Default, Serialize)]
+/// `POST /admin/fsck`'s answer and `cairn fsck`'s report, either way.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub ok: bool,
     pub packs_checked: u64,
@@ -33,6 +34,7 @@ pub struct Report {
     pub objects_checked: u64,
     pub problems: Vec<String>,
     /// Records rewritten by `repair`.
+    #[serde(default)]
     pub repaired: u64,
 }
 

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use rocksdb::{IteratorMode, WriteBatch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pace::{CopyRate, Pacer};
 use super::{unix_now, Engine};
@@ -60,7 +60,8 @@ impl Default for GcOptions {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+/// What a collection did: `POST /admin/gc`'s answer and `cairn gc`'s report, either way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GcReport {
     pub chunks_freed: u64,
     /// Pack bytes given back to the disk: deleted packs less the bytes copied out of them.

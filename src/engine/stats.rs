@@ -1,14 +1,15 @@
 //! Figures for operators: how much users store, and what it costs on disk.
 
 use rocksdb::IteratorMode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Engine;
 use crate::error::Result;
 use crate::store::keys;
 use crate::store::{CF_ACCOUNTS, CF_CHUNKS, CF_USAGE};
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+/// `GET /admin/stats`'s answer and `cairn stats`'s report, either way.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     pub accounts: u64,
     pub chunks: u64,

@@ -4,13 +4,13 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::{blocking, AppState};
-use crate::engine::{fsck, CopyRate, GcOptions};
+use crate::engine::{fsck, CopyRate, GcOptions, GcReport, Stats};
+use crate::quota::PlanChange;
 use crate::store::keys::AccountId;
 
 #[derive(Deserialize, Default)]
@@ -37,7 +37,7 @@ pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiErro
 }
 
 /// The body is optional: an empty one means the defaults.
-pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) -> Result<Json<GcReport>, ApiError> {
     let body: GcBody = if body.iter().all(u8::is_ascii_whitespace) {
         GcBody::default()
     } else {
@@ -47,22 +47,19 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
     let opts = gc_options(&body, app.config.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
     let report = blocking(move || engine.gc(opts)).await?;
-    Ok(Json(serde_json::to_value(report).expect("plain struct")))
+    Ok(Json(report))
 }
 
-pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<fsck::Report>, ApiError> {
     let engine = app.engine.clone();
     let report = blocking(move || fsck::check(&engine)).await?;
     app.metrics.fsck_problems.set(report.problems.len() as i64);
-    Ok(Json(
-        json!({ "ok": report.ok, "problems": report.problems, "packs_checked": report.packs_checked, "chunks_indexed": report.chunks_indexed }),
-    ))
+    Ok(Json(report))
 }
 
-pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Stats>, ApiError> {
     let engine = app.engine.clone();
-    let stats = blocking(move || engine.stats()).await?;
-    Ok(Json(serde_json::to_value(stats).expect("plain struct")))
+    Ok(Json(blocking(move || engine.stats()).await?))
 }
 
 #[derive(Deserialize)]
@@ -75,12 +72,12 @@ pub async fn set_plan(
     _: Admin,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PlanBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlanChange>, ApiError> {
     let Some(limit) = app.plans.limit(&body.plan) else {
         return Err(ApiError::bad_request("unknown_plan", format!("no plan is called {:?}", body.plan))
             .with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
     };
     let account: AccountId = id.parse().map_err(|_| ApiError::not_found())?;
     app.set_plan(&account, &body.plan).await?;
-    Ok(Json(json!({ "plan": body.plan, "limit": limit })))
+    Ok(Json(PlanChange { plan: body.plan, limit }))
 }

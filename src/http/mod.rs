@@ -141,7 +141,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
-        .route("/v1/backups/{id}/files/{path}", get(backups::file))
+        .route("/v1/backups/{id}/files/{*path}", get(backups::file))
         .route("/admin/gc", post(admin::gc))
         .route("/admin/fsck", post(admin::fsck))
         .route("/admin/stats", get(admin::stats))
