@@ -8,7 +8,6 @@ use super::activity::EventKind;
 use super::codes::{self, Purpose};
 use super::error::{IdentityError, Result};
 use super::identifiers::Identifier;
-use super::limits::ip_key;
 use super::password;
 use super::sessions::Session;
 use super::{id_hash_of, Identity, Inner};
@@ -45,20 +44,6 @@ impl Inner {
             .ok_or_else(|| IdentityError::Internal(format!("the identifier of account {a} does not unseal")))?;
         Ok((rec, id))
     }
-
-    /// Count a failed password check of this identifier from this address.
-    pub(super) fn count_failure(&self, id_hash: &[u8; 32], ip: IpAddr) {
-        self.failures_by_identifier.record(id_hash);
-        self.failures_by_ip.record(&ip_key(ip));
-    }
-
-    /// Refuse while this identifier or this address is locked out, even a correct password.
-    pub(super) fn check_lockout(&self, id_hash: &[u8; 32], ip: IpAddr) -> Result<()> {
-        for limit in [self.failures_by_identifier.check(id_hash), self.failures_by_ip.check(&ip_key(ip))] {
-            limit.map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        }
-        Ok(())
-    }
 }
 
 pub struct PasswordChange {
@@ -68,26 +53,38 @@ pub struct PasswordChange {
 }
 
 impl Identity {
-    /// Needs the current password (a wrong one counts as a failed login), a `change_details`
-    /// code, and a new password of the allowed length. Ends every other session.
+    /// Needs the current password (a wrong one counts as a failed login, and is counted before
+    /// it is checked), a `change_details` code, and a new password of the allowed length. Ends
+    /// every other session.
     pub async fn change_password(&self, s: &Session, change: PasswordChange, ip: IpAddr) -> Result<()> {
         let account = s.account;
         let (rec, _) = self.blocking(move |i| i.account_with_identifier(&account)).await?;
         let id_hash = id_hash_of(&rec.id_hash.0)?;
-        self.inner.check_lockout(&id_hash, ip)?;
-        if !self.inner.hashers.verify(change.current_password, Some(rec.password.clone())).await? {
-            self.inner.count_failure(&id_hash, ip);
-            return Err(IdentityError::WrongPassword);
+        let attempt = self.inner.login_failures.begin(&id_hash, ip)?;
+        let verified = rec.password;
+        if !self.inner.hashers.verify(change.current_password, Some(verified.clone())).await? {
+            return self
+                .blocking(move |i| {
+                    let mut batch = WriteBatch::default();
+                    i.login_failures.failed(i.db(), &mut batch, attempt);
+                    i.db().write_unsynced(batch)?;
+                    Err(IdentityError::WrongPassword)
+                })
+                .await;
         }
+        self.inner.login_failures.succeeded(attempt);
         password::check_strength(&change.new_password)?;
         let phc = self.inner.hashers.hash(change.new_password).await?;
         let session = s.clone();
         self.blocking(move |i| {
             let _held = i.lock(&id_hash);
-            if !i.codes().check(&id_hash, Purpose::ChangeDetails, &change.code)? {
-                return Err(IdentityError::BadCode);
-            }
             let mut rec = i.account(&session.account)?.ok_or(IdentityError::NotFound)?;
+            // The password proven above must still be the account's: a reset (or another
+            // change) since then ended this session, and must not be overwritten by it.
+            if rec.password != verified {
+                return Err(IdentityError::WrongPassword);
+            }
+            i.verify_code(&id_hash, Purpose::ChangeDetails, &change.code, ip)?;
             rec.password = phc;
             let mut batch = WriteBatch::default();
             batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
