@@ -76,25 +76,75 @@ impl Identity {
         password::check_strength(&change.new_password)?;
         let phc = self.inner.hashers.hash(change.new_password).await?;
         let session = s.clone();
-        self.blocking(move |i| {
-            let _held = i.lock(&id_hash);
-            let mut rec = i.account(&session.account)?.ok_or(IdentityError::NotFound)?;
-            // The password proven above must still be the account's: a reset (or another
-            // change) since then ended this session, and must not be overwritten by it.
-            if rec.password != verified {
-                return Err(IdentityError::WrongPassword);
-            }
-            i.verify_code(&id_hash, Purpose::ChangeDetails, &change.code, ip)?;
-            rec.password = phc;
-            let mut batch = WriteBatch::default();
-            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
-            codes::consume(i.db(), &mut batch, &id_hash, Purpose::ChangeDetails);
-            i.revoke_devices(&mut batch, &session.account, Some(session.device_id))?;
-            let device = i.event_device(&session.account, &session.device_id)?;
-            i.record_event(&mut batch, &session.account, EventKind::PasswordChanged, ip, device)?;
-            i.db().commit(batch)?;
-            Ok(())
-        })
-        .await
+        self.blocking(move |i| i.finish_password_change(&session, &id_hash, &verified, phc, &change.code, ip)).await
+    }
+}
+
+impl Inner {
+    /// The end of a password change, under the identifier's lock. The password proven at its
+    /// start (`verified`, the PHC string it was checked against) must still be the account's:
+    /// a reset or another change meanwhile ended this session, and must not be overwritten by
+    /// it. Then the code, then the new hash (`new_phc`) replaces the old one.
+    fn finish_password_change(
+        &self,
+        session: &Session,
+        id_hash: &[u8; 32],
+        verified: &str,
+        new_phc: String,
+        code: &str,
+        ip: IpAddr,
+    ) -> Result<()> {
+        let _held = self.lock(id_hash);
+        let mut rec = self.account(&session.account)?.ok_or(IdentityError::NotFound)?;
+        if rec.password != verified {
+            return Err(IdentityError::WrongPassword);
+        }
+        self.verify_code(id_hash, Purpose::ChangeDetails, code, ip)?;
+        rec.password = new_phc;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
+        codes::consume(self.db(), &mut batch, id_hash, Purpose::ChangeDetails);
+        self.revoke_devices(&mut batch, &session.account, Some(session.device_id))?;
+        let device = self.event_device(&session.account, &session.device_id)?;
+        self.record_event(&mut batch, &session.account, EventKind::PasswordChanged, ip, device)?;
+        self.db().commit(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::Clock;
+    use super::super::testing::identity_in;
+    use super::*;
+    use crate::identity::{DeviceInfo, Registration};
+
+    /// Issue 11, the same race as a sign-in's: a password change whose current password was
+    /// verified before a reset must not overwrite the password the reset set (its session
+    /// was ended by the reset). The reset runs between the verification and the change.
+    #[tokio::test]
+    async fn a_reset_while_a_password_change_verifies_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = identity_in(dir.path(), Clock::system());
+        let i = &identity.inner;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let email = "ada@example.com";
+        let id_hash = i.secrets.lookup(&Identifier::parse("identifier", email).unwrap());
+        let code = i.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
+        let r = Registration { identifier: email.into(), password: "correct horse".into(), code, nickname: None };
+        identity.register(r, ip).await.unwrap();
+        let device = DeviceInfo { name: "phone".into(), model: String::new(), os: String::new() };
+        let signed_in = identity.login(email, "correct horse".into(), device, ip).await.unwrap();
+        let session = identity.authenticate(&signed_in.token).await.unwrap().unwrap();
+
+        let verified = i.account(&session.account).unwrap().unwrap().password;
+        let code = i.codes().issue(&id_hash, Purpose::ResetPassword, 600, 5).unwrap();
+        identity.reset_password(email, code, "battery staple".into(), ip).await.unwrap();
+        let code = i.codes().issue(&id_hash, Purpose::ChangeDetails, 600, 5).unwrap();
+        let new_phc = password::hash_blocking("attacker's choice").unwrap();
+        let late = i.finish_password_change(&session, &id_hash, &verified, new_phc, &code, ip);
+        assert!(matches!(late, Err(IdentityError::WrongPassword)), "{late:?}");
+        let now = i.account(&session.account).unwrap().unwrap().password;
+        assert!(password::verify_blocking("battery staple", &now), "the reset's password stands");
     }
 }
