@@ -308,6 +308,180 @@ async fn failed_logins_are_limited_per_ip() {
     assert_eq!(error_code(r, 429).await, "rate_limited");
 }
 
+/// Statuses of `n` wrong-password sign-ins sent at once, one per identifier from `ids`.
+async fn parallel_wrong_logins(s: &Server, ids: impl Iterator<Item = String>) -> Vec<u16> {
+    let tries: Vec<_> = ids.map(|id| async move { login_as(s, &id, "wrong password", "x").await }).collect();
+    let answers = futures::future::join_all(tries).await;
+    let mut statuses = Vec::new();
+    for r in answers {
+        let status = r.status().as_u16();
+        if status == 429 {
+            assert!(retry_after(&r) > 0);
+        }
+        statuses.push(status);
+    }
+    statuses
+}
+
+/// Issue 11: 60 wrong passwords sent at once were all verified (and all answered `401`),
+/// because the lockout was checked before Argon2 and counted after it. Each attempt is now
+/// counted before it is verified.
+#[tokio::test]
+async fn parallel_wrong_logins_for_one_identifier_cost_a_try_each() {
+    let s = Server::start();
+    let u = signed_in(&s).await;
+    let statuses = parallel_wrong_logins(&s, std::iter::repeat_n(u.identifier.clone(), 40)).await;
+    let wrong = statuses.iter().filter(|&&c| c == 401).count();
+    assert!(wrong <= 5, "{wrong} of 40 parallel tries were verified: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 40 - wrong, "{statuses:?}");
+    // Locked: even the right password.
+    assert_eq!(error_code(login_as(&s, &u.identifier, PASSWORD, "x").await, 429).await, "rate_limited");
+}
+
+#[tokio::test]
+async fn parallel_wrong_logins_from_one_address_cost_a_try_each() {
+    let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_ip = 3\n");
+    let u = signed_in(&s).await;
+    let statuses = parallel_wrong_logins(&s, (0..30).map(|_| new_email())).await;
+    let wrong = statuses.iter().filter(|&&c| c == 401).count();
+    assert!(wrong <= 3, "{wrong} of 30 parallel tries were verified: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 30 - wrong, "{statuses:?}");
+    assert_eq!(error_code(login_as(&s, &u.identifier, PASSWORD, "x").await, 429).await, "rate_limited");
+}
+
+/// A sign-up attempt with `code`, answering its status.
+async fn try_register(s: &Server, identifier: &str, code: &str) -> reqwest::Response {
+    let body = json!({ "identifier": identifier, "password": PASSWORD, "code": code });
+    s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap()
+}
+
+/// A code that is not `code`.
+fn not(code: &str) -> &'static str {
+    if code == "999999" {
+        "999998"
+    } else {
+        "999999"
+    }
+}
+
+/// Issue 11: a code dies after 5 wrong tries, but a new one could be asked for at once, so an
+/// identifier took 25 guesses per send window, every window, all day. Wrong codes now count
+/// per identifier across codes and purposes (default 20 a day) and per address.
+#[tokio::test]
+async fn wrong_codes_are_limited_per_identifier_across_codes_and_per_address() {
+    let (s, _tmp) = start_configured(
+        "[identity]\ncode_sends_per_identifier = 50\ncode_failures_per_identifier = 7\ncode_failures_per_ip = 12\n",
+    );
+    let email = new_email();
+    let first = code_for(&s, &email, "register").await;
+    for _ in 0..5 {
+        assert_eq!(error_code(try_register(&s, &email, not(&first)).await, 403).await, "bad_code");
+    }
+    let code = code_for(&s, &email, "register").await;
+    for _ in 0..2 {
+        assert_eq!(error_code(try_register(&s, &email, not(&code)).await, 403).await, "bad_code");
+    }
+    // Seven wrong codes: even the right one is refused now, whatever the purpose.
+    let r = try_register(&s, &email, &code).await;
+    assert!(retry_after(&r) > 23 * 3600, "a day's window");
+    assert_eq!(error_code(r, 429).await, "rate_limited");
+    let reset = code_for(&s, &email, "reset_password").await;
+    let body = json!({ "identifier": email, "code": reset, "new_password": "another password" });
+    let r = s.client.post(s.url("/v1/password-reset")).json(&body).send().await.unwrap();
+    assert_eq!(error_code(r, 429).await, "rate_limited");
+
+    // The address: 7 wrong so far; 5 more on other identifiers use up its 12.
+    for _ in 0..5 {
+        let other = new_email();
+        let code = code_for(&s, &other, "register").await;
+        assert_eq!(error_code(try_register(&s, &other, not(&code)).await, 403).await, "bad_code");
+    }
+    let fresh = new_email();
+    let code = code_for(&s, &fresh, "register").await;
+    assert_eq!(error_code(try_register(&s, &fresh, &code).await, 429).await, "rate_limited");
+}
+
+/// Stop `s` (gracefully) and start it again on its data directory and configuration.
+fn restarted(mut s: Server, tmp: &tempfile::TempDir) -> Server {
+    s.stop();
+    let cfg = tmp.path().join("cairn.toml");
+    Server::start_in(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()])
+}
+
+/// Issue 11: limits lived in memory only, so a restart lifted every lockout. Failed logins
+/// are stored, and count again after a restart.
+#[test]
+fn a_login_lockout_survives_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (s, tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 3\n");
+    let u = rt.block_on(async {
+        let u = signed_in(&s).await;
+        for _ in 0..3 {
+            assert_eq!(login_as(&s, &u.identifier, "wrong password", "x").await.status(), 401);
+        }
+        assert_eq!(login_as(&s, &u.identifier, PASSWORD, "x").await.status(), 429);
+        u
+    });
+    let s = restarted(s, &tmp);
+    rt.block_on(async {
+        let r = login_as(&s, &u.identifier, PASSWORD, "x").await;
+        assert!((1..=900).contains(&retry_after(&r)));
+        assert_eq!(error_code(r, 429).await, "rate_limited");
+        // Nobody else is locked out.
+        signed_in(&s).await;
+    });
+}
+
+/// The same for wrong codes, at their default cap (20 a day): four codes used up, and the
+/// fifth, last send of the window is refused although right, before and after a restart.
+#[test]
+fn a_wrong_code_cap_survives_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (s, tmp) = start_configured("");
+    let (email, code) = rt.block_on(async {
+        let email = new_email();
+        for _ in 0..4 {
+            let code = code_for(&s, &email, "register").await;
+            for _ in 0..5 {
+                assert_eq!(try_register(&s, &email, not(&code)).await.status(), 403);
+            }
+        }
+        let code = code_for(&s, &email, "register").await;
+        assert_eq!(try_register(&s, &email, &code).await.status(), 429);
+        (email, code)
+    });
+    let s = restarted(s, &tmp);
+    rt.block_on(async {
+        let r = try_register(&s, &email, &code).await;
+        assert!(retry_after(&r) > 23 * 3600);
+        assert_eq!(error_code(r, 429).await, "rate_limited");
+        signed_in(&s).await;
+    });
+}
+
+/// Issue 11: a password went to Argon2 at any length up to the 32 MiB body limit. Identity
+/// bodies are limited to 64 KiB; under that, a password longer than an account can have is a
+/// wrong password (counted as one) that is never hashed.
+#[tokio::test]
+async fn oversized_passwords_are_refused_without_hashing_them() {
+    let s = Server::start();
+    let u = signed_in(&s).await;
+    let huge = "p".repeat(1 << 20);
+    let r = login_as(&s, &u.identifier, &huge, "x").await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+    let r = register(&s, &new_email(), &huge).await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+    let long = format!("{PASSWORD}{}", "p".repeat(40 << 10));
+    let unknown = json_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
+    assert_eq!(json_of(login_as(&s, &u.identifier, &long, "x").await, 401).await, unknown);
+    // It counted as a failed login.
+    let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    assert_eq!(activity["events"][0]["kind"], "login_failed");
+    // Setting one is 400, as before.
+    let r = register(&s, &new_email(), &"p".repeat(129)).await;
+    assert_eq!(error_code(r, 400).await, "weak_password");
+}
+
 /// The same Argon2 work whether or not the account exists. The machine is shared and
 /// timings are noisy, so this compares the fastest of several interleaved tries (noise only
 /// adds time): with the work skipped, the fast path is several times faster than the hash.

@@ -1,7 +1,7 @@
 //! The Identity table of API.md: codes, sign-up, sessions and devices, the account's details,
 //! passwords, activity, deletion. Handlers parse, call `Identity`, and shape the answer.
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
@@ -50,6 +50,26 @@ impl From<IdentityError> for ApiError {
     }
 }
 
+/// Largest identity body. Every call here takes a few short strings; the store-wide JSON limit
+/// (32 MiB) would let one sign-in hand Argon2 and the JSON parser megabytes of password.
+pub const MAX_IDENTITY_BODY: usize = 64 << 10;
+
+/// A JSON body of an identity call: `JsonBody` under this module's smaller limit, whose `413`
+/// names that limit.
+struct IdentityJson<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for IdentityJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match JsonBody::<T>::from_request(req, state).await {
+            Ok(JsonBody(v)) => Ok(IdentityJson(v)),
+            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::too_large(MAX_IDENTITY_BODY as u64)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/codes", post(send_code))
@@ -62,6 +82,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/password-reset", post(reset_password))
         .route("/v1/devices", get(devices))
         .route("/v1/devices/{id}", delete(sign_out_device))
+        // Innermost, so it wins over the router's own larger limit for these routes.
+        .layer(DefaultBodyLimit::max(MAX_IDENTITY_BODY))
         // The whole /admin tree sits behind the admin guard, so that without the token its
         // routes cannot even be told apart from missing ones. Real admin routes are more
         // specific and win over this catch-all.
@@ -83,7 +105,7 @@ async fn send_code(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     auth: Option<Authed>,
-    JsonBody(b): JsonBody<CodeBody>,
+    IdentityJson(b): IdentityJson<CodeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let purpose = Purpose::parse(&b.purpose).ok_or_else(|| {
         ApiError::bad_request(
@@ -114,7 +136,7 @@ struct RegisterBody {
 async fn register(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
-    JsonBody(b): JsonBody<RegisterBody>,
+    IdentityJson(b): IdentityJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let r = crate::identity::Registration {
         identifier: b.identifier,
@@ -145,7 +167,7 @@ struct LoginBody {
 async fn login(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
-    JsonBody(b): JsonBody<LoginBody>,
+    IdentityJson(b): IdentityJson<LoginBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let device = DeviceInfo { name: b.device.name, model: b.device.model, os: b.device.os };
     let s = app.identity.login(&b.identifier, b.password, device, ip).await?;
@@ -195,7 +217,7 @@ async fn update_profile(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     auth: Authed,
-    JsonBody(b): JsonBody<PatchBody>,
+    IdentityJson(b): IdentityJson<PatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     let changes = ProfileChanges {
         nickname: b.nickname,
@@ -220,7 +242,7 @@ async fn change_password(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     auth: Authed,
-    JsonBody(b): JsonBody<PasswordBody>,
+    IdentityJson(b): IdentityJson<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     let change = crate::identity::PasswordChange {
         current_password: b.current_password,
@@ -241,7 +263,7 @@ struct ResetBody {
 async fn reset_password(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
-    JsonBody(b): JsonBody<ResetBody>,
+    IdentityJson(b): IdentityJson<ResetBody>,
 ) -> Result<StatusCode, ApiError> {
     let (code, password) = (b.code.unwrap_or_default(), b.new_password.unwrap_or_default());
     app.identity.reset_password(&b.identifier, code, password, ip).await?;
@@ -278,7 +300,7 @@ async fn delete_account(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     auth: Authed,
-    JsonBody(b): JsonBody<DeleteBody>,
+    IdentityJson(b): IdentityJson<DeleteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.identity.delete_account(&auth.session, b.code.unwrap_or_default(), b.confirm.as_deref(), ip).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "account_id": auth.account.to_string(), "deleted": true }))))

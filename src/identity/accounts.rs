@@ -8,7 +8,6 @@ use super::activity::EventKind;
 use super::codes::{self, Purpose};
 use super::error::{IdentityError, Result};
 use super::identifiers::Identifier;
-use super::limits::ip_key;
 use super::password;
 use super::sessions::Session;
 use super::{id_hash_of, Identity, Inner};
@@ -45,20 +44,6 @@ impl Inner {
             .ok_or_else(|| IdentityError::Internal(format!("the identifier of account {a} does not unseal")))?;
         Ok((rec, id))
     }
-
-    /// Count a failed password check of this identifier from this address.
-    pub(super) fn count_failure(&self, id_hash: &[u8; 32], ip: IpAddr) {
-        self.failures_by_identifier.record(id_hash);
-        self.failures_by_ip.record(&ip_key(ip));
-    }
-
-    /// Refuse while this identifier or this address is locked out, even a correct password.
-    pub(super) fn check_lockout(&self, id_hash: &[u8; 32], ip: IpAddr) -> Result<()> {
-        for limit in [self.failures_by_identifier.check(id_hash), self.failures_by_ip.check(&ip_key(ip))] {
-            limit.map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        }
-        Ok(())
-    }
 }
 
 pub struct PasswordChange {
@@ -68,36 +53,98 @@ pub struct PasswordChange {
 }
 
 impl Identity {
-    /// Needs the current password (a wrong one counts as a failed login), a `change_details`
-    /// code, and a new password of the allowed length. Ends every other session.
+    /// Needs the current password (a wrong one counts as a failed login, and is counted before
+    /// it is checked), a `change_details` code, and a new password of the allowed length. Ends
+    /// every other session.
     pub async fn change_password(&self, s: &Session, change: PasswordChange, ip: IpAddr) -> Result<()> {
         let account = s.account;
         let (rec, _) = self.blocking(move |i| i.account_with_identifier(&account)).await?;
         let id_hash = id_hash_of(&rec.id_hash.0)?;
-        self.inner.check_lockout(&id_hash, ip)?;
-        if !self.inner.hashers.verify(change.current_password, Some(rec.password.clone())).await? {
-            self.inner.count_failure(&id_hash, ip);
-            return Err(IdentityError::WrongPassword);
+        let attempt = self.inner.login_failures.begin(&id_hash, ip)?;
+        let verified = rec.password;
+        if !self.inner.hashers.verify(change.current_password, Some(verified.clone())).await? {
+            return self
+                .blocking(move |i| {
+                    let mut batch = WriteBatch::default();
+                    i.login_failures.failed(i.db(), &mut batch, attempt);
+                    i.db().write_unsynced(batch)?;
+                    Err(IdentityError::WrongPassword)
+                })
+                .await;
         }
+        self.inner.login_failures.succeeded(attempt);
         password::check_strength(&change.new_password)?;
         let phc = self.inner.hashers.hash(change.new_password).await?;
         let session = s.clone();
-        self.blocking(move |i| {
-            let _held = i.lock(&id_hash);
-            if !i.codes().check(&id_hash, Purpose::ChangeDetails, &change.code)? {
-                return Err(IdentityError::BadCode);
-            }
-            let mut rec = i.account(&session.account)?.ok_or(IdentityError::NotFound)?;
-            rec.password = phc;
-            let mut batch = WriteBatch::default();
-            batch.put_cf(i.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
-            codes::consume(i.db(), &mut batch, &id_hash, Purpose::ChangeDetails);
-            i.revoke_devices(&mut batch, &session.account, Some(session.device_id))?;
-            let device = i.event_device(&session.account, &session.device_id)?;
-            i.record_event(&mut batch, &session.account, EventKind::PasswordChanged, ip, device)?;
-            i.db().commit(batch)?;
-            Ok(())
-        })
-        .await
+        self.blocking(move |i| i.finish_password_change(&session, &id_hash, &verified, phc, &change.code, ip)).await
+    }
+}
+
+impl Inner {
+    /// The end of a password change, under the identifier's lock. The password proven at its
+    /// start (`verified`, the PHC string it was checked against) must still be the account's:
+    /// a reset or another change meanwhile ended this session, and must not be overwritten by
+    /// it. Then the code, then the new hash (`new_phc`) replaces the old one.
+    fn finish_password_change(
+        &self,
+        session: &Session,
+        id_hash: &[u8; 32],
+        verified: &str,
+        new_phc: String,
+        code: &str,
+        ip: IpAddr,
+    ) -> Result<()> {
+        let _held = self.lock(id_hash);
+        let mut rec = self.account(&session.account)?.ok_or(IdentityError::NotFound)?;
+        if rec.password != verified {
+            return Err(IdentityError::WrongPassword);
+        }
+        self.verify_code(id_hash, Purpose::ChangeDetails, code, ip)?;
+        rec.password = new_phc;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db().cf(CF_ACCOUNTS), ik::account_key(&session.account), ik::encode_account(&rec));
+        codes::consume(self.db(), &mut batch, id_hash, Purpose::ChangeDetails);
+        self.revoke_devices(&mut batch, &session.account, Some(session.device_id))?;
+        let device = self.event_device(&session.account, &session.device_id)?;
+        self.record_event(&mut batch, &session.account, EventKind::PasswordChanged, ip, device)?;
+        self.db().commit(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::Clock;
+    use super::super::testing::identity_in;
+    use super::*;
+    use crate::identity::{DeviceInfo, Registration};
+
+    /// Issue 11, the same race as a sign-in's: a password change whose current password was
+    /// verified before a reset must not overwrite the password the reset set (its session
+    /// was ended by the reset). The reset runs between the verification and the change.
+    #[tokio::test]
+    async fn a_reset_while_a_password_change_verifies_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = identity_in(dir.path(), Clock::system());
+        let i = &identity.inner;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let email = "ada@example.com";
+        let id_hash = i.secrets.lookup(&Identifier::parse("identifier", email).unwrap());
+        let code = i.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
+        let r = Registration { identifier: email.into(), password: "correct horse".into(), code, nickname: None };
+        identity.register(r, ip).await.unwrap();
+        let device = DeviceInfo { name: "phone".into(), model: String::new(), os: String::new() };
+        let signed_in = identity.login(email, "correct horse".into(), device, ip).await.unwrap();
+        let session = identity.authenticate(&signed_in.token).await.unwrap().unwrap();
+
+        let verified = i.account(&session.account).unwrap().unwrap().password;
+        let code = i.codes().issue(&id_hash, Purpose::ResetPassword, 600, 5).unwrap();
+        identity.reset_password(email, code, "battery staple".into(), ip).await.unwrap();
+        let code = i.codes().issue(&id_hash, Purpose::ChangeDetails, 600, 5).unwrap();
+        let new_phc = password::hash_blocking("attacker's choice").unwrap();
+        let late = i.finish_password_change(&session, &id_hash, &verified, new_phc, &code, ip);
+        assert!(matches!(late, Err(IdentityError::WrongPassword)), "{late:?}");
+        let now = i.account(&session.account).unwrap().unwrap().password;
+        assert!(password::verify_blocking("battery staple", &now), "the reset's password stands");
     }
 }

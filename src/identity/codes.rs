@@ -3,13 +3,21 @@
 //!
 //! Callers hold the identifier's lock stripe around `check` and the batch that `consume`s, so
 //! that two requests can never both spend one code or both spend the last try.
+//!
+//! Flows check codes through `Inner::verify_code`, never `Codes::check` alone: besides the
+//! tries of one code, wrong codes count toward the identifier's and the address's limits
+//! (`code_failures_*`), which outlive the code, its replacements and a restart. Without them
+//! an identifier could be guessed at 25 times per send window, every window, all day.
+
+use std::net::IpAddr;
 
 use rand::Rng;
 use rocksdb::WriteBatch;
 use subtle::ConstantTimeEq;
 
-use super::error::Result;
+use super::error::{IdentityError, Result};
 use super::secrets::Secrets;
+use super::Inner;
 use crate::store::identity_keys::{self as ik, CodeRecord, HexBytes};
 use crate::store::{Db, CF_CODES};
 
@@ -113,6 +121,26 @@ impl Codes<'_> {
         }
         self.db.commit(batch)?;
         Ok(false)
+    }
+}
+
+impl Inner {
+    /// `BadCode` unless `code` is the identifier's live code for `purpose`; `RateLimited`,
+    /// without looking at the code, once the identifier or the address has used up its wrong
+    /// codes. The check is counted before it is made and given back if the code is right.
+    /// The caller holds the identifier's lock stripe; the code is not spent.
+    pub(super) fn verify_code(&self, id_hash: &[u8; 32], purpose: Purpose, code: &str, ip: IpAddr) -> Result<()> {
+        let attempt = self.code_failures.begin(id_hash, ip)?;
+        if self.codes().check(id_hash, purpose, code)? {
+            self.code_failures.succeeded(attempt);
+            return Ok(());
+        }
+        // Unsynced, like every stored failure: a crash of the process keeps it (the WAL is
+        // written before this returns), a power loss may not (docs/decisions.md, "Rate limits").
+        let mut batch = WriteBatch::default();
+        self.code_failures.failed(self.db(), &mut batch, attempt);
+        self.db().write_unsynced(batch)?;
+        Err(IdentityError::BadCode)
     }
 }
 

@@ -26,9 +26,7 @@ impl Identity {
             let rec = i.account(&account)?.ok_or(IdentityError::NotFound)?;
             let id_hash = id_hash_of(&rec.id_hash.0)?;
             let _held = i.lock(&id_hash);
-            if !i.codes().check(&id_hash, Purpose::DeleteAccount, &code)? {
-                return Err(IdentityError::BadCode);
-            }
+            i.verify_code(&id_hash, Purpose::DeleteAccount, &code, ip)?;
             // One durable step: the engine releases the account's data and usage and commits
             // the batch together with the identity records added here.
             i.engine.purge_account(&account, |batch| remove_account(i, batch, &account, &rec))?;

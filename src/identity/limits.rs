@@ -1,14 +1,24 @@
 //! Sliding-window rate limits, kept in memory.
 //!
-//! Each key remembers the instants of its counted events inside the window (at most `max` of
-//! them), so a limit is exact and `Retry-After` is the moment the oldest event leaves the
-//! window. The state does not survive a restart (see docs/decisions.md, "Identity").
+//! Invariants:
+//! - A key never holds more than `max` counted events inside the window, however many
+//!   requests race: an attempt is counted (`reserve`) before the work it guards, in the same
+//!   lock as the check, so N parallel tries cost N tries. A reservation that turns out not to
+//!   be a failure is given back (`release`); one that is dropped stays counted.
+//! - Each key remembers the instants of its counted events (unix milliseconds from the
+//!   limiter's `Clock`), so a limit is exact and `Retry-After` is the moment the oldest event
+//!   leaves the window.
+//!
+//! This module keeps no store: `failures` persists the limits that must survive a restart
+//! and seeds them here with `load` (see docs/decisions.md, "Identity").
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::clock::Clock;
 
 /// Once the map holds this many keys, idle ones are swept before the next insert, so a flood
 /// of distinct keys costs memory only for the keys that are active within one window.
@@ -16,14 +26,25 @@ const SWEEP_AT: usize = 4096;
 
 pub struct Limiter<K> {
     max: usize,
-    window: Duration,
+    window_ms: u64,
+    clock: Clock,
     /// std Mutex: held for a few map operations, never across an `.await`.
     events: Mutex<Book<K>>,
 }
 
 struct Book<K> {
-    map: HashMap<K, VecDeque<Instant>>,
+    map: HashMap<K, VecDeque<u64>>,
     sweep_at: usize,
+}
+
+/// A counted attempt, not yet settled. Dropping it keeps it counted (the safe side: an
+/// attempt that ended in an error counts like a failure).
+#[must_use = "a reservation is released on success, or dropped to keep it counted"]
+#[derive(Debug)]
+pub struct Ticket<K> {
+    pub key: K,
+    /// Unix milliseconds at which it was counted.
+    pub at_ms: u64,
 }
 
 /// The key of a client address: IPv4 as is, IPv6 by its /64 network, since one subscriber
@@ -43,23 +64,28 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 pub struct RetryAfter(pub u64);
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub fn new(max: u32, window: Duration) -> Self {
-        Limiter { max: max as usize, window, events: Mutex::new(Book { map: HashMap::new(), sweep_at: SWEEP_AT }) }
+    pub fn new(max: u32, window: Duration, clock: Clock) -> Self {
+        Limiter {
+            max: max as usize,
+            window_ms: window.as_millis() as u64,
+            clock,
+            events: Mutex::new(Book { map: HashMap::new(), sweep_at: SWEEP_AT }),
+        }
     }
 
-    /// Refused if the key already has `max` events in the window; nothing is counted.
-    pub fn check(&self, key: &K) -> Result<(), RetryAfter> {
-        self.check_at(key, Instant::now())
-    }
-
-    /// Count one event for the key (a failure, say).
-    pub fn record(&self, key: &K) {
-        self.record_at(key, Instant::now())
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
     }
 
     /// Count one event if the key is under its limit; refuse without counting otherwise.
     pub fn acquire(&self, key: &K) -> Result<(), RetryAfter> {
-        let now = Instant::now();
+        self.reserve(key).map(drop)
+    }
+
+    /// Count one attempt now, if the key is under its limit; refuse without counting
+    /// otherwise. The ticket gives it back (`release`) if it was not a failure.
+    pub fn reserve(&self, key: &K) -> Result<Ticket<K>, RetryAfter> {
+        let now = self.clock.now_ms();
         let mut book = self.events.lock().expect("limiter poisoned");
         let q = book.map.entry(key.clone()).or_default();
         self.expire(q, now);
@@ -69,55 +95,58 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         q.push_back(now);
         drop(book);
         self.sweep_if_large(now);
-        Ok(())
+        Ok(Ticket { key: key.clone(), at_ms: now })
     }
 
-    fn check_at(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+    /// Give a reservation back: the attempt it counted was not a failure.
+    pub fn release(&self, t: Ticket<K>) {
         let mut book = self.events.lock().expect("limiter poisoned");
-        match book.map.get_mut(key) {
-            None => Ok(()),
-            Some(q) => {
-                self.expire(q, now);
-                self.refusal(q, now).map_or(Ok(()), Err)
+        if let Some(q) = book.map.get_mut(&t.key) {
+            // Equal instants are interchangeable: removing any one of them is the same.
+            if let Some(pos) = q.iter().rposition(|&at| at == t.at_ms) {
+                q.remove(pos);
             }
         }
     }
 
-    fn record_at(&self, key: &K, now: Instant) {
+    /// Seed an event counted by an earlier process (instants in any order per key).
+    pub fn load(&self, key: K, at_ms: u64) {
+        let now = self.clock.now_ms();
+        if now.saturating_sub(at_ms) >= self.window_ms {
+            return;
+        }
         let mut book = self.events.lock().expect("limiter poisoned");
-        let q = book.map.entry(key.clone()).or_default();
-        self.expire(q, now);
-        q.push_back(now);
+        let q = book.map.entry(key).or_default();
+        let pos = q.partition_point(|&t| t <= at_ms);
+        q.insert(pos, at_ms);
         // Only the newest `max` matter for the decision; older ones would only cost memory.
         while q.len() > self.max.max(1) {
             q.pop_front();
         }
-        drop(book);
-        self.sweep_if_large(now);
     }
 
-    fn expire(&self, q: &mut VecDeque<Instant>, now: Instant) {
-        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+    fn expire(&self, q: &mut VecDeque<u64>, now: u64) {
+        while q.front().is_some_and(|&t| now.saturating_sub(t) >= self.window_ms) {
             q.pop_front();
         }
     }
 
-    fn refusal(&self, q: &VecDeque<Instant>, now: Instant) -> Option<RetryAfter> {
+    fn refusal(&self, q: &VecDeque<u64>, now: u64) -> Option<RetryAfter> {
         if q.len() < self.max {
             return None;
         }
         let oldest = *q.front()?;
-        let left = self.window.saturating_sub(now.duration_since(oldest));
-        Some(RetryAfter((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)))
+        let left_ms = self.window_ms.saturating_sub(now.saturating_sub(oldest));
+        Some(RetryAfter(left_ms.div_ceil(1000).max(1)))
     }
 
-    fn sweep_if_large(&self, now: Instant) {
+    fn sweep_if_large(&self, now: u64) {
         let mut book = self.events.lock().expect("limiter poisoned");
         if book.map.len() < book.sweep_at {
             return;
         }
-        let window = self.window;
-        book.map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        let window = self.window_ms;
+        book.map.retain(|_, q| q.back().is_some_and(|&t| now.saturating_sub(t) < window));
         // If most keys are live, sweeping again soon would be wasted work: wait for growth.
         book.sweep_at = (book.map.len() * 2).max(SWEEP_AT);
     }
@@ -127,27 +156,69 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 mod tests {
     use super::*;
 
+    fn limiter(max: u32, window_secs: u64) -> (Limiter<&'static str>, Clock) {
+        let clock = Clock::manual(1_700_000_000_000);
+        (Limiter::new(max, Duration::from_secs(window_secs), clock.clone()), clock)
+    }
+
     #[test]
     fn refuses_at_the_limit_until_the_window_passes() {
-        let l = Limiter::new(3, Duration::from_secs(60));
-        let t0 = Instant::now();
-        for i in 0..3 {
-            l.record_at(&"k", t0 + Duration::from_secs(i));
+        let (l, clock) = limiter(3, 60);
+        for _ in 0..3 {
+            l.acquire(&"k").unwrap();
+            clock.advance(Duration::from_secs(1));
         }
-        let wait = l.check_at(&"k", t0 + Duration::from_secs(10)).unwrap_err();
-        assert_eq!(wait, RetryAfter(50));
-        assert!(l.check_at(&"other", t0).is_ok());
-        assert!(l.check_at(&"k", t0 + Duration::from_secs(60)).is_ok(), "the oldest left the window");
+        clock.advance(Duration::from_secs(7));
+        assert_eq!(l.reserve(&"k").unwrap_err(), RetryAfter(50));
+        assert!(l.reserve(&"other").is_ok());
+        clock.advance(Duration::from_secs(50));
+        assert!(l.reserve(&"k").is_ok(), "the oldest left the window");
     }
 
     #[test]
     fn acquire_counts_only_what_it_allows() {
-        let l = Limiter::new(2, Duration::from_secs(60));
-        assert!(l.acquire(&1).is_ok());
-        assert!(l.acquire(&1).is_ok());
-        assert!(l.acquire(&1).is_err());
-        assert!(l.acquire(&1).is_err());
-        assert_eq!(l.events.lock().unwrap().map[&1].len(), 2);
+        let (l, _) = limiter(2, 60);
+        assert!(l.acquire(&"k").is_ok());
+        assert!(l.acquire(&"k").is_ok());
+        assert!(l.acquire(&"k").is_err());
+        assert!(l.acquire(&"k").is_err());
+        assert_eq!(l.events.lock().unwrap().map[&"k"].len(), 2);
+    }
+
+    /// The lockout bypass of issue 11: checking before the work and counting after it let
+    /// every racing attempt through. Reservations held by unfinished attempts count.
+    #[test]
+    fn parallel_attempts_each_cost_a_try() {
+        let (l, _) = limiter(5, 900);
+        let held: Vec<_> = (0..60).filter_map(|_| l.reserve(&"k").ok()).collect();
+        assert_eq!(held.len(), 5, "only five attempts may be under way or failed at once");
+    }
+
+    #[test]
+    fn released_reservations_are_given_back_and_dropped_ones_kept() {
+        let (l, clock) = limiter(2, 900);
+        let a = l.reserve(&"k").unwrap();
+        let b = l.reserve(&"k").unwrap();
+        assert!(l.reserve(&"k").is_err());
+        l.release(a);
+        clock.advance(Duration::from_millis(5));
+        let c = l.reserve(&"k").unwrap();
+        drop(b);
+        drop(c);
+        assert!(l.reserve(&"k").is_err(), "dropped tickets stay counted");
+    }
+
+    #[test]
+    fn loaded_events_count_until_they_leave_the_window() {
+        let (l, clock) = limiter(2, 60);
+        let now = clock.now_ms();
+        l.load("k", now - 59_000);
+        l.load("k", now - 10_000);
+        l.load("old", now - 60_000);
+        assert_eq!(l.reserve(&"k").unwrap_err(), RetryAfter(1));
+        assert!(l.reserve(&"old").is_ok(), "an event older than the window is not loaded");
+        clock.advance(Duration::from_secs(1));
+        assert!(l.reserve(&"k").is_ok());
     }
 
     #[test]
@@ -164,14 +235,14 @@ mod tests {
 
     #[test]
     fn idle_keys_are_swept() {
-        let l = Limiter::new(1, Duration::from_millis(1));
-        let t0 = Instant::now();
+        let clock = Clock::manual(1_000_000);
+        let l = Limiter::new(1, Duration::from_millis(1), clock.clone());
         for k in 0..SWEEP_AT {
-            l.record_at(&k, t0);
+            l.acquire(&k).unwrap();
         }
-        let later = t0 + Duration::from_secs(1);
+        clock.advance(Duration::from_secs(1));
         for k in SWEEP_AT..4 * SWEEP_AT {
-            l.record_at(&k, later);
+            l.acquire(&k).unwrap();
         }
         let book = l.events.lock().unwrap();
         assert!(!book.map.contains_key(&0), "idle keys are gone");

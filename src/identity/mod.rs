@@ -9,9 +9,11 @@
 
 mod accounts;
 mod activity;
+mod clock;
 mod codes;
 mod delete;
 mod error;
+mod failures;
 mod identifiers;
 mod limits;
 mod notify;
@@ -45,6 +47,8 @@ pub use sweep::Swept;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::Db;
+use clock::Clock;
+use failures::Failures;
 use limits::Limiter;
 use notify::Notifier;
 use password::Hashers;
@@ -66,8 +70,10 @@ struct Inner {
     hashers: Hashers,
     sends_by_identifier: Limiter<[u8; 32]>,
     sends_by_ip: Limiter<IpAddr>,
-    failures_by_identifier: Limiter<[u8; 32]>,
-    failures_by_ip: Limiter<IpAddr>,
+    /// Wrong passwords (sign-in and password change), per identifier and per address.
+    login_failures: Failures,
+    /// Wrong codes, whatever their purpose, per identifier and per address.
+    code_failures: Failures,
     /// std Mutex: held on blocking threads for one read-check-commit, never across `.await`.
     stripes: Vec<Mutex<()>>,
 }
@@ -75,24 +81,43 @@ struct Inner {
 impl Identity {
     /// Load (or create) the identifier key and set up the notifier. Blocking (file I/O).
     pub fn open(engine: Engine, config: &Config) -> Result<Self> {
+        Self::open_with_clock(engine, config, Clock::system())
+    }
+
+    /// `open`, with the clock that rate limits count in (a manual one in tests).
+    fn open_with_clock(engine: Engine, config: &Config, clock: Clock) -> Result<Self> {
         let c = config.identity.clone();
         c.validate().map_err(IdentityError::Internal)?;
         let secrets = Secrets::load(c.key.as_deref(), &config.data_dir)?;
         let notifier = Notifier::from_config(&config.notifier, &config.data_dir)?;
         let send_window = Duration::from_secs(c.code_send_window_secs);
         let fail_window = Duration::from_secs(c.failed_login_window_secs);
+        let code_window = Duration::from_secs(c.code_failure_window_secs);
         let inner = Inner {
             engine,
             secrets,
             notifier,
             hashers: Hashers::for_this_machine(),
-            sends_by_identifier: Limiter::new(c.code_sends_per_identifier, send_window),
-            sends_by_ip: Limiter::new(c.code_sends_per_ip, send_window),
-            failures_by_identifier: Limiter::new(c.failed_logins_per_identifier, fail_window),
-            failures_by_ip: Limiter::new(c.failed_logins_per_ip, fail_window),
+            sends_by_identifier: Limiter::new(c.code_sends_per_identifier, send_window, clock.clone()),
+            sends_by_ip: Limiter::new(c.code_sends_per_ip, send_window, clock.clone()),
+            login_failures: Failures::new(
+                failures::LOGIN_KINDS,
+                c.failed_logins_per_identifier,
+                c.failed_logins_per_ip,
+                fail_window,
+                &clock,
+            ),
+            code_failures: Failures::new(
+                failures::CODE_KINDS,
+                c.code_failures_per_identifier,
+                c.code_failures_per_ip,
+                code_window,
+                &clock,
+            ),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             config: c,
         };
+        failures::load_all(inner.db(), &inner.failure_sets())?;
         Ok(Identity { inner: Arc::new(inner) })
     }
 
@@ -122,6 +147,11 @@ impl Inner {
     fn codes(&self) -> codes::Codes<'_> {
         codes::Codes { db: self.db(), secrets: &self.secrets, now_ms: now_millis() }
     }
+
+    /// Every set of persisted failure limits (for loading and sweeping their records).
+    fn failure_sets(&self) -> [&Failures; 2] {
+        [&self.login_failures, &self.code_failures]
+    }
 }
 
 fn id_hash_of(bytes: &[u8]) -> Result<[u8; 32]> {
@@ -150,4 +180,18 @@ pub fn rfc3339_micros(unix_micros: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// An identity over a fresh store, for unit tests of flows that need one.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// Counting rate-limit time on `clock`.
+    pub fn identity_in(dir: &std::path::Path, clock: Clock) -> Identity {
+        let config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+        let engine = Engine::open(config.engine(), Arc::new(Metrics::new())).unwrap();
+        Identity::open_with_clock(engine, &config, clock).unwrap()
+    }
 }

@@ -61,6 +61,35 @@ pub fn verify_dummy_blocking(password: &str) {
     let _ = verify_blocking(password, phc);
 }
 
+/// What a sign-in may give Argon2: the offered password, or `None` for one longer than any
+/// account can have (`MAX_CHARS`, enforced whenever a password is set). Such a password is
+/// wrong without being hashed: Argon2 first hashes its whole input, so a password the size of
+/// the body limit would buy far more work than a real one.
+fn offered(password: &str) -> Option<&str> {
+    let fits = password.len() <= 4 * MAX_CHARS && password.chars().count() <= MAX_CHARS;
+    fits.then_some(password)
+}
+
+/// Verified in place of a password that is too long, so that refusing one costs exactly an
+/// ordinary verification.
+const STAND_IN: &str = "cairn stand-in for a password that is too long";
+
+/// Blocking: the work of `Hashers::verify`. One Argon2 verification of at most `MAX_CHARS`
+/// characters, whatever is offered and whether or not the account exists.
+fn verify_offered(password: &str, phc: Option<&str>) -> bool {
+    match (offered(password), phc) {
+        (Some(p), Some(phc)) => verify_blocking(p, phc),
+        (None, Some(phc)) => {
+            let _ = verify_blocking(STAND_IN, phc);
+            false
+        }
+        (p, None) => {
+            verify_dummy_blocking(p.unwrap_or(STAND_IN));
+            false
+        }
+    }
+}
+
 /// Runs Argon2 work on the blocking pool, a bounded number at a time.
 #[derive(Clone)]
 pub struct Hashers {
@@ -86,16 +115,11 @@ impl Hashers {
         self.run(move || hash_blocking(&password)).await?
     }
 
-    /// `None` for a missing account: a dummy verification of equal cost, then `false`.
+    /// `None` for a missing account: a dummy verification of equal cost, then `false`. A
+    /// password longer than any account can have is `false` after one verification of a
+    /// stand-in of ordinary length.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
-        self.run(move || match phc {
-            Some(phc) => verify_blocking(&password, &phc),
-            None => {
-                verify_dummy_blocking(&password);
-                false
-            }
-        })
-        .await
+        self.run(move || verify_offered(&password, phc.as_deref())).await
     }
 }
 
@@ -121,5 +145,23 @@ mod tests {
         assert!(!verify_blocking("correct horsf", &h));
         assert!(!verify_blocking("correct horse", "not a phc string"));
         verify_dummy_blocking("anything");
+    }
+
+    /// Issue 11: a sign-in hashed whatever it was given, up to the 32 MiB body limit. A
+    /// password longer than an account can have is wrong without reaching Argon2, even one
+    /// that is the stored password's own (which no account can have; built here by hand).
+    #[test]
+    fn passwords_longer_than_any_account_can_have_are_never_hashed() {
+        let long = "x".repeat(MAX_CHARS + 1);
+        assert_eq!(offered(&"x".repeat(MAX_CHARS)).map(str::len), Some(MAX_CHARS));
+        assert_eq!(offered(&"é".repeat(MAX_CHARS)).map(|p| p.chars().count()), Some(MAX_CHARS));
+        assert_eq!(offered(&long), None);
+        assert_eq!(offered(&"x".repeat(32 << 20)), None);
+        let h = hash_blocking(&long).unwrap();
+        assert!(!verify_offered(&long, Some(&h)));
+        let ok = hash_blocking("correct horse").unwrap();
+        assert!(verify_offered("correct horse", Some(&ok)));
+        assert!(!verify_offered("correct horse", None));
+        assert!(!verify_offered(&long, None));
     }
 }

@@ -252,9 +252,7 @@ impl Identity {
             let rec = i.account(&s.account)?.ok_or(IdentityError::NotFound)?;
             let id_hash = id_hash_of(&rec.id_hash.0)?;
             let _held = i.lock(&id_hash);
-            if !i.codes().check(&id_hash, Purpose::ChangeDetails, &code)? {
-                return Err(IdentityError::BadCode);
-            }
+            i.verify_code(&id_hash, Purpose::ChangeDetails, &code, ip)?;
             let mut rec = i.account(&s.account)?.ok_or(IdentityError::NotFound)?;
             rec.profile = i.patched(&rec.profile, changes)?;
             let mut batch = WriteBatch::default();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::activity::EventKind;
 use super::error::{IdentityError, Result};
+use super::failures::Attempt;
 use super::identifiers::Identifier;
 use super::{now_secs, rfc3339_secs, Identity, Inner};
 use crate::store::identity_keys::{self as ik, DeviceId, DeviceRecord, EventDevice, HexBytes, SessionRecord};
@@ -210,7 +211,8 @@ fn event_device(d: &DeviceId, r: &DeviceRecord) -> EventDevice {
 
 impl Identity {
     /// Sign in. Unknown identifier and wrong password answer alike, after the same Argon2
-    /// work; failures count toward the lockouts, which refuse even a correct password.
+    /// work; the attempt counts toward the lockouts before it is verified (and is given back
+    /// if it succeeds), and the lockouts refuse even a correct password.
     pub async fn login(
         &self,
         identifier: &str,
@@ -221,41 +223,17 @@ impl Identity {
         let id = Identifier::parse("identifier", identifier)?;
         device.validate()?;
         let id_hash = self.inner.secrets.lookup(&id);
-        self.inner.check_lockout(&id_hash, ip)?;
-        let found = self.blocking(move |i| i.account_by_hash(&id_hash)).await?;
-        let phc = found.as_ref().map(|(_, r)| r.password.clone());
-        let ok = self.inner.hashers.verify(password, phc).await?;
-        self.blocking(move |i| {
-            let _held = i.lock(&id_hash);
-            // Looked up again under the lock: the account may have been deleted meanwhile.
-            let now_found = i.account_by_hash(&id_hash)?;
-            let mut batch = WriteBatch::default();
-            match (ok, now_found, found) {
-                (true, Some((account, _)), Some((was, _))) if account == was => {
-                    let now = now_secs();
-                    let (token, device_id) = i.add_session(&mut batch, &account, &device, now);
-                    let ev = EventDevice {
-                        device_id: device_id.to_string(),
-                        name: device.name.clone(),
-                        model: device.model.clone(),
-                        os: device.os.clone(),
-                    };
-                    i.record_event(&mut batch, &account, EventKind::Login, ip, Some(ev))?;
-                    i.db().commit(batch)?;
-                    let expires_at = rfc3339_secs(now.saturating_add(i.ttl()) as i64);
-                    Ok(NewSession { token, account, device_id, expires_at })
-                }
-                (_, now_found, _) => {
-                    i.count_failure(&id_hash, ip);
-                    if let Some((account, _)) = now_found {
-                        i.record_event(&mut batch, &account, EventKind::LoginFailed, ip, None)?;
-                        i.db().commit(batch)?;
-                    }
-                    Err(IdentityError::BadCredentials)
-                }
-            }
-        })
-        .await
+        let attempt = self.inner.login_failures.begin(&id_hash, ip)?;
+        let proven = self.prove_password(id_hash, password).await?;
+        self.blocking(move |i| i.finish_login(&id_hash, proven, &device, ip, attempt)).await
+    }
+
+    /// The account and the password hash that `password` was verified against, or `None` if
+    /// it is wrong or there is no account (after a dummy verification of the same cost).
+    async fn prove_password(&self, id_hash: [u8; 32], password: String) -> Result<Option<(AccountId, String)>> {
+        let found = self.blocking(move |i| i.account_by_hash(&id_hash)).await?.map(|(a, rec)| (a, rec.password));
+        let ok = self.inner.hashers.verify(password, found.as_ref().map(|(_, phc)| phc.clone())).await?;
+        Ok(found.filter(|_| ok))
     }
 
     /// The session a bearer token opens, if it is live. Ends it if it has expired.
@@ -303,6 +281,51 @@ impl Identity {
 }
 
 impl Inner {
+    /// The end of a sign-in, under the identifier's lock: a session only for a password
+    /// proven against the hash the account still has. The account may have been deleted, or
+    /// its password changed or reset (ending every session) while Argon2 ran; a session made
+    /// from the old password then would outlive the revocation. Anything else is a failure:
+    /// counted, stored and, for an existing account, shown in its activity, all unsynced, so
+    /// that a failure costs the same whether or not the account exists (docs/decisions.md,
+    /// "Passwords and timing").
+    fn finish_login(
+        &self,
+        id_hash: &[u8; 32],
+        proven: Option<(AccountId, String)>,
+        device: &DeviceInfo,
+        ip: IpAddr,
+        attempt: Attempt,
+    ) -> Result<NewSession> {
+        let _held = self.lock(id_hash);
+        let now_found = self.account_by_hash(id_hash)?;
+        let mut batch = WriteBatch::default();
+        match (proven, now_found) {
+            (Some((was, phc)), Some((account, rec))) if account == was && rec.password == phc => {
+                let now = now_secs();
+                let (token, device_id) = self.add_session(&mut batch, &account, device, now);
+                let ev = EventDevice {
+                    device_id: device_id.to_string(),
+                    name: device.name.clone(),
+                    model: device.model.clone(),
+                    os: device.os.clone(),
+                };
+                self.record_event(&mut batch, &account, EventKind::Login, ip, Some(ev))?;
+                self.db().commit(batch)?;
+                self.login_failures.succeeded(attempt);
+                let expires_at = rfc3339_secs(now.saturating_add(self.ttl()) as i64);
+                Ok(NewSession { token, account, device_id, expires_at })
+            }
+            (_, now_found) => {
+                self.login_failures.failed(self.db(), &mut batch, attempt);
+                if let Some((account, _)) = now_found {
+                    self.record_event(&mut batch, &account, EventKind::LoginFailed, ip, None)?;
+                }
+                self.db().write_unsynced(batch)?;
+                Err(IdentityError::BadCredentials)
+            }
+        }
+    }
+
     fn sign_out(&self, s: &Session, d: &DeviceId, kind: EventKind, ip: IpAddr) -> Result<()> {
         let rec = self.account(&s.account)?.ok_or(IdentityError::NotFound)?;
         let id_hash = super::id_hash_of(&rec.id_hash.0)?;
@@ -320,7 +343,10 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use super::super::clock::Clock;
+    use super::super::testing::identity_in;
     use super::*;
+    use crate::identity::{Purpose, Registration};
 
     #[test]
     fn only_well_formed_tokens_hash() {
@@ -337,5 +363,38 @@ mod tests {
         assert!(DeviceInfo { name: "".into(), ..ok.clone() }.validate().is_err());
         assert!(DeviceInfo { model: "x".repeat(129), ..ok.clone() }.validate().is_err());
         assert!(DeviceInfo { os: "a\nb".into(), ..ok }.validate().is_err());
+    }
+
+    /// Issue 11: a sign-in whose password was verified before a reset opened a session after
+    /// the reset had ended them all (only the account id was looked at again). Here the reset
+    /// runs between the verification and the end of the sign-in, as it can while Argon2 runs.
+    #[tokio::test]
+    async fn a_reset_while_a_sign_in_verifies_ends_that_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = identity_in(dir.path(), Clock::system());
+        let i = &identity.inner;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let email = "ada@example.com";
+        let id_hash = i.secrets.lookup(&Identifier::parse("identifier", email).unwrap());
+        let code = i.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
+        let r = Registration { identifier: email.into(), password: "correct horse".into(), code, nickname: None };
+        let account = identity.register(r, ip).await.unwrap();
+        let device = DeviceInfo { name: "phone".into(), model: String::new(), os: String::new() };
+
+        let attempt = i.login_failures.begin(&id_hash, ip).unwrap();
+        let proven = identity.prove_password(id_hash, "correct horse".into()).await.unwrap();
+        assert_eq!(proven.as_ref().map(|(a, _)| *a), Some(account), "the old password was right");
+        let code = i.codes().issue(&id_hash, Purpose::ResetPassword, 600, 5).unwrap();
+        identity.reset_password(email, code, "battery staple".into(), ip).await.unwrap();
+        let late = i.finish_login(&id_hash, proven, &device, ip, attempt);
+        assert!(matches!(late, Err(IdentityError::BadCredentials)), "{:?}", late.map(|s| s.device_id));
+        assert!(i.devices(&account).unwrap().is_empty(), "no session outlives the reset");
+
+        // Without a reset in between, the same steps sign in.
+        let attempt = i.login_failures.begin(&id_hash, ip).unwrap();
+        let proven = identity.prove_password(id_hash, "battery staple".into()).await.unwrap();
+        let s = i.finish_login(&id_hash, proven, &device, ip, attempt).unwrap();
+        assert_eq!(s.account, account);
+        assert_eq!(i.devices(&account).unwrap().len(), 1);
     }
 }

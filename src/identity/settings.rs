@@ -22,6 +22,11 @@ pub struct IdentityConfig {
     pub failed_logins_per_identifier: u32,
     pub failed_logins_per_ip: u32,
     pub failed_login_window_secs: u64,
+    /// Wrong codes (any purpose) per identifier and per client address within
+    /// `code_failure_window_secs`; then code checks answer `429` until the oldest leaves.
+    pub code_failures_per_identifier: u32,
+    pub code_failures_per_ip: u32,
+    pub code_failure_window_secs: u64,
     /// Activity events kept per account; older ones are dropped as new ones arrive.
     pub activity_kept: usize,
     /// How often expired codes and sessions are removed.
@@ -41,6 +46,9 @@ impl Default for IdentityConfig {
             failed_logins_per_identifier: 5,
             failed_logins_per_ip: 100,
             failed_login_window_secs: 900,
+            code_failures_per_identifier: 20,
+            code_failures_per_ip: 100,
+            code_failure_window_secs: 24 * 3600,
             activity_kept: 200,
             sweep_interval_secs: 600,
         }
@@ -59,6 +67,9 @@ impl IdentityConfig {
             ("failed_logins_per_identifier", u64::from(self.failed_logins_per_identifier)),
             ("failed_logins_per_ip", u64::from(self.failed_logins_per_ip)),
             ("failed_login_window_secs", self.failed_login_window_secs),
+            ("code_failures_per_identifier", u64::from(self.code_failures_per_identifier)),
+            ("code_failures_per_ip", u64::from(self.code_failures_per_ip)),
+            ("code_failure_window_secs", self.code_failure_window_secs),
             ("activity_kept", self.activity_kept as u64),
             ("sweep_interval_secs", self.sweep_interval_secs),
         ];
@@ -144,6 +155,10 @@ mod tests {
         assert_eq!((c.code_ttl_secs, c.code_max_tries, c.session_ttl_secs), (600, 5, 2_592_000));
         assert_eq!((c.code_sends_per_identifier, c.code_send_window_secs), (5, 900));
         assert_eq!((c.failed_logins_per_identifier, c.failed_logins_per_ip, c.failed_login_window_secs), (5, 100, 900));
+        assert_eq!(
+            (c.code_failures_per_identifier, c.code_failures_per_ip, c.code_failure_window_secs),
+            (20, 100, 86_400)
+        );
         assert!(c.validate().is_ok());
     }
 

@@ -59,9 +59,14 @@ impl Identity {
         let i = &self.inner;
         let id_hash = i.secrets.lookup(&id);
         let ip_key = ip_key(ip);
-        i.sends_by_ip.check(&ip_key).map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        i.sends_by_identifier.acquire(&id_hash).map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
-        i.sends_by_ip.record(&ip_key);
+        // Counted on the address first, in the check's own lock (a check here and a count
+        // after let parallel sends pass together), and given back if the identifier refuses.
+        let by_ip = i.sends_by_ip.reserve(&ip_key).map_err(|w| IdentityError::RateLimited { retry_after: w.0 })?;
+        if let Err(w) = i.sends_by_identifier.acquire(&id_hash) {
+            i.sends_by_ip.release(by_ip);
+            return Err(IdentityError::RateLimited { retry_after: w.0 });
+        }
+        drop(by_ip);
         let (ttl, tries) = (i.config.code_ttl_secs, i.config.code_max_tries);
         let code = self
             .blocking(move |i| {
@@ -78,16 +83,14 @@ impl Identity {
     pub async fn register(&self, r: Registration, ip: IpAddr) -> Result<AccountId> {
         let id = Identifier::parse("identifier", &r.identifier)?;
         let id_hash = self.inner.secrets.lookup(&id);
-        self.check_code(id_hash, Purpose::Register, r.code.clone()).await?;
+        self.check_code(id_hash, Purpose::Register, r.code.clone(), ip).await?;
         password::check_strength(&r.password)?;
         let nickname = r.nickname.as_deref().map(check_nickname).transpose()?;
         let phc = self.inner.hashers.hash(r.password).await?;
         self.blocking(move |i| {
             let _held = i.lock(&id_hash);
             // Again under the lock: between the checks a concurrent request may have spent it.
-            if !i.codes().check(&id_hash, Purpose::Register, &r.code)? {
-                return Err(IdentityError::BadCode);
-            }
+            i.verify_code(&id_hash, Purpose::Register, &r.code, ip)?;
             if i.account_by_hash(&id_hash)?.is_some() {
                 return Err(IdentityError::IdentifierTaken);
             }
@@ -116,14 +119,12 @@ impl Identity {
     pub async fn reset_password(&self, identifier: &str, code: String, new_password: String, ip: IpAddr) -> Result<()> {
         let id = Identifier::parse("identifier", identifier)?;
         let id_hash = self.inner.secrets.lookup(&id);
-        self.check_code(id_hash, Purpose::ResetPassword, code.clone()).await?;
+        self.check_code(id_hash, Purpose::ResetPassword, code.clone(), ip).await?;
         password::check_strength(&new_password)?;
         let phc = self.inner.hashers.hash(new_password).await?;
         self.blocking(move |i| {
             let _held = i.lock(&id_hash);
-            if !i.codes().check(&id_hash, Purpose::ResetPassword, &code)? {
-                return Err(IdentityError::BadCode);
-            }
+            i.verify_code(&id_hash, Purpose::ResetPassword, &code, ip)?;
             let mut batch = WriteBatch::default();
             codes::consume(i.db(), &mut batch, &id_hash, Purpose::ResetPassword);
             let Some((account, mut rec)) = i.account_by_hash(&id_hash)? else {
@@ -141,18 +142,12 @@ impl Identity {
     }
 
     /// `BadCode` unless `code` is the identifier's live code for `purpose` (a wrong one uses
-    /// up a try). Does not spend it.
-    async fn check_code(&self, id_hash: [u8; 32], purpose: Purpose, code: String) -> Result<()> {
-        let ok = self
-            .blocking(move |i| {
-                let _held = i.lock(&id_hash);
-                i.codes().check(&id_hash, purpose, &code)
-            })
-            .await?;
-        if ok {
-            Ok(())
-        } else {
-            Err(IdentityError::BadCode)
-        }
+    /// up a try, and counts toward the wrong-code limits). Does not spend it.
+    async fn check_code(&self, id_hash: [u8; 32], purpose: Purpose, code: String, ip: IpAddr) -> Result<()> {
+        self.blocking(move |i| {
+            let _held = i.lock(&id_hash);
+            i.verify_code(&id_hash, purpose, &code, ip)
+        })
+        .await
     }
 }

@@ -1,6 +1,7 @@
 //! Clearing away what expired and will never be presented again: codes past their TTL (every
 //! identifier that ever asked for a code leaves one behind, also strangers' that never sign
-//! up) and sessions past theirs (a phone that was wiped never logs out).
+//! up), sessions past theirs (a phone that was wiped never logs out), and stored failures
+//! that have left their rate-limit window.
 //!
 //! Each candidate is re-read under its lock stripe before it goes, so that a code issued or a
 //! session used since the scan saw it is never removed. Deletes are unsynced: a sweep lost in a
@@ -11,6 +12,7 @@ use std::time::Duration;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::error::Result;
+use super::failures;
 use super::{id_hash_of, now_millis, now_secs, Identity, Inner};
 use crate::store::identity_keys::{self as ik};
 use crate::store::keys::AccountId;
@@ -20,6 +22,7 @@ use crate::store::{CF_CODES, CF_SESSIONS};
 pub struct Swept {
     pub codes: usize,
     pub sessions: usize,
+    pub failures: usize,
 }
 
 impl Inner {
@@ -87,8 +90,14 @@ impl Inner {
 impl Identity {
     /// One pass over codes and sessions.
     pub async fn sweep(&self) -> Result<Swept> {
-        self.blocking(|i| Ok(Swept { codes: i.sweep_codes(now_millis())?, sessions: i.sweep_sessions(now_secs())? }))
-            .await
+        self.blocking(|i| {
+            Ok(Swept {
+                codes: i.sweep_codes(now_millis())?,
+                sessions: i.sweep_sessions(now_secs())?,
+                failures: failures::sweep(i.db(), &i.failure_sets())?,
+            })
+        })
+        .await
     }
 
     /// Sweep every `sweep_interval_secs` until the returned task is aborted.
@@ -102,7 +111,7 @@ impl Identity {
                 tick.tick().await;
                 match identity.sweep().await {
                     Ok(s) if s != Swept::default() => {
-                        tracing::debug!(codes = s.codes, sessions = s.sessions, "swept expired")
+                        tracing::debug!(codes = s.codes, sessions = s.sessions, failures = s.failures, "swept expired")
                     }
                     Ok(_) => {}
                     Err(e) => {

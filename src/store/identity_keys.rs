@@ -1,5 +1,5 @@
 //! Keys and values of the identity column families: `accounts`, `identifiers`, `codes`,
-//! `sessions`, `events`.
+//! `sessions`, `events`, `limits`.
 //!
 //! Values are a format byte then JSON: these records are small, read a few times per request,
 //! and gain fields over time, so readability and `serde(default)` beat a hand-rolled layout.
@@ -8,6 +8,7 @@
 //! tokens and codes are kept as hashes. Decoders take untrusted bytes and return `None`.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
@@ -266,6 +267,43 @@ pub fn decode_event(v: &[u8]) -> Option<EventRecord> {
     decode(v)
 }
 
+// ---- limits: kind ++ subject ++ unix ms ++ random -> empty -------------------------------------
+// One key per counted failure, so that recording one is a blind put (no read, no ordering
+// between writers). The subject is a 32-byte identifier hash or a 16-byte address (IPv4 as
+// IPv4-mapped IPv6); the kind says which. Big-endian time keeps a subject's failures in order.
+
+/// Bytes after the subject: the time and a random tail that keeps equal instants apart.
+const LIMIT_TAIL: usize = 12;
+
+pub fn limit_key(kind: u8, subject: &[u8], at_ms: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + subject.len() + LIMIT_TAIL);
+    k.push(kind);
+    k.extend_from_slice(subject);
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.extend_from_slice(&rand::random::<[u8; 4]>());
+    k
+}
+
+/// Kind, subject and unix milliseconds of a `limits` key.
+pub fn parse_limit_key(k: &[u8]) -> Option<(u8, &[u8], u64)> {
+    let (&kind, rest) = k.split_first()?;
+    let subject_len = rest.len().checked_sub(LIMIT_TAIL)?;
+    let (subject, tail) = rest.split_at(subject_len);
+    let at_ms = u64::from_be_bytes(tail[..8].try_into().ok()?);
+    Some((kind, subject, at_ms))
+}
+
+pub fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?).to_canonical())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +360,20 @@ mod tests {
             assert!(decode_event(junk).is_none());
         }
         assert!(decode_account_id(b"short").is_none());
+        for junk in [&b""[..], b"\x01", &[1u8; 12]] {
+            assert!(parse_limit_key(junk).is_none());
+        }
+        assert!(ip_from_bytes(b"short").is_none());
+    }
+
+    #[test]
+    fn limit_keys_round_trip_and_sort_by_time() {
+        let k = limit_key(3, &[9; 32], 1_700_000_000_123);
+        assert_eq!(parse_limit_key(&k), Some((3, &[9u8; 32][..], 1_700_000_000_123)));
+        assert!(limit_key(3, &[9; 32], 1) < limit_key(3, &[9; 32], 256));
+        for ip in ["192.0.2.7", "2001:db8:1:2::"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_from_bytes(&ip_bytes(ip)), Some(ip));
+        }
     }
 }

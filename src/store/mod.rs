@@ -30,6 +30,8 @@ pub const CF_IDENTIFIERS: &str = "identifiers";
 pub const CF_SESSIONS: &str = "sessions";
 pub const CF_CODES: &str = "codes";
 pub const CF_EVENTS: &str = "events";
+/// Counted failures (logins, codes) that must outlive a restart: one key per failure.
+pub const CF_LIMITS: &str = "limits";
 pub const CF_USAGE: &str = "usage";
 pub const CF_BACKUPS: &str = "backups";
 /// Ids of deleted accounts (ids are never reused): a write that was under way when its account
@@ -41,7 +43,7 @@ pub const CF_META: &str = "meta";
 /// they stay unique even if the clock went back meanwhile.
 pub const META_LAST_VERSION: &[u8] = b"last_version";
 
-pub const ALL_CFS: [&str; 15] = [
+pub const ALL_CFS: [&str; 16] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -57,6 +59,7 @@ pub const ALL_CFS: [&str; 15] = [
     CF_BACKUPS,
     CF_GONE,
     CF_META,
+    CF_LIMITS,
 ];
 
 pub struct Db {
