@@ -1,7 +1,9 @@
 //! Prometheus metrics. One registry per server (not the global default), so tests that run
 //! several servers in one process do not collide.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -22,6 +24,9 @@ pub struct Metrics {
     pub gc_packs_rewritten: IntCounter,
     pub gc_seconds: Histogram,
     pub fsck_problems: IntGauge,
+    /// Uploads and downloads holding a transfer permit now, by kind: what `[limits]` bounds,
+    /// and what tests wait on to know a transfer has begun or ended.
+    pub transfers: IntGaugeVec,
     pub lock_waits: LockWaits,
 }
 
@@ -98,7 +103,12 @@ impl Metrics {
             IntCounterVec::new(Opts::new("cairn_http_requests_total", "HTTP requests by status class"), &["class"])
                 .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("unique metric");
+        let transfers =
+            IntGaugeVec::new(Opts::new("cairn_transfers_in_progress", "Transfers holding a permit"), &["kind"])
+                .expect("valid metric");
+        registry.register(Box::new(transfers.clone())).expect("unique metric");
         Metrics {
+            transfers,
             ingest_bytes: counter(&registry, "cairn_ingest_bytes_total", "Raw bytes received by ingests"),
             chunks_new: counter(&registry, "cairn_chunks_new_total", "Chunks written to packs"),
             chunks_dedup: counter(&registry, "cairn_chunks_dedup_total", "Chunks found already stored"),

@@ -312,8 +312,10 @@ async fn an_upload_cut_off_midway_leaves_usage_as_it_was() {
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(&noise(3 << 20, 9)).await.unwrap();
+    s.wait_for_metric("cairn_transfers_in_progress{kind=\"upload\"}", |n| n == 1.0).await;
     drop(conn);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The upload has let go of its permit: it has ended, whatever it left behind.
+    s.wait_for_metric("cairn_transfers_in_progress{kind=\"upload\"}", |n| n == 0.0).await;
     assert_eq!(used(&s, &u).await, before);
     assert_eq!(get_as(&s, &u.token, "/v1/files/cut").await.status(), 404);
     assert_eq!(get_as(&s, &u.token, "/healthz").await.status(), 200);
@@ -535,13 +537,15 @@ async fn an_upload_that_ends_after_its_account_was_deleted_stores_nothing() {
     let upload = s.client.put(s.url("/v1/files/late.bin")).bearer_auth(&u.token).body(body).send();
     let upload = tokio::spawn(upload);
     tx.send(Ok(noise(3 << 20, 40))).await.unwrap();
-    // Let the server take the first part in, then delete the account under it.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Once the server has taken the first part in, delete the account under the upload.
+    s.wait_for_metric("cairn_ingest_bytes_total", |n| n >= (3 << 20) as f64).await;
     delete_account(&s, &u).await;
     tx.send(Ok(noise(1 << 20, 41))).await.unwrap();
     drop(tx);
     let r = upload.await.unwrap().unwrap();
-    assert_eq!(r.status(), 401, "{}", r.text().await.unwrap());
+    // Refused by the commit, not by authentication: the path under test was taken.
+    let v = body_of(r, 401).await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("deleted while"), "{v}");
 
     let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&json!({"grace_seconds": 0})).send();
     body_of(gc.await.unwrap(), 200).await;

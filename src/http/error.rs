@@ -107,7 +107,13 @@ impl From<Error> for ApiError {
             Error::HashMismatch { expected, actual } => {
                 ApiError::bad_request("hash_mismatch", format!("the body hashes to {actual}, not {expected}"))
             }
-            Error::AccountGone => ApiError::unauthorized(),
+            // Said apart from a bad token's 401, so that a client (and a test) can tell that
+            // the write began and was then refused.
+            Error::AccountGone => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the account was deleted while this request was under way",
+            ),
             Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
             full if full.is_disk_full() => {
                 tracing::error!(error = %full, "refusing a write: the disk is full");

@@ -93,6 +93,8 @@ pub struct Allowance {
     total: usize,
     /// std Mutex: a counter update, never held across an `.await`.
     held: Arc<Mutex<Held>>,
+    /// `cairn_transfers_in_progress{kind}`, kept with `held`.
+    gauge: prometheus::IntGauge,
 }
 
 #[derive(Default)]
@@ -105,11 +107,12 @@ struct Held {
 pub struct Permit {
     account: AccountId,
     held: Arc<Mutex<Held>>,
+    gauge: prometheus::IntGauge,
 }
 
 impl Allowance {
-    pub fn new(kind: &'static str, per_account: usize, total: usize) -> Self {
-        Allowance { kind, per_account, total, held: Arc::default() }
+    pub fn new(kind: &'static str, per_account: usize, total: usize, gauge: prometheus::IntGauge) -> Self {
+        Allowance { kind, per_account, total, held: Arc::default(), gauge }
     }
 
     /// A place for one more transfer of `account`, or `429` if it or the server is at its limit.
@@ -121,7 +124,8 @@ impl Allowance {
         }
         held.total += 1;
         *held.by_account.entry(account).or_insert(0) += 1;
-        Ok(Permit { account, held: self.held.clone() })
+        self.gauge.inc();
+        Ok(Permit { account, held: self.held.clone(), gauge: self.gauge.clone() })
     }
 
     fn busy(&self, own: bool) -> ApiError {
@@ -140,6 +144,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut held = self.held.lock().expect("allowance poisoned");
         held.total -= 1;
+        self.gauge.dec();
         if let Some(n) = held.by_account.get_mut(&self.account) {
             *n -= 1;
             if *n == 0 {
@@ -155,7 +160,7 @@ mod tests {
 
     #[test]
     fn per_account_and_total_limits_hold_and_permits_give_their_place_back() {
-        let a = Allowance::new("upload", 2, 3);
+        let a = Allowance::new("upload", 2, 3, prometheus::IntGauge::new("g", "g").unwrap());
         let (x, y) = (AccountId([1; 16]), AccountId([2; 16]));
         let p1 = a.admit(x).unwrap();
         let _p2 = a.admit(x).unwrap();
@@ -163,6 +168,7 @@ mod tests {
         let _p3 = a.admit(y).unwrap();
         let e = a.admit(y).err().unwrap();
         assert!(e.message.contains("the server"), "{}", e.message);
+        assert_eq!(a.gauge.get(), 3);
         drop(p1);
         assert!(a.admit(y).is_ok(), "x's permit went back to the pool");
     }

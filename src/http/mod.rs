@@ -86,8 +86,9 @@ impl App {
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
         let drive = crate::drive::Drive::new(engine.clone(), Default::default());
         let l = &config.limits;
-        let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads);
-        let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads);
+        let gauge = |kind| metrics.transfers.with_label_values(&[kind]);
+        let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads, gauge("upload"));
+        let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads, gauge("download"));
         App { config, engine, metrics, plans, drive, identity, sync, backups, manifest_permits, uploads, downloads }
     }
 

@@ -66,6 +66,27 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The value of one Prometheus sample (`name` with its labels, as `/metrics` prints it).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let text = text.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Poll `/metrics` until `name` satisfies `ok`: waiting on an event the server reports,
+    /// not on a guess of how long it takes. Gives up (panics) after 30 s.
+    pub async fn wait_for_metric(&self, name: &str, ok: impl Fn(f64) -> bool) {
+        for _ in 0..3000 {
+            if ok(self.metric(name).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never reached the expected value");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
