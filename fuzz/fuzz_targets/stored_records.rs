@@ -43,4 +43,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = bk::id_from_head_key(data);
     let _ = ik::decode_account_id(data);
     let _ = ik::device_id_from_key(data);
+    if let Some((kind, subject, at_ms)) = ik::parse_limit_key(data) {
+        let again = ik::limit_key(kind, subject, at_ms);
+        assert_eq!(again[..again.len() - 4], data[..data.len() - 4]);
+    }
+    if let Some(ip) = ik::ip_from_bytes(data) {
+        assert_eq!(ik::ip_from_bytes(&ik::ip_bytes(ip)), Some(ip));
+    }
 });

@@ -5,7 +5,7 @@
 //! start one blocking thread per request (tokio allows 512: ~10 GiB) and every login would be
 //! slow at once; with a semaphore of a couple per core they queue fairly and memory stays flat.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -53,12 +53,17 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Stands for the hash of an account that does not exist: the OWASP parameters, a fixed salt,
+/// and 32 bytes that no password is known to hash to. A constant, not a hash made on first use:
+/// that made the first unknown identifier after each start cost a hash and a verification,
+/// twice a real account's time.
+const DUMMY_PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Y2Fpcm4gZHVtbXkgc2FsdA$0lsLWG44huyDxJ/VAKxmxGAWNRTP4PYSwh66i6qq8rQ";
+
 /// Blocking. The same cost as a real verification, for identifiers without an account, so
 /// that a login's answer time does not tell whether the account exists.
 pub fn verify_dummy_blocking(password: &str) {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    let phc = DUMMY.get_or_init(|| hash_blocking("cairn dummy password").expect("hashing a constant works"));
-    let _ = verify_blocking(password, phc);
+    let _ = verify_blocking(password, DUMMY_PHC);
 }
 
 /// What a sign-in may give Argon2: the offered password, or `None` for one longer than any
@@ -145,6 +150,17 @@ mod tests {
         assert!(!verify_blocking("correct horsf", &h));
         assert!(!verify_blocking("correct horse", "not a phc string"));
         verify_dummy_blocking("anything");
+    }
+
+    /// The dummy has the parameters of a real hash, so it costs what a real verification does.
+    #[test]
+    fn the_dummy_hash_has_the_owasp_parameters() {
+        let real = hash_blocking("correct horse").unwrap();
+        let params = |phc: &str| phc.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(DUMMY_PHC), params(&real));
+        let parsed = PasswordHash::new(DUMMY_PHC).unwrap();
+        assert_eq!(parsed.hash.map(|h| h.len()), PasswordHash::new(&real).unwrap().hash.map(|h| h.len()));
+        assert!(!verify_blocking("cairn dummy password", DUMMY_PHC));
     }
 
     /// Issue 11: a sign-in hashed whatever it was given, up to the 32 MiB body limit. A
