@@ -3,18 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::identity::*;
 use common::*;
 use serde_json::{json, Value};
-
-async fn json_of(r: reqwest::Response, status: u16) -> Value {
-    let got = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
 
 fn retry_after(r: &reqwest::Response) -> u64 {
     r.headers().get("retry-after").expect("429 carries Retry-After").to_str().unwrap().parse().unwrap()
@@ -25,7 +18,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     let s = Server::start();
     let email = format!("Ada.{}", new_email());
     let r = send_code(&s, &email, "register").await;
-    assert_eq!(json_of(r, 202).await["expires_in"], 600);
+    assert_eq!(body_of(r, 202).await["expires_in"], 600);
     let line = outbox(&s.dir).pop().unwrap();
     // The outbox line of API.md, to the identifier as typed (it is compared in lower case).
     assert_eq!(line["to"], email.as_str());
@@ -35,12 +28,12 @@ async fn sign_up_sign_in_and_read_the_account() {
     time::OffsetDateTime::parse(line["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
 
     let body = json!({ "identifier": email, "password": PASSWORD, "code": code, "nickname": "Ada" });
-    let created = json_of(s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap(), 201).await;
+    let created = body_of(s.client.post(s.url("/v1/accounts")).json(&body).send().await.unwrap(), 201).await;
     let account_id = created["account_id"].as_str().unwrap().to_string();
     assert_eq!(account_id.len(), 32);
 
     let r = login_as(&s, &email.to_uppercase(), PASSWORD, "Ada's Pixel").await;
-    let session = json_of(r, 201).await;
+    let session = body_of(r, 201).await;
     assert_eq!(session["account_id"], account_id.as_str());
     let token = session["token"].as_str().unwrap();
     assert_eq!(token.len(), 64);
@@ -52,7 +45,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     let days = (expires - time::OffsetDateTime::now_utc()).whole_days();
     assert!((29..=30).contains(&days), "{days}");
 
-    let me = json_of(get_as(&s, token, "/v1/account").await, 200).await;
+    let me = body_of(get_as(&s, token, "/v1/account").await, 200).await;
     assert_eq!(me["account_id"], account_id.as_str());
     assert_eq!(me["identifier"], email.as_str());
     assert_eq!(me["nickname"], "Ada");
@@ -62,7 +55,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     }
     assert!(me["created_at"].as_str().unwrap().ends_with('Z'));
 
-    let devices = json_of(get_as(&s, token, "/v1/devices").await, 200).await;
+    let devices = body_of(get_as(&s, token, "/v1/devices").await, 200).await;
     let list = devices["devices"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["device_id"], session["device_id"]);
@@ -72,7 +65,7 @@ async fn sign_up_sign_in_and_read_the_account() {
     );
     assert!(list[0]["last_seen"].is_string());
 
-    let activity = json_of(get_as(&s, token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, token, "/v1/account/activity").await, 200).await;
     let login = &activity["events"][0];
     assert_eq!(login["kind"], "login");
     assert_eq!(login["ip"], "127.0.0.1");
@@ -85,7 +78,7 @@ async fn sign_up_sign_in_and_read_the_account() {
 async fn phones_sign_up_in_e164_and_malformed_identifiers_are_400() {
     let s = Server::start();
     let u = signed_up(&s, "+4915112345678").await;
-    let me = json_of(get_as(&s, &u.token, "/v1/account").await, 200).await;
+    let me = body_of(get_as(&s, &u.token, "/v1/account").await, 200).await;
     assert_eq!(me["identifier"], "+4915112345678");
     for bad in ["4915112345678", "+49 151 12345678", "+1234567", "+1234567890123456", "not-an-email", "a@b", ""] {
         assert_eq!(error_code(send_code(&s, bad, "register").await, 400).await, "bad_identifier", "{bad:?}");
@@ -140,7 +133,7 @@ async fn sign_up_checks_code_then_password_then_identifier() {
     let r = post(json!({ "identifier": email, "password": "12345678", "code": code, "nickname": "" })).await.unwrap();
     assert_eq!(error_code(r, 400).await, "bad_field");
     let r = post(json!({ "identifier": email, "password": "p".repeat(64), "code": code })).await.unwrap();
-    json_of(r, 201).await;
+    body_of(r, 201).await;
     // Single use.
     let r = post(json!({ "identifier": email, "password": PASSWORD, "code": code })).await.unwrap();
     assert_eq!(error_code(r, 403).await, "bad_code");
@@ -164,7 +157,7 @@ async fn codes_expire_after_their_ttl() {
     };
     let fresh = new_email();
     let code = code_for(&s, &fresh, "register").await;
-    json_of(post(&fresh, &code).await.unwrap(), 201).await;
+    body_of(post(&fresh, &code).await.unwrap(), 201).await;
     let late = new_email();
     let code = code_for(&s, &late, "register").await;
     tokio::time::sleep(Duration::from_millis(3600)).await;
@@ -202,7 +195,7 @@ async fn codes_die_after_five_wrong_tries_and_are_replaced() {
     for _ in 0..4 {
         assert_eq!(error_code(post(&c, &other(&code)).await.unwrap(), 403).await, "bad_code");
     }
-    json_of(post(&c, &code).await.unwrap(), 201).await;
+    body_of(post(&c, &code).await.unwrap(), 201).await;
 
     // A new code replaces the older one.
     let d = new_email();
@@ -212,7 +205,7 @@ async fn codes_die_after_five_wrong_tries_and_are_replaced() {
         second = code_for(&s, &d, "register").await;
     }
     assert_eq!(error_code(post(&d, &first).await.unwrap(), 403).await, "bad_code");
-    json_of(post(&d, &second).await.unwrap(), 201).await;
+    body_of(post(&d, &second).await.unwrap(), 201).await;
 
     // A code is bound to its purpose.
     let e = new_email();
@@ -273,9 +266,9 @@ async fn code_send_limits_are_configurable_per_ip_and_window() {
 async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
     let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 3\nfailed_login_window_secs = 3\n");
     let u = signed_in(&s).await;
-    let unknown = json_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
+    let unknown = body_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
     for _ in 0..3 {
-        let wrong = json_of(login_as(&s, &u.identifier, "wrong password", "x").await, 401).await;
+        let wrong = body_of(login_as(&s, &u.identifier, "wrong password", "x").await, 401).await;
         // One answer for an unknown identifier and a wrong password.
         assert_eq!(wrong, unknown);
     }
@@ -284,7 +277,7 @@ async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
     assert_eq!(error_code(r, 429).await, "rate_limited");
     // Other identifiers still sign in.
     let v = signed_in(&s).await;
-    let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
     let failed: Vec<&Value> =
         activity["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "login_failed").collect();
     assert_eq!(failed.len(), 3);
@@ -472,49 +465,14 @@ async fn oversized_passwords_are_refused_without_hashing_them() {
     let r = register(&s, &new_email(), &huge).await;
     assert_eq!(error_code(r, 413).await, "payload_too_large");
     let long = format!("{PASSWORD}{}", "p".repeat(40 << 10));
-    let unknown = json_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
-    assert_eq!(json_of(login_as(&s, &u.identifier, &long, "x").await, 401).await, unknown);
+    let unknown = body_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
+    assert_eq!(body_of(login_as(&s, &u.identifier, &long, "x").await, 401).await, unknown);
     // It counted as a failed login.
-    let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
     assert_eq!(activity["events"][0]["kind"], "login_failed");
     // Setting one is 400, as before.
     let r = register(&s, &new_email(), &"p".repeat(129)).await;
     assert_eq!(error_code(r, 400).await, "weak_password");
-}
-
-/// The same Argon2 work whether or not the account exists. The machine is shared and
-/// timings are noisy, so this compares the fastest of several interleaved tries (noise only
-/// adds time): with the work skipped, the fast path is several times faster than the hash.
-#[tokio::test]
-async fn unknown_accounts_cost_the_same_time() {
-    let (s, _tmp) = start_configured("[identity]\ncode_sends_per_identifier = 50\nfailed_logins_per_identifier = 50\n");
-    let u = signed_in(&s).await;
-    let timed = async |r: reqwest::RequestBuilder, status: u16| {
-        let t = Instant::now();
-        assert_eq!(r.send().await.unwrap().status(), status);
-        t.elapsed()
-    };
-    let device = json!({ "name": "x" });
-    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
-    let (mut real, mut ghost) = (Duration::MAX, Duration::MAX);
-    for _ in 0..6 {
-        let body = json!({ "identifier": u.identifier, "password": "wrong password", "device": device });
-        known = known.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
-        let body = json!({ "identifier": new_email(), "password": "wrong password", "device": device });
-        unknown = unknown.min(timed(s.client.post(s.url("/v1/sessions")).json(&body), 401).await);
-
-        // Reset with a valid code: an account that exists (204) and one that does not (403).
-        let code = code_for(&s, &u.identifier, "reset_password").await;
-        let body = json!({ "identifier": u.identifier, "code": code, "new_password": "another password" });
-        real = real.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 204).await);
-        let nobody = new_email();
-        let code = code_for(&s, &nobody, "reset_password").await;
-        let body = json!({ "identifier": nobody, "code": code, "new_password": "another password" });
-        ghost = ghost.min(timed(s.client.post(s.url("/v1/password-reset")).json(&body), 403).await);
-    }
-    eprintln!("fastest: login known {known:?} unknown {unknown:?}; reset real {real:?} ghost {ghost:?}");
-    assert!(unknown * 3 > known, "login: unknown {unknown:?} vs known {known:?}");
-    assert!(ghost * 3 > real, "reset: ghost {ghost:?} vs real {real:?}");
 }
 
 #[tokio::test]
@@ -523,7 +481,7 @@ async fn devices_sign_out_and_log_out() {
     let u = signed_in(&s).await;
     let tablet = login(&s, &u.identifier, PASSWORD).await;
     let laptop = login(&s, &u.identifier, PASSWORD).await;
-    let list = json_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
+    let list = body_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
     let ids: Vec<&str> = list["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.contains(&tablet.device_id.as_str()) && ids.contains(&laptop.device_id.as_str()));
@@ -553,7 +511,7 @@ async fn devices_sign_out_and_log_out() {
         let r = s.client.delete(s.url(&format!("/v1/devices/{junk}"))).bearer_auth(&u.token).send().await.unwrap();
         assert_eq!(error_code(r, 404).await, "not_found");
     }
-    let list = json_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
+    let list = body_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
     assert_eq!(list["devices"].as_array().unwrap().len(), 2);
 
     // Deleting the current device logs out.
@@ -582,7 +540,7 @@ async fn devices_sign_out_and_log_out() {
     }
 
     let activity =
-        json_of(get_as(&s, &login(&s, &u.identifier, PASSWORD).await.token, "/v1/account/activity").await, 200).await;
+        body_of(get_as(&s, &login(&s, &u.identifier, PASSWORD).await.token, "/v1/account/activity").await, 200).await;
     let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(&kinds[..4], ["login", "logout", "device_signed_out", "device_signed_out"]);
 }
@@ -595,9 +553,9 @@ fn sessions_survive_a_restart() {
     s.stop();
     let s = Server::start_in(&s.dir.clone(), &[]);
     rt.block_on(async {
-        let me = json_of(get_as(&s, &u.token, "/v1/account").await, 200).await;
+        let me = body_of(get_as(&s, &u.token, "/v1/account").await, 200).await;
         assert_eq!(me["account_id"], u.account_id.as_str());
-        let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+        let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
         assert_eq!(activity["events"][0]["kind"], "login");
     });
 }
@@ -615,7 +573,7 @@ async fn sessions_expire_after_the_ttl_from_last_use() {
     assert_eq!(error_code(get_as(&s, &u.token, "/v1/account").await, 401).await, "unauthorized");
     // An expired session leaves the device list.
     let again = login(&s, &u.identifier, PASSWORD).await;
-    let list = json_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
+    let list = body_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
     assert_eq!(list["devices"].as_array().unwrap().len(), 1);
 }
 
@@ -659,23 +617,23 @@ async fn details_change_only_with_a_fresh_change_details_code() {
         "code": code, "nickname": "Ada L.", "gender": "female", "region": "gb", "locale": "en-gb",
         "recovery_email": "Backup@Example.org", "recovery_phone": "+447700900123",
     });
-    let me = json_of(patch(changes).await.unwrap(), 200).await;
+    let me = body_of(patch(changes).await.unwrap(), 200).await;
     assert_eq!(me["nickname"], "Ada L.");
     assert_eq!(me["gender"], "female");
     assert_eq!(me["region"], "GB");
     assert_eq!(me["locale"], "en-GB");
     assert_eq!(me["recovery_email"], "Backup@Example.org");
     assert_eq!(me["recovery_phone"], "+447700900123");
-    assert_eq!(json_of(get_as(&s, &u.token, "/v1/account").await, 200).await, me);
+    assert_eq!(body_of(get_as(&s, &u.token, "/v1/account").await, 200).await, me);
     // The code was spent.
     assert_eq!(error_code(patch(json!({ "code": code, "nickname": "Eve" })).await.unwrap(), 403).await, "bad_code");
     // null clears a field.
     let code = account_code(&s, &u, "change_details").await;
-    let me = json_of(patch(json!({ "code": code, "recovery_phone": null, "gender": null })).await.unwrap(), 200).await;
+    let me = body_of(patch(json!({ "code": code, "recovery_phone": null, "gender": null })).await.unwrap(), 200).await;
     assert!(me["recovery_phone"].is_null() && me["gender"].is_null());
     assert_eq!(me["nickname"], "Ada L.");
 
-    let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
     let ev = &activity["events"][0];
     assert_eq!(ev["kind"], "details_changed");
     assert_eq!(ev["device"]["device_id"], u.device_id.as_str());
@@ -707,7 +665,7 @@ async fn password_change_needs_current_password_and_code_and_ends_other_sessions
     assert_eq!(get_as(&s, &other.token, "/v1/account").await.status(), 401);
     assert_eq!(login_as(&s, &u.identifier, PASSWORD, "x").await.status(), 401);
     login(&s, &u.identifier, "brand new secret").await;
-    let activity = json_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
     let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"password_changed"), "{kinds:?}");
 }
@@ -731,11 +689,11 @@ async fn password_reset_by_code_ends_every_session() {
     assert_eq!(get_as(&s, &other.token, "/v1/account").await.status(), 401);
     assert_eq!(error_code(reset(&code, "yet another one").await.unwrap(), 403).await, "bad_code");
     let again = login(&s, &u.identifier, "a new password").await;
-    let activity = json_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
     assert_eq!(activity["events"][1]["kind"], "password_reset");
     // Sends answer the same for an identifier without an account.
     let ghost = new_email();
-    assert_eq!(json_of(send_code(&s, &ghost, "reset_password").await, 202).await, json!({ "expires_in": 600 }));
+    assert_eq!(body_of(send_code(&s, &ghost, "reset_password").await, 202).await, json!({ "expires_in": 600 }));
 }
 
 #[tokio::test]
@@ -753,7 +711,7 @@ async fn deleting_the_account_frees_the_identifier() {
     let change = account_code(&s, &u, "change_details").await;
     assert_eq!(error_code(del(json!({ "code": change, "confirm": "DELETE" })).await.unwrap(), 403).await, "bad_code");
     let r = del(json!({ "code": code, "confirm": "DELETE" })).await.unwrap();
-    assert_eq!(json_of(r, 202).await["account_id"], u.account_id.as_str());
+    assert_eq!(body_of(r, 202).await["account_id"], u.account_id.as_str());
     for token in [&u.token, &other.token] {
         assert_eq!(get_as(&s, token, "/v1/account").await.status(), 401);
     }
@@ -761,10 +719,10 @@ async fn deleting_the_account_frees_the_identifier() {
     // The identifier registers again, as a new account with nothing of the old one.
     let again = signed_up(&s, &u.identifier).await;
     assert_ne!(again.account_id, u.account_id);
-    let activity = json_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &again.token, "/v1/account/activity").await, 200).await;
     let kinds: Vec<&str> = activity["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["login", "account_created"]);
-    let devices = json_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
+    let devices = body_of(get_as(&s, &again.token, "/v1/devices").await, 200).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
 }
 
@@ -778,11 +736,11 @@ async fn one_accounts_token_never_reaches_another_account() {
     assert_eq!(error_code(r, 404).await, "not_found");
     assert_eq!(get_as(&s, &a.token, "/v1/account").await.status(), 200);
     // Each sees only its own account, devices and activity.
-    let me = json_of(get_as(&s, &b.token, "/v1/account").await, 200).await;
+    let me = body_of(get_as(&s, &b.token, "/v1/account").await, 200).await;
     assert_eq!(me["account_id"], b.account_id.as_str());
-    let devices = json_of(get_as(&s, &b.token, "/v1/devices").await, 200).await;
+    let devices = body_of(get_as(&s, &b.token, "/v1/devices").await, 200).await;
     assert!(devices["devices"].as_array().unwrap().iter().all(|d| d["device_id"] != a.device_id.as_str()));
-    let activity = json_of(get_as(&s, &b.token, "/v1/account/activity").await, 200).await;
+    let activity = body_of(get_as(&s, &b.token, "/v1/account/activity").await, 200).await;
     assert!(activity["events"].as_array().unwrap().iter().all(|e| e["device"]["device_id"] != a.device_id.as_str()));
     // B's codes go to B: a change code sent by B is no use to A.
     let code = account_code(&s, &b, "change_details").await;

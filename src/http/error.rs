@@ -95,6 +95,7 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        close_if_body_unread(&mut resp);
         resp
     }
 }
@@ -171,7 +172,18 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let body = json!({ "error": { "code": code_for(status), "message": message } });
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body.to_string()))
+    let mut resp = Response::from_parts(parts, Body::from(body.to_string()));
+    close_if_body_unread(&mut resp);
+    resp
+}
+
+/// Answers given before the request body was read to its end (too large, too slow, headers
+/// refused) end the connection: the rest of that body would otherwise be read as the next
+/// request, and a client that reuses the connection would meet a reset instead of an answer.
+fn close_if_body_unread(resp: &mut Response) {
+    if matches!(resp.status().as_u16(), 408 | 413 | 431) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 pub async fn not_found() -> ApiError {
