@@ -227,7 +227,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let m = metrics.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, m)).await??;
         let (e, c) = (engine.clone(), config.clone());
-        let identity = tokio::task::spawn_blocking(move || Identity::open(e, &c)).await??;
+        let identity = tokio::task::spawn_blocking(move || Identity::open(e, &c.identity, &c.notifier)).await??;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let app = Arc::new(App::new(config.clone(), engine.clone(), metrics, identity));

@@ -175,7 +175,7 @@ pub fn plan(target: Target, account: &str, plan: &str, as_json: bool) -> anyhow:
             let id: crate::store::keys::AccountId =
                 account.parse().map_err(|_| anyhow::anyhow!("{account:?} is not an account id"))?;
             let engine = open_offline(&config)?;
-            let identity = crate::identity::Identity::open(engine.clone(), &config)?;
+            let identity = crate::identity::Identity::open(engine.clone(), &config.identity, &config.notifier)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(identity.set_plan(id, plan.to_string()))?;
             engine.close()?;

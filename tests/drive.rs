@@ -109,6 +109,18 @@ async fn put_get_head_range_overwrite_delete() {
         .unwrap();
     assert_eq!(r.status(), 304);
 
+    // If-Match compares strongly (RFC 9110): the current version as a weak tag matches nothing.
+    let r = s
+        .client
+        .put(s.url("/v1/files/photos/2024/a.jpg"))
+        .bearer_auth(&u.token)
+        .header("if-match", format!("W/\"{version}\""))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 412).await, "precondition_failed");
+
     // Overwrite: 200, a new version; If-Match with the old one now fails.
     let v2 = body_of(put(&s, &u, "photos/2024/a.jpg", b"new".to_vec()).await, 200).await;
     assert_ne!(v2["version"], version.as_str());

@@ -87,6 +87,15 @@ pub fn etag(version: u64) -> String {
 
 /// The version inside an entity tag from `If-Match` or `If-None-Match` (strong or weak form),
 /// or `None` if it is not one of ours (so it matches nothing).
+/// For `If-Match`, which compares strongly (RFC 9110 13.1.1): a weak tag matches nothing.
+pub fn parse_strong_etag(tag: &str) -> Option<u64> {
+    let t = tag.trim();
+    if t.starts_with("W/") {
+        return None;
+    }
+    parse_etag(t)
+}
+
 pub fn parse_etag(tag: &str) -> Option<u64> {
     let t = tag.trim();
     let t = t.strip_prefix("W/").unwrap_or(t);
@@ -152,6 +161,8 @@ mod tests {
     fn etags() {
         assert_eq!(parse_etag(&etag(42)), Some(42));
         assert_eq!(parse_etag("W/\"42\""), Some(42));
+        assert_eq!(parse_strong_etag("W/\"42\""), None, "If-Match compares strongly");
+        assert_eq!(parse_strong_etag(" \"42\""), Some(42));
         assert_eq!(parse_etag("42"), None);
         assert!(tag_list_matches("\"1\", \"42\"", 42));
         assert!(tag_list_matches("*", 7));

@@ -117,7 +117,7 @@ mod tests {
         let config = Config { data_dir: dir.to_path_buf(), admin_token: admin.map(String::from), ..Config::default() };
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::open(config.engine(), metrics.clone()).unwrap();
-        let identity = Identity::open(engine.clone(), &config).unwrap();
+        let identity = Identity::open(engine.clone(), &config.identity, &config.notifier).unwrap();
         Arc::new(App::new(Arc::new(config), engine, metrics, identity))
     }
 

@@ -33,7 +33,7 @@ pub(super) fn write_precondition(headers: &HeaderMap) -> Precondition {
         if m == "*" {
             return Precondition::IfExists;
         }
-        return Precondition::IfVersion(m.split(',').find_map(drive::parse_etag).unwrap_or(u64::MAX));
+        return Precondition::IfVersion(m.split(',').find_map(drive::parse_strong_etag).unwrap_or(u64::MAX));
     }
     if get(header::IF_NONE_MATCH) == Some("*") {
         return Precondition::IfAbsent;

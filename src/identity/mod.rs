@@ -44,7 +44,6 @@ pub use settings::{IdentityConfig, NotifierConfig, SmtpConfig, SmtpTls, WebhookC
 pub use signup::Registration;
 pub use sweep::Swept;
 
-use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::Db;
 use clock::Clock;
@@ -80,16 +79,24 @@ struct Inner {
 
 impl Identity {
     /// Load (or create) the identifier key and set up the notifier. Blocking (file I/O).
-    pub fn open(engine: Engine, config: &Config) -> Result<Self> {
-        Self::open_with_clock(engine, config, Clock::system())
+    /// Its own settings only: identity knows nothing of the rest of the configuration. The
+    /// key file and the outbox live in the engine's data directory.
+    pub fn open(engine: Engine, settings: &IdentityConfig, notifier: &NotifierConfig) -> Result<Self> {
+        Self::open_with_clock(engine, settings, notifier, Clock::system())
     }
 
     /// `open`, with the clock that rate limits count in (a manual one in tests).
-    fn open_with_clock(engine: Engine, config: &Config, clock: Clock) -> Result<Self> {
-        let c = config.identity.clone();
+    fn open_with_clock(
+        engine: Engine,
+        settings: &IdentityConfig,
+        notifier: &NotifierConfig,
+        clock: Clock,
+    ) -> Result<Self> {
+        let c = settings.clone();
         c.validate().map_err(IdentityError::Internal)?;
-        let secrets = Secrets::load(c.key.as_deref(), &config.data_dir)?;
-        let notifier = Notifier::from_config(&config.notifier, &config.data_dir)?;
+        let data_dir = engine.config().data_dir.clone();
+        let secrets = Secrets::load(c.key.as_deref(), &data_dir)?;
+        let notifier = Notifier::from_config(notifier, &data_dir)?;
         let send_window = Duration::from_secs(c.code_send_window_secs);
         let fail_window = Duration::from_secs(c.failed_login_window_secs);
         let code_window = Duration::from_secs(c.code_failure_window_secs);
@@ -190,8 +197,7 @@ pub(crate) mod testing {
 
     /// Counting rate-limit time on `clock`.
     pub fn identity_in(dir: &std::path::Path, clock: Clock) -> Identity {
-        let config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
-        let engine = Engine::open(config.engine(), Arc::new(Metrics::new())).unwrap();
-        Identity::open_with_clock(engine, &config, clock).unwrap()
+        let engine = Engine::open(crate::engine::EngineConfig::new(dir), Arc::new(Metrics::new())).unwrap();
+        Identity::open_with_clock(engine, &IdentityConfig::default(), &NotifierConfig::default(), clock).unwrap()
     }
 }
