@@ -95,26 +95,37 @@ pub fn seal(raw: Bytes, level: i32) -> SealedChunk {
 /// Raw chunks come back as the very buffer that was read: no copy.
 pub fn unseal(compression: Compression, stored: Vec<u8>, raw_len: usize) -> Result<Vec<u8>, CodecError> {
     match compression {
-        Compression::Raw => {
-            if stored.len() != raw_len {
-                return Err(CodecError::Length { got: stored.len(), want: raw_len });
-            }
-            Ok(stored)
-        }
-        Compression::Zstd => DECOMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(zstd::bulk::Decompressor::new().map_err(CodecError::Zstd)?);
-            }
-            let d = slot.as_mut().expect("just set");
-            let mut out = Vec::with_capacity(raw_len);
-            let n = d.decompress_to_buffer(&stored[..], &mut out).map_err(CodecError::Zstd)?;
-            if n != raw_len {
-                return Err(CodecError::Length { got: n, want: raw_len });
-            }
-            Ok(out)
-        }),
+        Compression::Raw if stored.len() == raw_len => Ok(stored),
+        Compression::Raw => Err(CodecError::Length { got: stored.len(), want: raw_len }),
+        Compression::Zstd => decompress(&stored, raw_len),
     }
+}
+
+/// `unseal` for bytes that are a view of a larger read buffer (reads take an entry's header
+/// and bytes, or a run of entries, in one positioned read): raw chunks come back as that very
+/// view, compressed ones are decompressed from it.
+pub fn unseal_bytes(compression: Compression, stored: Bytes, raw_len: usize) -> Result<Bytes, CodecError> {
+    match compression {
+        Compression::Raw if stored.len() == raw_len => Ok(stored),
+        Compression::Raw => Err(CodecError::Length { got: stored.len(), want: raw_len }),
+        Compression::Zstd => decompress(&stored, raw_len).map(Bytes::from),
+    }
+}
+
+fn decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(CodecError::Zstd)?);
+        }
+        let d = slot.as_mut().expect("just set");
+        let mut out = Vec::with_capacity(raw_len);
+        let n = d.decompress_to_buffer(stored, &mut out).map_err(CodecError::Zstd)?;
+        if n != raw_len {
+            return Err(CodecError::Length { got: n, want: raw_len });
+        }
+        Ok(out)
+    })
 }
 
 #[cfg(test)]

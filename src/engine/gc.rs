@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 
 use super::pace::{CopyRate, Pacer};
 use super::{unix_now, Engine};
-use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::pack::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
 use crate::pack::{Appended, Lane};
@@ -259,17 +258,8 @@ impl Engine {
         for e in group {
             // Copy the stored form as it is (no recompression), after checking it.
             let stored = self.packs().read_stored(pack, e)?;
-            let raw = crate::codec::unseal(e.compression, stored.clone(), e.raw_len as usize)
-                .map_err(|err| crate::error::Error::corrupt(format!("chunk {} in pack {pack}: {err}", e.id)))?;
-            if ChunkId::of(&raw) != e.id {
-                return Err(crate::error::Error::corrupt(format!("chunk {} in pack {pack} fails its hash", e.id)));
-            }
-            let sealed = crate::codec::SealedChunk {
-                id: e.id,
-                raw: raw.into(),
-                compression: e.compression,
-                stored: stored.into(),
-            };
+            let raw = crate::pack::unseal_checked(pack, e, stored.clone(), true)?;
+            let sealed = crate::codec::SealedChunk { id: e.id, raw, compression: e.compression, stored };
             let (a, sealed_pack) = self.packs().append(Lane::Compaction, &sealed)?;
             appended.push(a.clone());
             if let Some(p) = sealed_pack {

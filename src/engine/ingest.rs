@@ -215,7 +215,7 @@ impl Engine {
             records.insert(*id, (rec.ok_or(Error::MissingChunk(*id))?, false));
         }
         let mut hasher = blake3::Hasher::new();
-        let mut last: Option<(ChunkId, Vec<u8>)> = None;
+        let mut last: Option<(ChunkId, Bytes)> = None;
         for (id, len) in &chunks {
             let (rec, verified) = records.get_mut(id).expect("every listed id was looked up");
             if rec.entry.raw_len != *len {

@@ -154,10 +154,23 @@ impl AccountTxn<'_> {
         &mut self.batch
     }
 
+    /// What the account uses with this transaction's changes so far (chunk references are
+    /// counted at commit).
+    pub fn used(&self) -> u64 {
+        self.usage.used
+    }
+
+    /// Whether `delta` more bytes on top of what this transaction holds now would break the
+    /// quota rule: for a caller that judges several writes of one transaction one by one (sync's
+    /// group commit), then commits them together.
+    pub fn refuses(&self, delta: i64, limit: u64) -> bool {
+        over_quota(self.usage.used, self.usage.used.saturating_add_signed(delta), limit)
+    }
+
     /// Apply the quota rule and write everything at once, synced. Returns the usage written.
     pub fn commit(mut self, limit: u64) -> Result<Usage> {
         self.settle_refs()?;
-        if self.usage.used > self.used_before && self.usage.used > limit {
+        if over_quota(self.used_before, self.usage.used, limit) {
             return Err(Refusal::Quota { used: self.used_before, limit }.into());
         }
         let db = self.engine.db();
@@ -226,6 +239,12 @@ impl AccountTxn<'_> {
         self.usage.used = used.max(0) as u64;
         Ok(())
     }
+}
+
+/// The one quota rule: a change may not take `used` past `limit`, unless it does not raise it
+/// (deletes and smaller overwrites always work, also over quota).
+fn over_quota(before: u64, after: u64, limit: u64) -> bool {
+    after > before && after > limit
 }
 
 /// The user's own items: drive files and backup entries. Staged chunks are charged by their
