@@ -115,9 +115,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::super::clock::Clock;
-    use super::super::testing::identity_in;
+    use super::super::testing::{identity_in, registered, EMAIL};
     use super::*;
-    use crate::identity::{DeviceInfo, Registration};
+    use crate::identity::DeviceInfo;
 
     /// Issue 11, the same race as a sign-in's: a password change whose current password was
     /// verified before a reset must not overwrite the password the reset set (its session
@@ -128,11 +128,7 @@ mod tests {
         let identity = identity_in(dir.path(), Clock::system());
         let i = &identity.inner;
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let email = "ada@example.com";
-        let id_hash = i.secrets.lookup(&Identifier::parse("identifier", email).unwrap());
-        let code = i.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
-        let r = Registration { identifier: email.into(), password: "correct horse".into(), code, nickname: None };
-        identity.register(r, ip).await.unwrap();
+        let (email, (_, id_hash)) = (EMAIL, registered(&identity).await);
         let device = DeviceInfo { name: "phone".into(), model: String::new(), os: String::new() };
         let signed_in = identity.login(email, "correct horse".into(), device, ip).await.unwrap();
         let session = identity.authenticate(&signed_in.token).await.unwrap().unwrap();

@@ -200,4 +200,18 @@ pub(crate) mod testing {
         let engine = Engine::open(crate::engine::EngineConfig::new(dir), Arc::new(Metrics::new())).unwrap();
         Identity::open_with_clock(engine, &IdentityConfig::default(), &NotifierConfig::default(), clock).unwrap()
     }
+
+    /// A test address and password.
+    pub const EMAIL: &str = "ada@example.com";
+    pub const PASSWORD: &str = "correct horse";
+
+    /// `EMAIL` registered with `PASSWORD` from a test address: the account and the keyed hash
+    /// of its identifier.
+    pub async fn registered(identity: &Identity) -> (crate::store::keys::AccountId, [u8; 32]) {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let id_hash = identity.inner.secrets.lookup(&Identifier::parse("identifier", EMAIL).unwrap());
+        let code = identity.inner.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
+        let r = Registration { identifier: EMAIL.into(), password: PASSWORD.into(), code, nickname: None };
+        (identity.register(r, ip).await.unwrap(), id_hash)
+    }
 }

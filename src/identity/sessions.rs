@@ -344,9 +344,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::super::clock::Clock;
-    use super::super::testing::identity_in;
+    use super::super::testing::{identity_in, registered, EMAIL};
     use super::*;
-    use crate::identity::{Purpose, Registration};
+    use crate::identity::Purpose;
 
     #[test]
     fn only_well_formed_tokens_hash() {
@@ -374,11 +374,7 @@ mod tests {
         let identity = identity_in(dir.path(), Clock::system());
         let i = &identity.inner;
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let email = "ada@example.com";
-        let id_hash = i.secrets.lookup(&Identifier::parse("identifier", email).unwrap());
-        let code = i.codes().issue(&id_hash, Purpose::Register, 600, 5).unwrap();
-        let r = Registration { identifier: email.into(), password: "correct horse".into(), code, nickname: None };
-        let account = identity.register(r, ip).await.unwrap();
+        let (email, (account, id_hash)) = (EMAIL, registered(&identity).await);
         let device = DeviceInfo { name: "phone".into(), model: String::new(), os: String::new() };
 
         let attempt = i.login_failures.begin(&id_hash, ip).unwrap();
