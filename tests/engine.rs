@@ -142,7 +142,8 @@ fn a_flipped_byte_is_an_error_never_wrong_bytes() {
         chunks
     });
     e.close().unwrap();
-    let pack = e.packs().path(e.packs().list().unwrap()[0]);
+    // The local store's file of the first pack (pack-format.md names them by id).
+    let pack = dir.path().join("packs").join(format!("{:016x}.pack", e.packs().list().unwrap()[0]));
     drop(e);
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[200_000] ^= 0x01; // inside the data of an early entry

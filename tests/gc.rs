@@ -51,8 +51,7 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
         put(&e, &b, "shared", shared.clone()).await;
     });
     e.close().unwrap();
-    let before: u64 =
-        e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
+    let before: u64 = e.packs().list().unwrap().iter().map(|p| e.packs().size(*p).unwrap()).sum();
     e.delete_object(&a, Namespace::Drive, b"drop", Precondition::None).unwrap().unwrap().unwrap();
     e.delete_object(&a, Namespace::Drive, b"shared", Precondition::None).unwrap().unwrap().unwrap();
 
@@ -64,8 +63,7 @@ fn deleted_data_is_reclaimed_and_the_rest_survives_compaction() {
     assert!(r.chunks_freed >= 40, "{r:?}");
     assert!(r.bytes_freed >= 3 << 20, "{r:?}");
     assert!(r.packs_deleted >= 1);
-    let after: u64 =
-        e.packs().list().unwrap().iter().map(|p| std::fs::metadata(e.packs().path(*p)).unwrap().len()).sum();
+    let after: u64 = e.packs().list().unwrap().iter().map(|p| e.packs().size(*p).unwrap()).sum();
     assert!(after + (3 << 20) < before, "packs went from {before} to {after} bytes");
 
     rt().block_on(async {

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use super::{unix_now, Engine};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
-use crate::pack;
 use crate::pack::format::EntryInfo;
 use crate::store::backup_keys as bk;
 use crate::store::keys::{self, AccountId, ChunkRecord, Namespace, Usage};
@@ -60,14 +59,13 @@ fn scan_packs(e: &Engine, report: &mut Report) -> Result<HashMap<(u64, u64), Ent
     // The open pack, and one being sealed right now, are not sealed yet by design.
     let settled = e.packs().quiet()?;
     for id in e.packs().list()? {
-        let path = e.packs().path(id);
         report.packs_checked += 1;
         if settled.contains(&id) {
-            if let Err(err) = pack::read_sealed(&path) {
+            if let Err(err) = e.packs().table(id) {
                 report.problems.push(format!("pack {id}: not sealed, or its table is damaged: {err}"));
             }
         }
-        let scanned = pack::verified_entries(&path, |entry, why| {
+        let scanned = e.packs().verify(id, &mut |entry, why| {
             report.problems.push(format!("pack {id} entry at {} (chunk {}): {why}", entry.offset, entry.id));
         });
         match scanned {
@@ -424,7 +422,7 @@ pub fn rebuild_index(e: &Engine) -> Result<u64> {
     let now = unix_now();
     let mut seen = HashSet::new();
     for id in e.packs().list()? {
-        let (entries, _) = pack::verified_entries(&e.packs().path(id), |entry, why| {
+        let (entries, _) = e.packs().verify(id, &mut |entry, why| {
             tracing::warn!(pack = id, offset = entry.offset, %why, "skipping a damaged entry");
         })?;
         let mut batch = WriteBatch::default();

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::pace::{CopyRate, Pacer};
 use super::{unix_now, Engine};
 use crate::error::Result;
-use crate::pack::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
+use crate::pack::format::EntryInfo;
 use crate::pack::{Appended, Lane};
 use crate::store::keys::{self, ChunkOp, PackRecord};
 use crate::store::{CF_CHUNKS, CF_PACKS};
@@ -72,8 +72,7 @@ pub struct GcReport {
 /// Share of a pack's entry bytes that are live. A pack's header, table and trailer are not
 /// entry bytes, so a pack with nothing dead has share 1.0 and is never rewritten.
 pub fn live_share(rec: &PackRecord) -> f64 {
-    let overhead = (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(rec.entries) * TABLE_RECORD_LEN as u64;
-    let data = rec.size.saturating_sub(overhead);
+    let data = rec.size.saturating_sub(crate::pack::overhead(rec.entries));
     if data == 0 {
         return 0.0;
     }
@@ -201,17 +200,15 @@ impl Engine {
             batch.delete_cf(db.cf(CF_PACKS), keys::pack_key(id));
         }
         for &pack in quiet {
-            let entries = match crate::pack::read_sealed(&self.packs().path(pack)) {
+            let entries = match self.packs().table(pack) {
                 Ok(entries) => entries.len() as u32,
                 Err(e) => {
                     tracing::warn!(pack, error = %e, "gc skips a pack it cannot read; fsck reports it");
                     continue;
                 }
             };
-            let size = std::fs::metadata(self.packs().path(pack))?.len();
-            let live_bytes = live
-                .get(&pack)
-                .map_or(0, |es| es.iter().map(|e| ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)).sum());
+            let size = self.packs().size(pack)?;
+            let live_bytes = live.get(&pack).map_or(0, |es| es.iter().map(crate::pack::stored_cost).sum());
             let rec = PackRecord { size, entries, live_bytes };
             batch.put_cf(db.cf(CF_PACKS), keys::pack_key(pack), keys::encode_pack(&rec));
             records.push((pack, rec));

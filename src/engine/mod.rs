@@ -34,7 +34,7 @@ pub use txn::AccountTxn;
 use crate::chunk::{ChunkingParams, Cutter};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::pack::{Packs, SealedPack};
+use crate::pack::{PackStore, Packs, SealedPack};
 use crate::store::keys::{self, AccountId, PackRecord};
 use crate::store::{decode_u64, Db, CF_META, CF_PACKS, META_LAST_VERSION};
 
@@ -84,7 +84,8 @@ struct Inner {
     config: EngineConfig,
     cutter: Cutter,
     db: Db,
-    packs: Packs,
+    /// Where packs live; local disk (`Packs`) is the one home today.
+    packs: Box<dyn PackStore>,
     table: ChunkTable,
     metrics: Arc<Metrics>,
     /// std Mutex: held on blocking threads for one read-modify-write and its synced batch.
@@ -120,7 +121,7 @@ impl Engine {
             config,
             cutter,
             db,
-            packs,
+            packs: Box::new(packs),
             table: ChunkTable::new(waits),
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -143,8 +144,8 @@ impl Engine {
         &self.inner.db
     }
 
-    pub fn packs(&self) -> &Packs {
-        &self.inner.packs
+    pub fn packs(&self) -> &dyn PackStore {
+        self.inner.packs.as_ref()
     }
 
     pub fn table(&self) -> &ChunkTable {

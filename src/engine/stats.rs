@@ -40,7 +40,7 @@ impl Engine {
         let packs = self.packs().list()?;
         let mut stored = 0;
         for p in &packs {
-            stored += std::fs::metadata(self.packs().path(*p)).map_or(0, |m| m.len());
+            stored += self.packs().size(*p).unwrap_or(0);
         }
         Ok(Stats {
             accounts: count(CF_ACCOUNTS)?,

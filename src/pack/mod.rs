@@ -8,6 +8,9 @@ pub mod format;
 mod open;
 mod readers;
 mod space;
+mod store;
+
+pub use store::{overhead, stored_cost, PackStore};
 
 pub use space::Low as LowSpace;
 
@@ -159,35 +162,6 @@ impl Packs {
         }
     }
 
-    /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
-    /// chunk would take it past the target size. Returns the pack this sealed, if any, for the
-    /// caller to record.
-    pub fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
-        let mut slot = self.lane(lane);
-        let mut full = None;
-        if let Some(p) = slot.as_ref() {
-            let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
-            if !p.entries.is_empty() && size > self.target_size {
-                full = slot.take();
-            }
-        }
-        let took_spare = slot.is_none() && lane == Lane::Uploads;
-        let appended = self.append_in(lane, &mut slot, chunk);
-        drop(slot);
-        // The full pack is out of the lane, so nobody appends to it: seal it (a table write and
-        // an fsync) without holding up other appenders. Our chunk went elsewhere, so a failed
-        // seal is not this append's error: the pack stays unsealed, every entry in it still
-        // readable, for fsck to report and the next start to recover.
-        let sealed = full.and_then(|p| {
-            let id = p.id;
-            self.seal(p).map_err(|e| tracing::error!(pack = id, error = %e, "cannot seal a full pack")).ok()
-        });
-        if took_spare {
-            self.refill_spare();
-        }
-        Ok((appended?, sealed))
-    }
-
     fn append_in(&self, lane: Lane, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
         if lane == Lane::Uploads {
             self.space.admit(OpenPack::entry_cost(chunk)).map_err(|low| Error::DiskFull { reserve: low.reserve })?;
@@ -267,32 +241,6 @@ impl Packs {
         }
     }
 
-    /// The appender is done with these entries: indexed, or abandoned as dead bytes.
-    pub fn settle<'a>(&self, done: impl IntoIterator<Item = &'a Appended>) {
-        for a in done {
-            self.hold(a.pack_id, -1);
-        }
-    }
-
-    /// Sealed packs with no entry waiting to be indexed. Once quiet, a pack stays quiet: it
-    /// takes no more appends.
-    pub fn quiet(&self) -> Result<Vec<u64>> {
-        let ids = self.list()?;
-        let unindexed = self.unindexed.lock().expect("unindexed poisoned");
-        Ok(ids.into_iter().filter(|id| !unindexed.contains_key(id)).collect())
-    }
-
-    /// Make an append durable. Takes no lock but its own pack's sync lock. A pack whose sync
-    /// failed can never be trusted again (see `Durability`), so it leaves its lane at once:
-    /// the next append starts a new pack instead of failing on this one until it fills.
-    pub fn sync(&self, a: &Appended) -> Result<()> {
-        let waits = (a.lane == Lane::Uploads).then_some(&self.waits.pack_sync);
-        a.durable.sync_to(a.entry.end(), waits).map_err(|e| {
-            self.retire(a.lane, a.pack_id);
-            e.into()
-        })
-    }
-
     /// Take a failed pack out of its lane, if it is still there, and release its creation
     /// hold. It stays on disk unsealed: fsck reports it, and the next start recovers what in it
     /// verifies (none of it is indexed: every append into it failed its sync).
@@ -311,25 +259,6 @@ impl Packs {
         }
     }
 
-    /// Seal the open packs that have been idle for `idle`. A lane whose seal fails does not
-    /// keep the other from being sealed; the packs sealed come back with the first error.
-    pub fn seal_if_idle(&self, idle: Duration) -> (Vec<SealedPack>, Result<()>) {
-        let (mut sealed, mut outcome) = (Vec::new(), Ok(()));
-        for lane in Lane::ALL {
-            match self.seal_lane_if(lane, idle) {
-                Ok(p) => sealed.extend(p),
-                Err(e) if outcome.is_ok() => outcome = Err(e),
-                Err(e) => tracing::error!(error = %e, "cannot seal a pack"),
-            }
-        }
-        (sealed, outcome)
-    }
-
-    /// Seal one lane's open pack now, if it has one.
-    pub fn seal_lane(&self, lane: Lane) -> Result<Option<SealedPack>> {
-        self.seal_lane_if(lane, Duration::ZERO)
-    }
-
     /// Take the lane's pack out if it has been idle for `idle`, then seal it. Appenders open
     /// a new pack meanwhile; this one takes no more appends.
     fn seal_lane_if(&self, lane: Lane, idle: Duration) -> Result<Option<SealedPack>> {
@@ -343,9 +272,101 @@ impl Packs {
         taken.map(|p| self.seal(p)).transpose()
     }
 
+    fn reader(&self, pack_id: u64) -> Result<Arc<File>> {
+        Ok(self.readers.get(pack_id, || File::open(self.path(pack_id)))?)
+    }
+}
+
+impl PackStore for Packs {
+    fn size(&self, pack_id: u64) -> Result<u64> {
+        Ok(fs::metadata(self.path(pack_id))?.len())
+    }
+
+    fn table(&self, pack_id: u64) -> Result<Vec<EntryInfo>> {
+        read_sealed(&self.path(pack_id))
+    }
+
+    fn verify(&self, pack_id: u64, bad: &mut dyn FnMut(EntryInfo, String)) -> Result<(Vec<EntryInfo>, u64)> {
+        verified_entries(&self.path(pack_id), bad)
+    }
+
+    /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
+    /// chunk would take it past the target size. Returns the pack this sealed, if any, for the
+    /// caller to record.
+    fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
+        let mut slot = self.lane(lane);
+        let mut full = None;
+        if let Some(p) = slot.as_ref() {
+            let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
+            if !p.entries.is_empty() && size > self.target_size {
+                full = slot.take();
+            }
+        }
+        let took_spare = slot.is_none() && lane == Lane::Uploads;
+        let appended = self.append_in(lane, &mut slot, chunk);
+        drop(slot);
+        // The full pack is out of the lane, so nobody appends to it: seal it (a table write and
+        // an fsync) without holding up other appenders. Our chunk went elsewhere, so a failed
+        // seal is not this append's error: the pack stays unsealed, every entry in it still
+        // readable, for fsck to report and the next start to recover.
+        let sealed = full.and_then(|p| {
+            let id = p.id;
+            self.seal(p).map_err(|e| tracing::error!(pack = id, error = %e, "cannot seal a full pack")).ok()
+        });
+        if took_spare {
+            self.refill_spare();
+        }
+        Ok((appended?, sealed))
+    }
+
+    /// The appender is done with these entries: indexed, or abandoned as dead bytes.
+    fn settle(&self, done: &[Appended]) {
+        for a in done {
+            self.hold(a.pack_id, -1);
+        }
+    }
+
+    /// Sealed packs with no entry waiting to be indexed. Once quiet, a pack stays quiet: it
+    /// takes no more appends.
+    fn quiet(&self) -> Result<Vec<u64>> {
+        let ids = self.list()?;
+        let unindexed = self.unindexed.lock().expect("unindexed poisoned");
+        Ok(ids.into_iter().filter(|id| !unindexed.contains_key(id)).collect())
+    }
+
+    /// Make an append durable. Takes no lock but its own pack's sync lock. A pack whose sync
+    /// failed can never be trusted again (see `Durability`), so it leaves its lane at once:
+    /// the next append starts a new pack instead of failing on this one until it fills.
+    fn sync(&self, a: &Appended) -> Result<()> {
+        let waits = (a.lane == Lane::Uploads).then_some(&self.waits.pack_sync);
+        a.durable.sync_to(a.entry.end(), waits).map_err(|e| {
+            self.retire(a.lane, a.pack_id);
+            e.into()
+        })
+    }
+
+    /// Seal the open packs that have been idle for `idle`. A lane whose seal fails does not
+    /// keep the other from being sealed; the packs sealed come back with the first error.
+    fn seal_if_idle(&self, idle: Duration) -> (Vec<SealedPack>, Result<()>) {
+        let (mut sealed, mut outcome) = (Vec::new(), Ok(()));
+        for lane in Lane::ALL {
+            match self.seal_lane_if(lane, idle) {
+                Ok(p) => sealed.extend(p),
+                Err(e) if outcome.is_ok() => outcome = Err(e),
+                Err(e) => tracing::error!(error = %e, "cannot seal a pack"),
+            }
+        }
+        (sealed, outcome)
+    }
+
+    /// Seal one lane's open pack now, if it has one.
+    fn seal_lane(&self, lane: Lane) -> Result<Option<SealedPack>> {
+        self.seal_lane_if(lane, Duration::ZERO)
+    }
+
     /// Seal every open pack and delete the spare (clean shutdown). Returns what was sealed,
     /// for recording.
-    pub fn close(&self) -> (Vec<SealedPack>, Result<()>) {
+    fn close(&self) -> (Vec<SealedPack>, Result<()>) {
         let (sealed, outcome) = self.seal_if_idle(Duration::ZERO);
         let spare = self.spare.lock().expect("spare lock poisoned").take();
         let removed = spare.map_or(Ok(()), |p| {
@@ -358,16 +379,12 @@ impl Packs {
         (sealed, outcome.and(removed))
     }
 
-    pub fn list(&self) -> Result<Vec<u64>> {
+    fn list(&self) -> Result<Vec<u64>> {
         Ok(list_ids(&self.dir)?)
     }
 
-    fn reader(&self, pack_id: u64) -> Result<Arc<File>> {
-        Ok(self.readers.get(pack_id, || File::open(self.path(pack_id)))?)
-    }
-
     /// Read one entry's stored bytes, checking that the entry header says what the index says.
-    pub fn read_stored(&self, pack_id: u64, want: &EntryInfo) -> Result<Bytes> {
+    fn read_stored(&self, pack_id: u64, want: &EntryInfo) -> Result<Bytes> {
         let mut run = self.read_stored_run(pack_id, std::slice::from_ref(want))?;
         Ok(run.pop().expect("one entry asked, one read"))
     }
@@ -377,7 +394,7 @@ impl Packs {
     /// entry header is checked against what the index says. The bytes come back as views of
     /// the one buffer: one read and one allocation per run instead of two reads and one
     /// allocation per chunk.
-    pub fn read_stored_run(&self, pack_id: u64, run: &[EntryInfo]) -> Result<Vec<Bytes>> {
+    fn read_stored_run(&self, pack_id: u64, run: &[EntryInfo]) -> Result<Vec<Bytes>> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Ok(Vec::new());
         };
@@ -402,12 +419,12 @@ impl Packs {
 
     /// Read, decompress and verify one chunk. A chunk that does not hash to its id is an error,
     /// never data.
-    pub fn read_chunk(&self, pack_id: u64, want: &EntryInfo, verify: bool) -> Result<Bytes> {
+    fn read_chunk(&self, pack_id: u64, want: &EntryInfo, verify: bool) -> Result<Bytes> {
         let stored = self.read_stored(pack_id, want)?;
         unseal_checked(pack_id, want, stored, verify)
     }
 
-    pub fn remove(&self, pack_id: u64) -> Result<()> {
+    fn remove(&self, pack_id: u64) -> Result<()> {
         self.readers.forget(pack_id);
         fs::remove_file(self.path(pack_id))?;
         open::sync_parent(&self.path(pack_id))?;
@@ -527,7 +544,7 @@ mod tests {
         let (up, _) = p.append(Lane::Uploads, &chunk(1, 1000)).unwrap();
         let (gc, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
         assert_ne!(up.pack_id, gc.pack_id);
-        p.settle([&up, &gc]);
+        p.settle(&[up.clone(), gc.clone()]);
         // Open packs and the spare are all held, whatever their entries' state.
         assert_eq!(p.quiet().unwrap(), Vec::<u64>::new());
         assert_eq!(p.list().unwrap().len(), 3, "two open packs and a spare");
@@ -545,11 +562,11 @@ mod tests {
         // As if the kernel had reported a writeback error to this pack's fsync.
         assert!(bad.durable.checked(Err(io::Error::other("EIO"))).is_err());
         assert!(p.sync(&bad).is_err());
-        p.settle([&bad]);
+        p.settle(std::slice::from_ref(&bad));
         let (next, _) = p.append(Lane::Uploads, &chunk(2, 1000)).unwrap();
         assert_ne!(next.pack_id, bad.pack_id, "the failed pack left the lane");
         p.sync(&next).unwrap();
-        p.settle([&next]);
+        p.settle(std::slice::from_ref(&next));
         assert!(p.quiet().unwrap().contains(&bad.pack_id), "no longer held: fsck judges it");
     }
 
@@ -560,7 +577,7 @@ mod tests {
         let refused = p.append(Lane::Uploads, &chunk(1, 1000)).err().expect("refused");
         assert!(refused.is_disk_full(), "{refused}");
         let (copy, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
-        p.settle([&copy]);
+        p.settle(std::slice::from_ref(&copy));
     }
 
     #[test]
@@ -574,7 +591,7 @@ mod tests {
         assert_eq!(second.pack_id, spare, "the lane moved on to the spare");
         let next = p.spare.lock().unwrap().as_ref().map(|s| s.id).expect("a new spare");
         assert!(next != spare && next != first.pack_id);
-        p.settle([&first, &second]);
+        p.settle(&[first.clone(), second.clone()]);
         p.sync(&second).unwrap();
         assert_eq!(p.read_chunk(second.pack_id, &second.entry, true).unwrap(), chunk(2, 2500).raw.to_vec());
     }
@@ -603,7 +620,7 @@ mod tests {
         let p = packs(dir.path(), 1 << 20);
         let (a, _) = p.append(Lane::Uploads, &chunk(1, 100)).unwrap();
         let (b, _) = p.append(Lane::Compaction, &chunk(2, 100)).unwrap();
-        p.settle([&a, &b]);
+        p.settle(&[a.clone(), b.clone()]);
         let (sealed, outcome) = p.close();
         outcome.unwrap();
         let mut sealed: Vec<u64> = sealed.iter().map(|s| s.id).collect();
