@@ -66,10 +66,7 @@ impl TargetArgs {
                 Ok(ops::Target::Server { url: url.clone(), token })
             }
             (None, Some(dir)) => {
-                let mut config = match &self.config {
-                    Some(path) => Config::from_file(path)?,
-                    None => Config::default(),
-                };
+                let mut config = Config::load(self.config.as_deref(), std::env::vars())?;
                 config.data_dir = dir.clone();
                 Ok(ops::Target::DataDir(Box::new(config.finish()?)))
             }
@@ -151,10 +148,7 @@ fn parse_plan(s: &str) -> Result<(String, ByteSize), String> {
 
 impl ServeArgs {
     fn config(self) -> Result<Config, crate::config::ConfigError> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut c = Config::load(self.config.as_deref(), std::env::vars())?;
         if let Some(v) = self.data_dir {
             c.data_dir = v;
         }

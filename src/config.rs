@@ -147,6 +147,30 @@ impl Default for Config {
     }
 }
 
+/// Put one variable's value at its place in the table: a section's key, or a top-level one.
+fn set_from_env(table: &mut toml::Table, key: &str, value: &str) {
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (path, name) = match SECTIONS.iter().chain(["plans"].iter()).find(|s| key.starts_with(&format!("{s}_"))) {
+        Some(section) => (section.split('_').collect::<Vec<_>>(), &key[section.len() + 1..]),
+        None => (Vec::new(), key),
+    };
+    let mut here = table;
+    for part in path {
+        let entry = here.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => here = t,
+            other => {
+                *other = toml::Value::Table(toml::Table::new());
+                here = other.as_table_mut().expect("just made a table");
+            }
+        }
+    }
+    here.insert(name.to_string(), value);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
@@ -157,10 +181,40 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Environment variables that are not settings: read by tools and the logger, not here.
+const NOT_SETTINGS: [&str; 4] = ["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_ROCKSDB"];
+/// The sections a `CAIRN_SECTION_NAME` variable may name, longest first (`notifier_smtp_host`
+/// is `[notifier.smtp] host`, not `[notifier] smtp_host`).
+const SECTIONS: [&str; 6] = ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking"];
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        Self::load(Some(path), std::iter::empty())
+    }
+
+    /// Embedded defaults, then the file (if any), then `CAIRN_*` variables from `env`: every
+    /// setting of the file can come from the environment, `CAIRN_` and its path in upper case
+    /// with `_` for the dots (`CAIRN_GC_INTERVAL_SECS`, `CAIRN_LIMITS_UPLOADS`,
+    /// `CAIRN_NOTIFIER_SMTP_HOST`, `CAIRN_PLANS_PRO=50GiB`). Values are TOML (`30`, `true`,
+    /// `"text"`) or else a plain string. A variable that names no setting is an error, so a
+    /// typo does not go unnoticed.
+    pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.into(), source })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix("CAIRN_").filter(|_| !NOT_SETTINGS.contains(&name.as_str())) {
+                set_from_env(&mut table, &key.to_ascii_lowercase(), &value);
+            }
+        }
+        let place = path.map_or_else(|| PathBuf::from("CAIRN_* variables"), Path::to_path_buf);
+        table.try_into().map_err(|source| ConfigError::Parse { path: place, source })
     }
 
     /// Fill in what must always exist and refuse what cannot work.
@@ -229,6 +283,30 @@ mod tests {
         let c = c.finish().unwrap();
         assert_eq!(c.plans["family"].0, 2 << 40);
         assert_eq!(c.chunking, ChunkingParams::default());
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_environment() {
+        let env = [
+            ("CAIRN_GC_INTERVAL_SECS", "60"),
+            ("CAIRN_VERIFY_READS", "false"),
+            ("CAIRN_MIN_FREE_BYTES", "1GiB"),
+            ("CAIRN_LIMITS_UPLOADS_PER_ACCOUNT", "3"),
+            ("CAIRN_IDENTITY_CODE_TTL_SECS", "120"),
+            ("CAIRN_NOTIFIER_SMTP_HOST", "mail.example.com"),
+            ("CAIRN_NOTIFIER_SMTP_FROM", "Cairn <no-reply@example.com>"),
+            ("CAIRN_PLANS_PRO", "50GiB"),
+            ("CAIRN_LOG", "debug"),
+            ("CAIRN_ROCKSDB", "bundled"),
+        ];
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::load(None, env).unwrap();
+        assert_eq!((c.gc_interval_secs, c.verify_reads, c.min_free_bytes.0), (60, false, 1 << 30));
+        assert_eq!((c.limits.uploads_per_account, c.identity.code_ttl_secs), (3, 120));
+        assert_eq!(c.notifier.smtp.as_ref().map(|s| s.host.as_str()), Some("mail.example.com"));
+        assert_eq!(c.plans["pro"].0, 50 << 30);
+        let typo = Config::load(None, std::iter::once(("CAIRN_GC_INTERVAL".into(), "1".into())));
+        assert!(typo.is_err(), "a variable that names no setting is refused");
     }
 
     #[test]
