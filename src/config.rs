@@ -259,6 +259,7 @@ impl Config {
             pack_idle_seal: Duration::from_secs(self.pack_idle_seal_secs),
             verify_reads: self.verify_reads,
             min_free_bytes: self.min_free_bytes.0,
+            clock: crate::clock::Clock::system(),
         }
     }
 }

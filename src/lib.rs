@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod chunk;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod datadir;

@@ -35,7 +35,7 @@ pub fn spawn(config: &Config, engine: Engine, sync: SyncService) -> Vec<tokio::t
     let e = engine.clone();
     tasks.push(every(Duration::from_secs(config.sweep_secs.max(1)), "sweep", move || {
         let expired = e.expire_staged(ttl)?;
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
         if expired + purged > 0 {
             tracing::info!(expired, purged, "expired staged chunks and purged tombstones");

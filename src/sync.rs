@@ -114,11 +114,14 @@ pub struct Sync {
     groups: GroupCommit,
 }
 
-/// The same failure for every write of a group (errors do not clone).
+/// The same failure for every write of a group (errors do not clone), of the same kind: a
+/// full disk stays a full disk (507), corruption stays corruption, the rest is internal.
 fn again(e: &SyncError) -> SyncError {
     match e {
         SyncError::Engine(Error::AccountGone) => Error::AccountGone.into(),
-        other => Error::corrupt(format!("sync group commit: {other}")).into(),
+        SyncError::Engine(full) if full.is_disk_full() => Error::DiskFull { reserve: 0 }.into(),
+        SyncError::Engine(Error::Corrupt(what)) => Error::Corrupt(what.clone()).into(),
+        other => Error::Internal(format!("sync group commit: {other}")).into(),
     }
 }
 
@@ -246,10 +249,6 @@ impl Drop for Leader<'_> {
         }
         queues.remove(&self.account);
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl Sync {
@@ -401,7 +400,7 @@ impl Sync {
         // What this write adds to `used`: payload bytes, and item charges (every record,
         // tombstones too, costs one; it replaces the old one's).
         let (mut payload_delta, mut items): (i64, Vec<(usize, i64)>) = (0, Vec::new());
-        let now = now_ms();
+        let now = self.engine.clock().now_ms() as i64;
         let mut writes = Vec::new();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {

@@ -238,3 +238,27 @@ fn usage_from_before_item_charges_is_brought_up_to_date_at_open() {
     let report = cairn::engine::fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
+
+/// Time is the engine's clock: a staged chunk expires and an unreferenced chunk passes its GC
+/// grace when the clock says so, with no test waiting for it.
+#[test]
+fn staged_expiry_and_gc_grace_follow_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = cairn::clock::Clock::manual(1_700_000_000_000);
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.clock = clock.clone();
+    let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
+    let account = AccountId([9; 16]);
+    let ing = rt().block_on(e.ingest_bytes(Bytes::from(noise(50_000, 5)))).unwrap();
+    let name = ing.manifest.chunks[0].0 .0;
+    e.put_object(&account, Namespace::Staged, &name, ing, u64::MAX, Precondition::None).unwrap().unwrap();
+    let ttl = 24 * 3600;
+    assert_eq!(e.expire_staged(ttl).unwrap(), 0, "younger than its time");
+    clock.advance(std::time::Duration::from_secs(ttl + 1));
+    assert_eq!(e.expire_staged(ttl).unwrap(), 1);
+    assert_eq!(e.usage(&account).unwrap().used, 0);
+    let grace = cairn::engine::GcOptions { grace_secs: 3600, compact_below: 1.0, ..Default::default() };
+    assert_eq!(e.gc(grace).unwrap().chunks_freed, 0, "unreferenced for less than the grace");
+    clock.advance(std::time::Duration::from_secs(3601));
+    assert!(e.gc(grace).unwrap().chunks_freed >= 1);
+}

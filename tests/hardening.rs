@@ -293,3 +293,16 @@ async fn items_cost_quota_so_empty_files_and_tombstones_cannot_fill_the_disk() {
         s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[tokio::test]
+async fn connections_that_send_nothing_do_not_keep_the_server_full() {
+    let (s, _tmp) = start_configured("[limits]\nmax_connections = 4\nheader_read_secs = 1\n");
+    // As many connections as the server takes, each silent or stopping inside its first bytes
+    // (half an HTTP/2 preface): each must be dropped once its head is late.
+    let mut quiet: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(host_port(&s)).unwrap()).collect();
+    quiet.push(send_head(&s, "PRI * HT"));
+    let patient = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let r = patient.get(s.url("/healthz")).send().await.expect("the server took a new connection");
+    assert_eq!(r.status(), 200);
+    drop(quiet);
+}

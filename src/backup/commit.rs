@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::{BackupError, Backups, Posted, Result, Summary};
 use crate::chunk::ChunkId;
-use crate::engine::{now_millis, Pins};
+use crate::engine::Pins;
 use crate::error::Error;
 use crate::store::backup_keys::{self as bk, BackupHead};
 use crate::store::keys::{AccountId, Manifest, Namespace};
@@ -35,7 +35,7 @@ impl Backups {
         let head = BackupHead {
             device_id: posted.device_id.clone(),
             label: posted.label.clone(),
-            created_at: now_millis(),
+            created_at: engine.clock().now_ms() as i64,
             size: posted.size(),
             files: posted.entries.len() as u64,
         };

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use rocksdb::{IteratorMode, Snapshot, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::{unix_now, Engine};
+use super::Engine;
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::pack::format::EntryInfo;
@@ -384,7 +384,7 @@ pub fn repair(e: &Engine) -> Result<Report> {
         batch.put_cf(db.cf(CF_USAGE), account.0, keys::encode_usage(u));
         report.repaired += 1;
     }
-    let now = unix_now();
+    let now = e.clock().now_secs();
     for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
         let (k, v) = item?;
         let Some(id) = keys::chunk_id_from_key(&k) else { continue };
@@ -419,7 +419,7 @@ pub fn rebuild_index(e: &Engine) -> Result<u64> {
         batch.delete_cf(db.cf(CF_CHUNKS), item?.0);
     }
     db.commit(batch)?;
-    let now = unix_now();
+    let now = e.clock().now_secs();
     let mut seen = HashSet::new();
     for id in e.packs().list()? {
         let (entries, _) = e.packs().verify(id, &mut |entry, why| {

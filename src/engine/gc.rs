@@ -31,7 +31,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::pace::{CopyRate, Pacer};
-use super::{unix_now, Engine};
+use super::Engine;
 use crate::error::Result;
 use crate::pack::format::EntryInfo;
 use crate::pack::{Appended, Lane};
@@ -139,7 +139,7 @@ impl Engine {
 
     /// Phase 1. Returns how many chunks left the index.
     fn forget_garbage(&self, grace_secs: u64) -> Result<u64> {
-        let horizon = unix_now().saturating_sub(grace_secs);
+        let horizon = self.clock().now_secs().saturating_sub(grace_secs);
         let db = self.db();
         let mut candidates = Vec::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {

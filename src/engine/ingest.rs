@@ -29,7 +29,7 @@ use futures::{Stream, StreamExt};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{unix_now, Engine};
+use super::Engine;
 use crate::chunk::{ChunkId, Cutter};
 use crate::codec::{self, SealedChunk};
 use crate::error::{Error, Result};
@@ -447,7 +447,7 @@ impl Group {
         for a in &self.appended {
             engine.packs().sync(a)?;
         }
-        let now = unix_now();
+        let now = engine.clock().now_secs();
         let cf = engine.db().cf(CF_CHUNKS);
         let mut batch = WriteBatch::default();
         for a in &self.appended {

@@ -16,14 +16,14 @@ pub mod fsck;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rocksdb::WriteBatch;
 
 pub use gc::{live_share, GcOptions, GcReport};
 pub(crate) use ingest::Pins;
 pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
-pub(crate) use objects::{now_millis, object_chunks_via};
+pub(crate) use objects::object_chunks_via;
 pub use objects::{ChunkList, Listed, Precondition, PreconditionFailed, Put};
 pub use pace::CopyRate;
 pub use read::ByteRange;
@@ -32,6 +32,7 @@ pub use table::ChunkTable;
 pub use txn::AccountTxn;
 
 use crate::chunk::{ChunkingParams, Cutter};
+use crate::clock::Clock;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::pack::{PackStore, Packs, SealedPack};
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     /// Uploads are refused (507 `insufficient_storage`) while the data directory's file system
     /// has less than this free (see `pack::space`). 0: never refused before the disk is full.
     pub min_free_bytes: u64,
+    /// What time it is: the system's, or a test's hand-moved one.
+    pub clock: Clock,
 }
 
 /// Room for the database's flushes and compaction's copies, when the disk is nearly full.
@@ -66,6 +69,7 @@ impl EngineConfig {
             pack_idle_seal: Duration::from_secs(60),
             verify_reads: true,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            clock: Clock::system(),
         }
     }
 }
@@ -94,10 +98,6 @@ struct Inner {
     last_version: AtomicU64,
     /// One collection at a time. std Mutex: held on a blocking thread for a whole run.
     gc_lock: Mutex<()>,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Engine {
@@ -138,6 +138,10 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.clock
     }
 
     pub fn db(&self) -> &Db {

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use super::{unix_now, Engine, Ingested};
+use super::{Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Namespace, ObjectRecord, Usage};
@@ -89,7 +89,7 @@ impl Engine {
     /// last one so that it grows even if the clock does not, also across restarts (the last
     /// one is kept in the database with every write that uses one).
     pub(crate) fn next_version(&self) -> u64 {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1000;
+        let now = self.clock().now_micros();
         let mut last = self.inner.last_version.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
@@ -236,7 +236,7 @@ impl Engine {
         let _books_are_ours = self.lock_account(account);
         let db = self.db();
         let mut batch = WriteBatch::default();
-        let now = unix_now();
+        let now = self.clock().now_secs();
         let mut ac_start = account.0.to_vec();
         ac_start.resize(48, 0);
         for item in db.raw().iterator_cf(db.cf(CF_ACCOUNT_CHUNKS), IteratorMode::From(&ac_start, Direction::Forward)) {
@@ -269,7 +269,7 @@ impl Engine {
 
     /// Drop staged chunks older than `ttl_secs` that no manifest claimed. Blocking.
     pub fn expire_staged(&self, ttl_secs: u64) -> Result<u64> {
-        let horizon = now_millis() - (ttl_secs as i64) * 1000;
+        let horizon = self.clock().now_ms() as i64 - (ttl_secs as i64) * 1000;
         let accounts: Vec<AccountId> = self
             .db()
             .raw()
@@ -314,7 +314,3 @@ pub(crate) fn object_chunks_via(
 
 /// An object's chunks in order, each with its length.
 pub type ChunkList = Vec<(ChunkId, u32)>;
-
-pub(crate) fn now_millis() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}

@@ -20,8 +20,8 @@ use std::sync::MutexGuard;
 
 use rocksdb::WriteBatch;
 
-use super::objects::{now_millis, object_chunks_via};
-use super::{unix_now, Engine};
+use super::objects::object_chunks_via;
+use super::Engine;
 use crate::chunk::ChunkId;
 use crate::error::{Refusal, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Manifest, Namespace, ObjectRecord, Usage, SEGMENT_CHUNKS};
@@ -85,7 +85,7 @@ impl AccountTxn<'_> {
         }
         let record = ObjectRecord {
             version,
-            modified: now_millis(),
+            modified: engine.clock().now_ms() as i64,
             size: manifest.size,
             hash: manifest.hash,
             chunk_count: manifest.chunks.len() as u64,
@@ -207,7 +207,7 @@ impl AccountTxn<'_> {
         changed.sort_unstable_by_key(|c| c.0);
         let keys: Vec<[u8; 48]> = changed.iter().map(|(id, _, _)| keys::account_chunk_key(&self.account, id)).collect();
         let current = db.raw().multi_get_cf(keys.iter().map(|k| (ac, k)));
-        let now = unix_now();
+        let now = self.engine.clock().now_secs();
         let mut used = self.usage.used as i64;
         for ((id, delta, len), (key, old)) in changed.iter().zip(keys.iter().zip(current)) {
             let old = match old? {

@@ -37,6 +37,8 @@ pub struct LimitsConfig {
     /// Downloads whose body is still being sent, per account and in all.
     pub downloads_per_account: usize,
     pub downloads: usize,
+    /// A request's head (or the next one on a kept-alive connection) must arrive within this.
+    pub header_read_secs: u64,
     /// A request body that sends nothing for this long is ended with `408`.
     pub body_idle_secs: u64,
     /// A response that the client does not read for this long has its connection closed.
@@ -51,6 +53,7 @@ impl Default for LimitsConfig {
             uploads: 64,
             downloads_per_account: 8,
             downloads: 128,
+            header_read_secs: 30,
             body_idle_secs: 30,
             write_stall_secs: 30,
         }
@@ -71,7 +74,7 @@ impl LimitsConfig {
         {
             return Err("[limits] every count must be at least 1".into());
         }
-        if self.body_idle_secs == 0 || self.write_stall_secs == 0 {
+        if self.header_read_secs == 0 || self.body_idle_secs == 0 || self.write_stall_secs == 0 {
             return Err("[limits] timeouts must be at least 1 second".into());
         }
         Ok(())

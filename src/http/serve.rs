@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -32,18 +32,22 @@ pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<O
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
     let header_room = (app.config.max_header_bytes * 4).max(64 * 1024);
     let write_stall = app.config.limits.write_stall();
+    let header_read = Duration::from_secs(app.config.limits.header_read_secs);
     // Past this many open connections the loop stops accepting until one closes: the kernel's
     // backlog holds the rest, and the process keeps descriptors for packs and the database.
     let connections = Arc::new(Semaphore::new(app.config.limits.max_connections));
     let service = router(app);
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only. Through hyper-util's version sniffing a connection that sent nothing (or
+    // half an HTTP/2 preface) waited with no timer at all, and HTTP/2's flow control lets a
+    // client stop reading without ever making our writes wait, out of `Watched`'s sight: each
+    // held a connection slot, and a download its permit, for good.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .max_buf_size(header_room)
         .max_headers(MAX_HEADER_COUNT)
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(header_read);
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -73,8 +77,7 @@ pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<O
         });
         let stall = Stall::new();
         let io = TokioIo::new(Watched::new(stream, stall.clone()));
-        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn.into_owned());
+        let conn = graceful.watch(builder.serve_connection(io, TowerToHyperService::new(svc)));
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {

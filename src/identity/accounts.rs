@@ -114,9 +114,9 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::Clock;
     use super::super::testing::{identity_in, registered, EMAIL};
     use super::*;
+    use crate::clock::Clock;
     use crate::identity::DeviceInfo;
 
     /// Issue 11, the same race as a sign-in's: a password change whose current password was

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::clock::Clock;
 use super::error::{IdentityError, Result};
 use super::limits::{ip_key, Limiter, RetryAfter, Ticket};
+use crate::clock::Clock;
 use crate::store::identity_keys as ik;
 use crate::store::{Db, CF_LIMITS};
 

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::clock::Clock;
+use crate::clock::Clock;
 
 /// Once the map holds this many keys, idle ones are swept before the next insert, so a flood
 /// of distinct keys costs memory only for the keys that are active within one window.

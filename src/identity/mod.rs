@@ -9,7 +9,6 @@
 
 mod accounts;
 mod activity;
-mod clock;
 mod codes;
 mod delete;
 mod error;
@@ -44,9 +43,9 @@ pub use settings::{IdentityConfig, NotifierConfig, SmtpConfig, SmtpTls, WebhookC
 pub use signup::Registration;
 pub use sweep::Swept;
 
+use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::store::Db;
-use clock::Clock;
 use failures::Failures;
 use limits::Limiter;
 use notify::Notifier;
@@ -82,7 +81,8 @@ impl Identity {
     /// Its own settings only: identity knows nothing of the rest of the configuration. The
     /// key file and the outbox live in the engine's data directory.
     pub fn open(engine: Engine, settings: &IdentityConfig, notifier: &NotifierConfig) -> Result<Self> {
-        Self::open_with_clock(engine, settings, notifier, Clock::system())
+        let clock = engine.config().clock.clone();
+        Self::open_with_clock(engine, settings, notifier, clock)
     }
 
     /// `open`, with the clock that rate limits count in (a manual one in tests).

@@ -343,9 +343,9 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::Clock;
     use super::super::testing::{identity_in, registered, EMAIL};
     use super::*;
+    use crate::clock::Clock;
     use crate::identity::Purpose;
 
     #[test]

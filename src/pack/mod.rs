@@ -243,7 +243,7 @@ impl Packs {
 
     /// Take a failed pack out of its lane, if it is still there, and release its creation
     /// hold. It stays on disk unsealed: fsck reports it, and the next start recovers what in it
-    /// verifies (none of it is indexed: every append into it failed its sync).
+    /// verifies. Entries synced before the failure are indexed and stay readable; none after.
     fn retire(&self, lane: Lane, pack_id: u64) {
         let taken = {
             let mut slot = self.lane(lane);

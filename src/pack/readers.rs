@@ -26,28 +26,48 @@ struct Lru {
     clock: u64,
 }
 
+impl Lru {
+    /// The kept handle, marked as just used.
+    fn touch(&mut self, pack_id: u64) -> Option<Arc<File>> {
+        self.clock += 1;
+        let now = self.clock;
+        let (f, used) = self.files.get_mut(&pack_id)?;
+        *used = now;
+        Some(f.clone())
+    }
+
+    /// Take out the least recently used handle: a scan of at most `capacity` entries, only
+    /// on a miss with a full cache.
+    fn evict_oldest(&mut self) -> Option<Arc<File>> {
+        let oldest = self.files.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id)?;
+        self.files.remove(&oldest).map(|(f, _)| f)
+    }
+}
+
 impl Readers {
     pub fn new(capacity: usize) -> Self {
         Readers { capacity: capacity.max(1), lru: Mutex::default() }
     }
 
-    /// The handle of `pack_id`, opened with `open` if it is not kept.
+    /// The handle of `pack_id`, opened with `open` if it is not kept. The `open` (and the
+    /// `close` of an evicted handle) run outside the lock: a read of another pack never waits
+    /// behind a system call.
     pub fn get(&self, pack_id: u64, open: impl FnOnce() -> io::Result<File>) -> io::Result<Arc<File>> {
-        let mut lru = self.lru.lock().expect("readers poisoned");
-        lru.clock += 1;
-        let now = lru.clock;
-        if let Some((f, used)) = lru.files.get_mut(&pack_id) {
-            *used = now;
-            return Ok(f.clone());
+        if let Some(f) = self.lru.lock().expect("readers poisoned").touch(pack_id) {
+            return Ok(f);
         }
         let f = Arc::new(open()?);
-        if lru.files.len() >= self.capacity {
-            // A scan of at most `capacity` entries, only on a miss with a full cache.
-            if let Some(oldest) = lru.files.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id) {
-                lru.files.remove(&oldest);
+        let evicted = {
+            let mut lru = self.lru.lock().expect("readers poisoned");
+            if let Some(raced) = lru.touch(pack_id) {
+                return Ok(raced); // another reader opened it meanwhile; ours closes below
             }
-        }
-        lru.files.insert(pack_id, (f.clone(), now));
+            let evicted = if lru.files.len() >= self.capacity { lru.evict_oldest() } else { None };
+            let now = lru.clock;
+            lru.files.insert(pack_id, (f.clone(), now));
+            evicted
+        };
+        drop(evicted);
         Ok(f)
     }
 
