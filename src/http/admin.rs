@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
 use super::{blocking, AppState};
 use crate::engine::{fsck, CopyRate, GcOptions, GcReport, Stats};
@@ -27,7 +27,7 @@ pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiErro
     let defaults = GcOptions::default();
     let compact_below = body.compact_below.unwrap_or(defaults.compact_below);
     if !(0.0..=1.0).contains(&compact_below) {
-        return Err(ApiError::bad_request("bad_compact_below", "compact_below is a share from 0 to 1"));
+        return Err(ApiError::new(ErrorCode::BadCompactBelow, "compact_below is a share from 0 to 1"));
     }
     Ok(GcOptions {
         grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs),
@@ -42,7 +42,7 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
         GcBody::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))?
+            .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the body is not the JSON this call takes: {e}")))?
     };
     let opts = gc_options(&body, app.config.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
@@ -74,7 +74,7 @@ pub async fn set_plan(
     JsonBody(body): JsonBody<PlanBody>,
 ) -> Result<Json<PlanChange>, ApiError> {
     let Some(limit) = app.plans.limit(&body.plan) else {
-        return Err(ApiError::bad_request("unknown_plan", format!("no plan is called {:?}", body.plan))
+        return Err(ApiError::new(ErrorCode::UnknownPlan, format!("no plan is called {:?}", body.plan))
             .with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
     };
     let account: AccountId = id.parse().map_err(|_| ApiError::not_found())?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::Authed;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{blocking, rfc3339_millis, AppState};
 use crate::backup::{self, BackupError, RestoredEntry, Summary};
 use crate::chunk::ChunkId;
@@ -22,13 +22,22 @@ const MAX_BACKUP_BODY: usize = 256 << 20;
 
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> Self {
-        let (code, msg) = (e.code(), e.to_string());
+        let msg = e.to_string();
+        let bad = |code| ApiError::new(code, msg.clone());
         match e {
             BackupError::Engine(inner) => inner.into(),
             BackupError::NotFound => ApiError::not_found(),
-            BackupError::MissingChunks(ids) => ApiError::new(StatusCode::CONFLICT, code, msg)
+            BackupError::MissingChunks(ids) => ApiError::new(ErrorCode::MissingChunks, msg)
                 .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),
-            _ => ApiError::bad_request(code, msg),
+            BackupError::BadJson(_) => bad(ErrorCode::BadJson),
+            BackupError::BadField { .. } => bad(ErrorCode::BadField),
+            BackupError::TooManyEntries => bad(ErrorCode::TooManyEntries),
+            BackupError::BadPath(_) => bad(ErrorCode::BadPath),
+            BackupError::BadMtime(_) => bad(ErrorCode::BadMtime),
+            BackupError::BadHash(_) => bad(ErrorCode::BadHash),
+            BackupError::BadChunkSize { .. } => bad(ErrorCode::BadSize),
+            BackupError::SizeMismatch { .. } => bad(ErrorCode::SizeMismatch),
+            BackupError::DuplicatePath(_) => bad(ErrorCode::DuplicatePath),
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Authed;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
 use super::{blocking, AppState};
 use crate::chunk::ChunkId;
@@ -22,7 +22,7 @@ pub const MAX_MISSING_QUERY: usize = 10_000;
 
 fn parse_hash(s: &str) -> Result<ChunkId, ApiError> {
     s.parse()
-        .map_err(|_| ApiError::bad_request("bad_hash", format!("{s:?} is not a chunk hash (64 lowercase hex digits)")))
+        .map_err(|_| ApiError::new(ErrorCode::BadHash, format!("{s:?} is not a chunk hash (64 lowercase hex digits)")))
 }
 
 #[derive(Deserialize)]
@@ -36,8 +36,8 @@ pub async fn missing(
     JsonBody(body): JsonBody<MissingBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if body.chunks.len() > MAX_MISSING_QUERY {
-        return Err(ApiError::bad_request(
-            "too_many_chunks",
+        return Err(ApiError::new(
+            ErrorCode::TooManyChunks,
             format!("ask about at most {MAX_MISSING_QUERY} chunks at a time"),
         ));
     }
@@ -75,7 +75,7 @@ pub async fn put(
     let _transfer = app.uploads.admit(authed.account)?;
     let raw = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::too_large(max as u64))?;
     if raw.is_empty() {
-        return Err(ApiError::bad_request("empty_chunk", "a chunk is 1 byte or more"));
+        return Err(ApiError::new(ErrorCode::EmptyChunk, "a chunk is 1 byte or more"));
     }
     let account = authed.account;
     let (_, limit) = app.plan_and_limit(&account).await?;
@@ -89,8 +89,7 @@ pub async fn put(
     })
     .await
     .map_err(|e| app.refusal_counted_api(e))?;
-    let put =
-        put.map_err(|_| ApiError::new(StatusCode::CONFLICT, "conflict", "the chunk changed while it was staged"))?;
+    let put = put.map_err(|_| ApiError::new(ErrorCode::Conflict, "the chunk changed while it was staged"))?;
     let status = if held_before { StatusCode::OK } else { StatusCode::CREATED };
     let until = put.record.modified + (app.config.staged_ttl_secs as i64) * 1000;
     Ok((

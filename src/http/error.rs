@@ -15,10 +15,171 @@ use serde_json::{json, Map, Value};
 use crate::drive::DriveError;
 use crate::error::{Error, Refusal};
 
+/// Every error the API answers: its code and its status, said once. Handlers name a variant,
+/// never a string, so a code cannot be misspelled and is compared as a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    BadJson,
+    BadBody,
+    BadPath,
+    BadHash,
+    BadSize,
+    BadCursor,
+    BadLimit,
+    BadCollection,
+    BadId,
+    BadVersion,
+    EmptyChunk,
+    TooManyChunks,
+    BatchTooLarge,
+    HashMismatch,
+    UnknownPlan,
+    BadCompactBelow,
+    BadField,
+    BadMtime,
+    TooManyEntries,
+    SizeMismatch,
+    DuplicatePath,
+    BadIdentifier,
+    WeakPassword,
+    BadPurpose,
+    ConfirmationRequired,
+    Unauthorized,
+    BadCredentials,
+    WrongPassword,
+    BadCode,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    Conflict,
+    MissingChunks,
+    IdentifierTaken,
+    ResyncRequired,
+    PreconditionFailed,
+    VersionConflict,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RateLimited,
+    TooManyTransfers,
+    HeadersTooLarge,
+    Internal,
+    NotReady,
+    QuotaExceeded,
+    InsufficientStorage,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadJson => StatusCode::BAD_REQUEST,
+            ErrorCode::BadBody => StatusCode::BAD_REQUEST,
+            ErrorCode::BadPath => StatusCode::BAD_REQUEST,
+            ErrorCode::BadHash => StatusCode::BAD_REQUEST,
+            ErrorCode::BadSize => StatusCode::BAD_REQUEST,
+            ErrorCode::BadCursor => StatusCode::BAD_REQUEST,
+            ErrorCode::BadLimit => StatusCode::BAD_REQUEST,
+            ErrorCode::BadCollection => StatusCode::BAD_REQUEST,
+            ErrorCode::BadId => StatusCode::BAD_REQUEST,
+            ErrorCode::BadVersion => StatusCode::BAD_REQUEST,
+            ErrorCode::EmptyChunk => StatusCode::BAD_REQUEST,
+            ErrorCode::TooManyChunks => StatusCode::BAD_REQUEST,
+            ErrorCode::BatchTooLarge => StatusCode::BAD_REQUEST,
+            ErrorCode::HashMismatch => StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownPlan => StatusCode::BAD_REQUEST,
+            ErrorCode::BadCompactBelow => StatusCode::BAD_REQUEST,
+            ErrorCode::BadField => StatusCode::BAD_REQUEST,
+            ErrorCode::BadMtime => StatusCode::BAD_REQUEST,
+            ErrorCode::TooManyEntries => StatusCode::BAD_REQUEST,
+            ErrorCode::SizeMismatch => StatusCode::BAD_REQUEST,
+            ErrorCode::DuplicatePath => StatusCode::BAD_REQUEST,
+            ErrorCode::BadIdentifier => StatusCode::BAD_REQUEST,
+            ErrorCode::WeakPassword => StatusCode::BAD_REQUEST,
+            ErrorCode::BadPurpose => StatusCode::BAD_REQUEST,
+            ErrorCode::ConfirmationRequired => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadCredentials => StatusCode::UNAUTHORIZED,
+            ErrorCode::WrongPassword => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadCode => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::MissingChunks => StatusCode::CONFLICT,
+            ErrorCode::IdentifierTaken => StatusCode::CONFLICT,
+            ErrorCode::ResyncRequired => StatusCode::GONE,
+            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::VersionConflict => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadBody => "bad_body",
+            ErrorCode::BadPath => "bad_path",
+            ErrorCode::BadHash => "bad_hash",
+            ErrorCode::BadSize => "bad_size",
+            ErrorCode::BadCursor => "bad_cursor",
+            ErrorCode::BadLimit => "bad_limit",
+            ErrorCode::BadCollection => "bad_collection",
+            ErrorCode::BadId => "bad_id",
+            ErrorCode::BadVersion => "bad_version",
+            ErrorCode::EmptyChunk => "empty_chunk",
+            ErrorCode::TooManyChunks => "too_many_chunks",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::HashMismatch => "hash_mismatch",
+            ErrorCode::UnknownPlan => "unknown_plan",
+            ErrorCode::BadCompactBelow => "bad_compact_below",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::BadMtime => "bad_mtime",
+            ErrorCode::TooManyEntries => "too_many_entries",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::DuplicatePath => "duplicate_path",
+            ErrorCode::BadIdentifier => "bad_identifier",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::BadPurpose => "bad_purpose",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::BadCode => "bad_code",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::MissingChunks => "missing_chunks",
+            ErrorCode::IdentifierTaken => "identifier_taken",
+            ErrorCode::ResyncRequired => "resync_required",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyTransfers => "too_many_transfers",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::Internal => "internal",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header (429).
@@ -26,8 +187,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), extra: Map::new(), retry_after: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), extra: Map::new(), retry_after: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -35,35 +200,23 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        Self::new(ErrorCode::NotFound, "no such resource")
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid credentials")
+        Self::new(ErrorCode::Unauthorized, "missing or invalid credentials")
     }
 
     pub fn too_large(limit: u64) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is over the limit of {limit} bytes"),
-        )
-        .with("limit", limit)
+        Self::new(ErrorCode::PayloadTooLarge, format!("the body is over the limit of {limit} bytes"))
+            .with("limit", limit)
     }
 
     pub fn quota(used: u64, limit: u64) -> Self {
-        Self::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "quota_exceeded",
-            "this write would exceed the account's storage quota",
-        )
-        .with("used", used)
-        .with("limit", limit)
+        Self::new(ErrorCode::QuotaExceeded, "this write would exceed the account's storage quota")
+            .with("used", used)
+            .with("limit", limit)
     }
 }
 
@@ -88,10 +241,10 @@ fn code_for(status: StatusCode) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("code".into(), self.code.into());
+        body.insert("code".into(), self.code.as_str().into());
         body.insert("message".into(), self.message.into());
         body.extend(self.extra);
-        let mut resp = (self.status, axum::Json(json!({ "error": body }))).into_response();
+        let mut resp = (self.code.status(), axum::Json(json!({ "error": body }))).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -106,31 +259,24 @@ impl From<Error> for ApiError {
             Error::Refused(Refusal::Quota { used, limit }) => ApiError::quota(used, limit),
             Error::Refused(Refusal::TooLarge { limit }) => ApiError::too_large(limit),
             Error::HashMismatch { expected, actual } => {
-                ApiError::bad_request("hash_mismatch", format!("the body hashes to {actual}, not {expected}"))
+                ApiError::new(ErrorCode::HashMismatch, format!("the body hashes to {actual}, not {expected}"))
             }
             // Said apart from a bad token's 401, so that a client (and a test) can tell that
             // the write began and was then refused.
-            Error::AccountGone => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the account was deleted while this request was under way",
-            ),
-            Error::Body(msg) => ApiError::bad_request("bad_body", format!("the request body could not be read: {msg}")),
+            Error::AccountGone => {
+                ApiError::new(ErrorCode::Unauthorized, "the account was deleted while this request was under way")
+            }
+            Error::Body(msg) => ApiError::new(ErrorCode::BadBody, format!("the request body could not be read: {msg}")),
             full if full.is_disk_full() => {
                 tracing::error!(error = %full, "refusing a write: the disk is full");
                 ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
+                    ErrorCode::InsufficientStorage,
                     "the server is out of storage space; nothing was stored, try again later",
                 )
             }
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request",
-                )
+                ApiError::new(ErrorCode::Internal, "the server could not complete the request")
             }
         }
     }
@@ -140,14 +286,12 @@ impl From<DriveError> for ApiError {
     fn from(e: DriveError) -> Self {
         let msg = e.to_string();
         match e {
-            DriveError::BadPath(_) => ApiError::bad_request("bad_path", msg),
+            DriveError::BadPath(_) => ApiError::new(ErrorCode::BadPath, msg),
             DriveError::NotFound => ApiError::not_found(),
-            DriveError::PreconditionFailed => {
-                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", msg)
-            }
-            DriveError::MissingChunks(ids) => ApiError::new(StatusCode::CONFLICT, "missing_chunks", msg)
+            DriveError::PreconditionFailed => ApiError::new(ErrorCode::PreconditionFailed, msg),
+            DriveError::MissingChunks(ids) => ApiError::new(ErrorCode::MissingChunks, msg)
                 .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),
-            DriveError::WrongSize { .. } => ApiError::bad_request("bad_size", msg),
+            DriveError::WrongSize { .. } => ApiError::new(ErrorCode::BadSize, msg),
             DriveError::Engine(inner) => inner.into(),
         }
     }

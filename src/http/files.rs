@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Authed;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::chunk::ChunkId;
 use crate::drive::{self, DriveError, RangeAsk, Upload};
@@ -103,15 +103,15 @@ async fn read_manifest(body: Body) -> Result<Vec<(ChunkId, u32)>, ApiError> {
         .await
         .map_err(|_| ApiError::too_large(MAX_MANIFEST_BODY as u64))?;
     let m: ManifestBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("the manifest is not valid: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the manifest is not valid: {e}")))?;
     let mut chunks = Vec::with_capacity(m.chunks.len());
     for c in m.chunks {
         let id: ChunkId = c
             .hash
             .parse()
-            .map_err(|_| ApiError::bad_request("bad_hash", format!("{:?} is not a chunk hash", c.hash)))?;
+            .map_err(|_| ApiError::new(ErrorCode::BadHash, format!("{:?} is not a chunk hash", c.hash)))?;
         if c.size == 0 {
-            return Err(ApiError::bad_request("bad_size", format!("chunk {id} has size 0")));
+            return Err(ApiError::new(ErrorCode::BadSize, format!("chunk {id} has size 0")));
         }
         chunks.push((id, c.size));
     }
@@ -153,13 +153,9 @@ pub(super) fn serve_object(
         RangeAsk::Whole => (StatusCode::OK, ByteRange::all(rec.size)),
         RangeAsk::Part(r) => (StatusCode::PARTIAL_CONTENT, r),
         RangeAsk::Unsatisfiable => {
-            let mut resp = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-                format!("the file has {} bytes", rec.size),
-            )
-            .with("size", rec.size)
-            .into_response();
+            let mut resp = ApiError::new(ErrorCode::RangeNotSatisfiable, format!("the file has {} bytes", rec.size))
+                .with("size", rec.size)
+                .into_response();
             resp.headers_mut()
                 .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{}", rec.size)).expect("ascii"));
             return Ok(resp);
@@ -220,14 +216,14 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = match q.limit {
         None => 100,
-        Some(0) => return Err(ApiError::bad_request("bad_limit", "limit is 1 to 1000")),
+        Some(0) => return Err(ApiError::new(ErrorCode::BadLimit, "limit is 1 to 1000")),
         Some(n) => n.min(1000),
     };
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(c) => Some(
             drive::decode_cursor(c)
-                .ok_or_else(|| ApiError::bad_request("bad_cursor", "after is not a cursor this server gave"))?,
+                .ok_or_else(|| ApiError::new(ErrorCode::BadCursor, "after is not a cursor this server gave"))?,
         ),
     };
     let (items, more) = app.drive.list(authed.account, &q.prefix.unwrap_or_default(), after, limit).await?;

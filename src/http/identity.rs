@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::auth::{Admin, Authed, ClientIp};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
 use super::AppState;
 use crate::identity::{DeviceInfo, IdentityError, Patch, ProfileChanges, Purpose};
@@ -19,20 +19,19 @@ impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         let msg = e.to_string();
         match e {
-            IdentityError::BadField { field: "identifier", .. } => ApiError::bad_request("bad_identifier", msg),
-            IdentityError::BadField { field, .. } => ApiError::bad_request("bad_field", msg).with("field", field),
+            IdentityError::BadField { field: "identifier", .. } => ApiError::new(ErrorCode::BadIdentifier, msg),
+            IdentityError::BadField { field, .. } => ApiError::new(ErrorCode::BadField, msg).with("field", field),
             IdentityError::WeakPassword { min, max } => {
-                ApiError::bad_request("weak_password", msg).with("min_length", min).with("max_length", max)
+                ApiError::new(ErrorCode::WeakPassword, msg).with("min_length", min).with("max_length", max)
             }
-            IdentityError::BadPurpose(_) => ApiError::bad_request("bad_purpose", msg),
-            IdentityError::NoConfirmation => ApiError::bad_request("confirmation_required", msg),
-            IdentityError::BadCode => ApiError::new(StatusCode::FORBIDDEN, "bad_code", msg),
-            IdentityError::IdentifierTaken => ApiError::new(StatusCode::CONFLICT, "identifier_taken", msg),
-            IdentityError::BadCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", msg),
-            IdentityError::WrongPassword => ApiError::new(StatusCode::UNAUTHORIZED, "wrong_password", msg),
+            IdentityError::BadPurpose(_) => ApiError::new(ErrorCode::BadPurpose, msg),
+            IdentityError::NoConfirmation => ApiError::new(ErrorCode::ConfirmationRequired, msg),
+            IdentityError::BadCode => ApiError::new(ErrorCode::BadCode, msg),
+            IdentityError::IdentifierTaken => ApiError::new(ErrorCode::IdentifierTaken, msg),
+            IdentityError::BadCredentials => ApiError::new(ErrorCode::BadCredentials, msg),
+            IdentityError::WrongPassword => ApiError::new(ErrorCode::WrongPassword, msg),
             IdentityError::RateLimited { retry_after } => {
-                let mut e =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg).with("retry_after", retry_after);
+                let mut e = ApiError::new(ErrorCode::RateLimited, msg).with("retry_after", retry_after);
                 e.retry_after = Some(retry_after);
                 e
             }
@@ -40,11 +39,7 @@ impl From<IdentityError> for ApiError {
             IdentityError::Store(e) => e.into(),
             IdentityError::Internal(what) => {
                 tracing::error!(error = %what, "identity request failed inside the server");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request",
-                )
+                ApiError::new(ErrorCode::Internal, "the server could not complete the request")
             }
         }
     }
@@ -64,7 +59,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Identity
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match JsonBody::<T>::from_request(req, state).await {
             Ok(JsonBody(v)) => Ok(IdentityJson(v)),
-            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::too_large(MAX_IDENTITY_BODY as u64)),
+            Err(e) if e.code == ErrorCode::PayloadTooLarge => Err(ApiError::too_large(MAX_IDENTITY_BODY as u64)),
             Err(e) => Err(e),
         }
     }
@@ -108,14 +103,14 @@ async fn send_code(
     IdentityJson(b): IdentityJson<CodeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let purpose = Purpose::parse(&b.purpose).ok_or_else(|| {
-        ApiError::bad_request(
-            "bad_purpose",
+        ApiError::new(
+            ErrorCode::BadPurpose,
             "purpose must be register, reset_password, change_details or delete_account",
         )
     })?;
     if purpose.is_anonymous() {
         let identifier =
-            b.identifier.ok_or_else(|| ApiError::bad_request("bad_identifier", "this purpose needs an identifier"))?;
+            b.identifier.ok_or_else(|| ApiError::new(ErrorCode::BadIdentifier, "this purpose needs an identifier"))?;
         app.identity.send_code(&identifier, purpose, ip).await?;
     } else {
         let auth = auth.ok_or_else(ApiError::unauthorized)?;

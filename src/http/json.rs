@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// Largest JSON body any endpoint takes (a 100-record sync batch of 256 KiB payloads fits).
 pub const MAX_JSON_BODY: usize = 32 << 20;
@@ -20,11 +20,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(MAX_JSON_BODY as u64)
             } else {
-                ApiError::bad_request("bad_body", e.body_text())
+                ApiError::new(ErrorCode::BadBody, e.body_text())
             }
         })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not the JSON this call takes: {e}")))
+            .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the body is not the JSON this call takes: {e}")))
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::store::keys::AccountId;
 
 /// Blocking threads an upload holds while its body arrives.
@@ -134,8 +134,7 @@ impl Allowance {
     fn busy(&self, own: bool) -> ApiError {
         let whose = if own { "this account" } else { "the server" };
         let mut e = ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_transfers",
+            ErrorCode::TooManyTransfers,
             format!("{whose} has as many {}s in progress as it may; retry when one ends", self.kind),
         );
         e.retry_after = Some(1);
@@ -167,7 +166,7 @@ mod tests {
         let (x, y) = (AccountId([1; 16]), AccountId([2; 16]));
         let p1 = a.admit(x).unwrap();
         let _p2 = a.admit(x).unwrap();
-        assert_eq!(a.admit(x).err().unwrap().status, 429, "x is at its own limit");
+        assert_eq!(a.admit(x).err().unwrap().code, ErrorCode::TooManyTransfers, "x is at its own limit");
         let _p3 = a.admit(y).unwrap();
         let e = a.admit(y).err().unwrap();
         assert!(e.message.contains("the server"), "{}", e.message);

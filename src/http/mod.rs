@@ -117,7 +117,7 @@ impl App {
     }
 
     pub(crate) fn refusal_counted_api(&self, e: error::ApiError) -> error::ApiError {
-        if e.code == "quota_exceeded" {
+        if e.code == error::ErrorCode::QuotaExceeded {
             self.metrics.quota_refusals.inc();
         }
         e

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::auth::Authed;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
 use super::AppState;
 use crate::drive;
@@ -20,17 +20,15 @@ impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         let msg = e.to_string();
         match e {
-            SyncError::BadCollection => ApiError::bad_request("bad_collection", msg),
-            SyncError::BadId => ApiError::bad_request("bad_id", msg),
+            SyncError::BadCollection => ApiError::new(ErrorCode::BadCollection, msg),
+            SyncError::BadId => ApiError::new(ErrorCode::BadId, msg),
             SyncError::TooLarge => ApiError::too_large(sync::MAX_PAYLOAD as u64),
-            SyncError::BatchTooLarge => ApiError::bad_request("batch_too_large", msg),
+            SyncError::BatchTooLarge => ApiError::new(ErrorCode::BatchTooLarge, msg),
             SyncError::NotFound => ApiError::not_found(),
-            SyncError::Conflict { current } => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg)
+            SyncError::Conflict { current } => ApiError::new(ErrorCode::VersionConflict, msg)
                 .with("current", current.map_or(Value::Null, |v| view_json(&v))),
-            SyncError::Conflicts(ids) => {
-                ApiError::new(StatusCode::PRECONDITION_FAILED, "version_conflict", msg).with("conflicts", ids)
-            }
-            SyncError::ResyncRequired => ApiError::new(StatusCode::GONE, "resync_required", msg),
+            SyncError::Conflicts(ids) => ApiError::new(ErrorCode::VersionConflict, msg).with("conflicts", ids),
+            SyncError::ResyncRequired => ApiError::new(ErrorCode::ResyncRequired, msg),
             SyncError::Engine(e) => e.into(),
         }
     }
@@ -233,7 +231,7 @@ fn expect_from(v: Option<&Value>) -> Result<Precondition, ApiError> {
         Some(v @ (Value::String(_) | Value::Number(_))) => {
             Ok(Precondition::IfVersion(parse_version(v).unwrap_or(u64::MAX)))
         }
-        Some(_) => Err(ApiError::bad_request("bad_version", "if_version is a version string this server gave")),
+        Some(_) => Err(ApiError::new(ErrorCode::BadVersion, "if_version is a version string this server gave")),
     }
 }
 

@@ -2,14 +2,14 @@
 //! request accounting.
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::AppState;
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -29,7 +29,7 @@ pub async fn chunking(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method")
+    ApiError::new(ErrorCode::MethodNotAllowed, "this path does not take that method")
 }
 
 /// Refuse oversized header blocks with `431` (hyper is configured with room to spare, so the
@@ -38,8 +38,7 @@ pub async fn count_and_limit_headers(State(app): State<AppState>, req: Request, 
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let resp = if header_bytes > app.config.max_header_bytes {
         ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!("request headers are over {} bytes", app.config.max_header_bytes),
         )
         .into_response()
@@ -63,7 +62,6 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     let probe = tokio::task::spawn_blocking(move || engine.db().get(crate::store::CF_META, b"readyz").map(|_| ()));
     match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
         Ok(Ok(Ok(()))) => Json(json!({ "status": "ready" })).into_response(),
-        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the server cannot serve requests now")
-            .into_response(),
+        _ => ApiError::new(ErrorCode::NotReady, "the server cannot serve requests now").into_response(),
     }
 }
