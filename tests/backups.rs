@@ -80,12 +80,6 @@ async fn quota(s: &Server, u: &User) -> Value {
     get_as(s, &u.token, "/v1/quota").await.json().await.unwrap()
 }
 
-async fn fsck_ok(s: &Server) {
-    let r = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let v = body_of(r, 200).await;
-    assert_eq!(v["ok"], true, "{v}");
-}
-
 #[tokio::test]
 async fn a_phone_backs_up_and_a_new_phone_restores_every_file_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +134,7 @@ async fn a_phone_backs_up_and_a_new_phone_restores_every_file_also_after_a_resta
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == photo.data[65_000..66_000]);
     assert_eq!(get_as(&s, &u.token, &file_url(&id, "/sdcard/nope")).await.status(), 404);
-    fsck_ok(&s).await;
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -180,7 +174,7 @@ async fn bad_manifests_are_refused_and_store_nothing() {
     assert_eq!(quota(&s, &u).await, before);
     assert_eq!(get_as(&s, &u.token, "/v1/backups/0123456789abcdef").await.status(), 404);
     assert_eq!(get_as(&s, &u.token, "/v1/backups/not-an-id").await.status(), 404);
-    fsck_ok(&s).await;
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -205,7 +199,7 @@ async fn retention_keeps_the_newest_backups_of_each_device() {
     assert!(list(&s, &u, "?device_id=unknown").await.is_empty());
     // The dropped backup's bytes left the books: two phone backups and the tablet's.
     assert_eq!(quota(&s, &u).await["services"]["backups"].as_u64(), Some(30_000 * 2 + 5_000));
-    fsck_ok(&s).await;
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -245,7 +239,7 @@ async fn deleted_backups_and_accounts_give_their_bytes_back_to_gc() {
     let r = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).json(&json!({"grace_seconds": 0})).send();
     let report = body_of(r.await.unwrap(), 200).await;
     assert_eq!(report["chunks_freed"].as_u64(), Some(5), "three chunks of one backup, two of the other");
-    fsck_ok(&s).await;
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -256,7 +250,7 @@ async fn fsck_finds_a_backup_whose_records_disagree() {
     let (a, b) = (PhoneFile::new("/a", noise(40_000, 7), 10_000), PhoneFile::new("/b", noise(9_000, 8), 9_000));
     backed_up(&s, &u, "phone", "", &[&a, &b]).await;
     backed_up(&s, &u, "tablet", "empty", &[]).await;
-    fsck_ok(&s).await;
+    s.fsck_ok().await;
     s.stop();
 
     let cfg = cairn::engine::EngineConfig::new(dir.path());

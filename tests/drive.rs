@@ -304,9 +304,7 @@ async fn quota_refusals_leave_nothing_and_concurrent_uploads_stay_under_the_limi
         s.client.delete(s.url(&format!("/v1/files/{first}"))).bearer_auth(&u.token).send().await.unwrap().status(),
         204
     );
-    let admin = s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let report: Value = admin.json().await.unwrap();
-    assert_eq!(report["ok"], true, "{report}");
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -535,9 +533,7 @@ async fn plans_downgrades_and_account_deletion() {
         .await
         .unwrap();
     assert!(gc["chunks_freed"].as_u64().unwrap() > 100, "{gc}");
-    let fsck: Value =
-        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(fsck["ok"], true, "{fsck}");
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -563,6 +559,5 @@ async fn an_upload_that_ends_after_its_account_was_deleted_stores_nothing() {
     body_of(gc.await.unwrap(), 200).await;
     let stats = body_of(s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap(), 200).await;
     assert_eq!((stats["chunks"].as_u64(), stats["logical_bytes"].as_u64()), (Some(0), Some(0)), "{stats}");
-    let fsck = body_of(s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap(), 200).await;
-    assert_eq!(fsck["ok"], true, "{fsck}");
+    s.fsck_ok().await;
 }

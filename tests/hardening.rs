@@ -250,9 +250,7 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_after_deletes_and_gc
     let s = Server::start_in(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
     let got = get_as(&s, &u.token, "/v1/files/again").await.bytes().await.unwrap();
     assert_eq!(got.len(), again.len());
-    let v: Value =
-        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["ok"], true, "{v}");
+    s.fsck_ok().await;
 }
 
 #[tokio::test]
@@ -289,9 +287,7 @@ async fn items_cost_quota_so_empty_files_and_tombstones_cannot_fill_the_disk() {
     assert_eq!(s.client.delete(s.url("/v1/files/e1")).bearer_auth(&u.token).send().await.unwrap().status(), 204);
     let r = s.client.put(s.url("/v1/files/again")).bearer_auth(&u.token).body(Vec::new()).send().await.unwrap();
     assert_eq!(r.status(), 201);
-    let v: Value =
-        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["ok"], true, "{v}");
+    s.fsck_ok().await;
 }
 
 #[tokio::test]

@@ -215,7 +215,5 @@ async fn scheduled_gc_reclaims_a_deleted_accounts_unshared_bytes_and_keeps_share
     assert!(got == shared, "a chunk another account holds stays");
     let m = s.client.get(s.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(m.lines().any(|l| l.starts_with("cairn_gc_bytes_reclaimed_total ") && !l.ends_with(" 0")), "{m}");
-    let fsck: Value =
-        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(fsck["ok"], true, "{fsck}");
+    s.fsck_ok().await;
 }

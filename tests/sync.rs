@@ -242,9 +242,7 @@ async fn payload_bytes_count_toward_quota_and_isolation_and_deletion() {
     let again = signed_up(&s, &u.identifier).await;
     let sum = body_of(call(&s, &again, Method::GET, "/v1/sync", None, &[]).await, 200).await;
     assert_eq!(sum["collections"], json!({}), "a new account starts empty");
-    let fsck: Value =
-        s.client.post(s.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(fsck["ok"], true, "{fsck}");
+    s.fsck_ok().await;
 }
 
 #[tokio::test]

@@ -87,6 +87,13 @@ impl Server {
         panic!("{name} never reached the expected value");
     }
 
+    /// `POST /admin/fsck` finds nothing wrong.
+    pub async fn fsck_ok(&self) {
+        let r = self.client.post(self.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let v = body_of(r, 200).await;
+        assert_eq!(v["ok"], true, "{v}");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
