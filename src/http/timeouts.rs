@@ -34,8 +34,11 @@ pub struct BodyIdle;
 struct IdleBody {
     inner: Body,
     idle: Duration,
-    /// Armed while a read waits; reset whenever a frame arrives.
+    /// Made at the first wait and reused (reset, not reallocated), since a fast upload waits
+    /// between most of its frames.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer counts the current wait; a frame disarms it.
+    armed: bool,
     fired: Arc<AtomicBool>,
 }
 
@@ -47,12 +50,19 @@ impl HttpBody for IdleBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.timer = None;
+                this.armed = false;
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                let idle = this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if !this.armed {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    match &mut this.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    this.armed = true;
+                }
+                let timer = this.timer.as_mut().expect("armed above");
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -77,7 +87,7 @@ pub async fn body_idle(State(app): State<AppState>, req: Request, next: Next) ->
     let fired = Arc::new(AtomicBool::new(false));
     let idle = app.config.limits.body_idle();
     let flag = fired.clone();
-    let req = req.map(|inner| Body::new(IdleBody { inner, idle, timer: None, fired: flag }));
+    let req = req.map(|inner| Body::new(IdleBody { inner, idle, timer: None, armed: false, fired: flag }));
     let resp = next.run(req).await;
     if !fired.load(Ordering::Acquire) {
         return resp;
