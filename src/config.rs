@@ -241,6 +241,17 @@ impl Config {
         Ok(self)
     }
 
+    /// What the server does on its own, and when.
+    pub fn schedule(&self) -> crate::maintenance::Schedule {
+        crate::maintenance::Schedule {
+            sweep: Duration::from_secs(self.sweep_secs),
+            staged_ttl_secs: self.staged_ttl_secs,
+            tombstone_retention_secs: self.tombstone_retention_secs,
+            gc_every: (self.gc_interval_secs > 0).then(|| Duration::from_secs(self.gc_interval_secs)),
+            gc: self.gc(),
+        }
+    }
+
     /// The options of a scheduled collection.
     pub fn gc(&self) -> GcOptions {
         GcOptions {

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, GcOptions};
 use crate::sync::Sync as SyncService;
 
 fn every(
@@ -28,12 +27,25 @@ fn every(
     })
 }
 
+/// When housekeeping runs and what it keeps; the binary's wiring fills it from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// How often staged chunks expire and tombstones are purged.
+    pub sweep: Duration,
+    /// How long a staged chunk waits for a manifest, and a tombstone stays in the feed.
+    pub staged_ttl_secs: u64,
+    pub tombstone_retention_secs: u64,
+    /// Scheduled collection: how often (`None`: never), and with what options.
+    pub gc_every: Option<Duration>,
+    pub gc: GcOptions,
+}
+
 /// Start the housekeeping tasks; abort the handles to stop them.
-pub fn spawn(config: &Config, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let (ttl, retention_ms) = (config.staged_ttl_secs, config.tombstone_retention_secs as i64 * 1000);
+    let (ttl, retention_ms) = (schedule.staged_ttl_secs, schedule.tombstone_retention_secs as i64 * 1000);
     let e = engine.clone();
-    tasks.push(every(Duration::from_secs(config.sweep_secs.max(1)), "sweep", move || {
+    tasks.push(every(schedule.sweep.max(Duration::from_secs(1)), "sweep", move || {
         let expired = e.expire_staged(ttl)?;
         let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
@@ -42,9 +54,9 @@ pub fn spawn(config: &Config, engine: Engine, sync: SyncService) -> Vec<tokio::t
         }
         Ok(())
     }));
-    if config.gc_interval_secs > 0 {
-        let opts = config.gc();
-        tasks.push(every(Duration::from_secs(config.gc_interval_secs), "gc", move || {
+    if let Some(period) = schedule.gc_every {
+        let opts = schedule.gc;
+        tasks.push(every(period, "gc", move || {
             engine.gc(opts)?;
             Ok(())
         }));
