@@ -24,7 +24,7 @@ pub enum Error {
     HashMismatch { expected: ChunkId, actual: ChunkId },
     /// The data directory's file system is (nearly) full: uploads stop until space is given
     /// back, while reads, deletes and GC go on.
-    #[error("the disk is full (under {reserve} bytes free)")]
+    #[error("the disk is full (uploads keep {reserve} bytes free)")]
     DiskFull { reserve: u64 },
     /// A bug or a panic inside the server (a blocking task that died, say): not the data's
     /// fault, so not `Corrupt`, which sends operators to fsck.

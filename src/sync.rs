@@ -119,6 +119,7 @@ pub struct Sync {
 fn again(e: &SyncError) -> SyncError {
     match e {
         SyncError::Engine(Error::AccountGone) => Error::AccountGone.into(),
+        SyncError::Engine(Error::DiskFull { reserve }) => Error::DiskFull { reserve: *reserve }.into(),
         SyncError::Engine(full) if full.is_disk_full() => Error::DiskFull { reserve: 0 }.into(),
         SyncError::Engine(Error::Corrupt(what)) => Error::Corrupt(what.clone()).into(),
         other => Error::Internal(format!("sync group commit: {other}")).into(),

@@ -151,8 +151,7 @@ async fn a_batch_version_this_server_never_issued_is_a_conflict() {
 async fn a_manifest_may_not_ask_for_more_bytes_than_the_quota() {
     let (s, _tmp) = start_configured("[plans]\ntiny = \"64MiB\"\n");
     let u = signed_in(&s).await;
-    let r = s.client.put(s.url(&format!("/admin/accounts/{}/plan", u.account_id))).bearer_auth(ADMIN_TOKEN);
-    assert_eq!(r.json(&json!({"plan": "tiny"})).send().await.unwrap().status(), 200);
+    s.set_plan(&u.account_id, "tiny").await;
     let chunk = noise(256 << 10, 9);
     let hash = blake3::hash(&chunk).to_hex().to_string();
     let r = s.client.put(s.url(&format!("/v1/chunks/{hash}"))).bearer_auth(&u.token).body(chunk.clone()).send();
@@ -257,8 +256,7 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_after_deletes_and_gc
 async fn items_cost_quota_so_empty_files_and_tombstones_cannot_fill_the_disk() {
     let (s, _tmp) = start_configured("[plans]\ntiny = \"16KiB\"\n");
     let u = signed_in(&s).await;
-    let r = s.client.put(s.url(&format!("/admin/accounts/{}/plan", u.account_id))).bearer_auth(ADMIN_TOKEN);
-    assert_eq!(r.json(&json!({"plan": "tiny"})).send().await.unwrap().status(), 200);
+    s.set_plan(&u.account_id, "tiny").await;
     let quota = || async { get_as(&s, &u.token, "/v1/quota").await.json::<Value>().await.unwrap() };
     // An empty file costs its item charge: 128 bytes plus its name.
     let r = s.client.put(s.url("/v1/files/e0")).bearer_auth(&u.token).body(Vec::new()).send().await.unwrap();

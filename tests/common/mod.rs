@@ -87,6 +87,13 @@ impl Server {
         panic!("{name} never reached the expected value");
     }
 
+    /// Put `account_id` on `plan` through the admin API.
+    pub async fn set_plan(&self, account_id: &str, plan: &str) {
+        let r = self.client.put(self.url(&format!("/admin/accounts/{account_id}/plan"))).bearer_auth(ADMIN_TOKEN);
+        let r = r.json(&serde_json::json!({ "plan": plan })).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     /// `POST /admin/fsck` finds nothing wrong.
     pub async fn fsck_ok(&self) {
         let r = self.client.post(self.url("/admin/fsck")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
