@@ -224,7 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let identity = tokio::task::spawn_blocking(move || Identity::open(e, &c.identity, &c.notifier)).await??;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(App::new(config.clone(), engine.clone(), metrics, identity));
+        let app = Arc::new(App::new(config.http(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
         let housekeeping = crate::maintenance::spawn(config.schedule(), engine.clone(), app.sync.clone());
         let sweeper = app.identity.spawn_sweeper();

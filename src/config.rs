@@ -112,6 +112,9 @@ pub struct Config {
     pub notifier: NotifierConfig,
     /// Connections, transfers per account and in all, and client timeouts: `[limits]`.
     pub limits: LimitsConfig,
+    /// For tests only: time stands still until `POST /admin/clock` moves it, so a test passes
+    /// a code's lifetime or a rate-limit window without sleeping. Needs `admin_token`.
+    pub test_clock: bool,
 }
 
 /// Each default is said once: the engine's in `EngineConfig::new`, GC's in `GcOptions::default`,
@@ -143,6 +146,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             notifier: NotifierConfig::default(),
             limits: LimitsConfig::default(),
+            test_clock: false,
         }
     }
 }
@@ -236,6 +240,9 @@ impl Config {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::Invalid("admin_token must be at least 16 characters".into()));
         }
+        if self.test_clock && self.admin_token.is_none() {
+            return Err(ConfigError::Invalid("test_clock is moved through the admin API: set admin_token".into()));
+        }
         self.identity.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
@@ -261,6 +268,20 @@ impl Config {
         }
     }
 
+    /// The HTTP layer's settings.
+    pub fn http(&self) -> crate::http::Settings {
+        crate::http::Settings {
+            admin_token: self.admin_token.clone(),
+            max_header_bytes: self.max_header_bytes,
+            shutdown_grace_secs: self.shutdown_grace_secs,
+            limits: self.limits.clone(),
+            plans: crate::quota::Plans(self.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect()),
+            backup_retention: crate::backup::Retention::keep_last(self.backup_retention).unwrap_or_default(),
+            staged_ttl_secs: self.staged_ttl_secs,
+            gc_copy_mib_per_sec: self.gc_copy_mib_per_sec,
+        }
+    }
+
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
             data_dir: self.data_dir.clone(),
@@ -270,7 +291,7 @@ impl Config {
             pack_idle_seal: Duration::from_secs(self.pack_idle_seal_secs),
             verify_reads: self.verify_reads,
             min_free_bytes: self.min_free_bytes.0,
-            clock: crate::clock::Clock::system(),
+            clock: if self.test_clock { crate::clock::Clock::manual_from_now() } else { crate::clock::Clock::system() },
         }
     }
 }

@@ -49,6 +49,10 @@ pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio
         let expired = e.expire_staged(ttl)?;
         let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
+        let swept = &e.metrics().swept;
+        swept.with_label_values(&["staged_chunks"]).inc_by(expired);
+        swept.with_label_values(&["tombstones"]).inc_by(purged);
+        e.metrics().housekeeping_runs.inc();
         if expired + purged > 0 {
             tracing::info!(expired, purged, "expired staged chunks and purged tombstones");
         }

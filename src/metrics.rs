@@ -27,6 +27,11 @@ pub struct Metrics {
     /// Uploads and downloads holding a transfer permit now, by kind: what `[limits]` bounds,
     /// and what tests wait on to know a transfer has begun or ended.
     pub transfers: IntGaugeVec,
+    /// Expired things housekeeping removed, by kind (codes, sessions, failures, staged chunks,
+    /// tombstones): what tests wait on after moving the clock past a lifetime.
+    pub swept: IntCounterVec,
+    /// Passes of the housekeeping sweep: how a test knows one has run since it moved the clock.
+    pub housekeeping_runs: IntCounter,
     pub lock_waits: LockWaits,
 }
 
@@ -107,8 +112,12 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("cairn_transfers_in_progress", "Transfers holding a permit"), &["kind"])
                 .expect("valid metric");
         registry.register(Box::new(transfers.clone())).expect("unique metric");
+        let swept = IntCounterVec::new(Opts::new("cairn_swept_total", "Expired records removed, by kind"), &["what"])
+            .expect("valid metric");
+        registry.register(Box::new(swept.clone())).expect("unique metric");
         Metrics {
             transfers,
+            swept,
             ingest_bytes: counter(&registry, "cairn_ingest_bytes_total", "Raw bytes received by ingests"),
             chunks_new: counter(&registry, "cairn_chunks_new_total", "Chunks written to packs"),
             chunks_dedup: counter(&registry, "cairn_chunks_dedup_total", "Chunks found already stored"),
@@ -129,6 +138,7 @@ impl Metrics {
             ),
             gc_packs_rewritten: counter(&registry, "cairn_gc_packs_rewritten_total", "Packs compacted"),
             gc_seconds: histogram(&registry, "cairn_gc_seconds", "Duration of a garbage collection"),
+            housekeeping_runs: counter(&registry, "cairn_housekeeping_runs_total", "Housekeeping sweeps run"),
             fsck_problems: {
                 let g = IntGauge::new("cairn_fsck_problems", "Problems found by the last fsck").expect("valid metric");
                 registry.register(Box::new(g.clone())).expect("unique metric");

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::{fsck, Engine, GcOptions, GcReport, Stats};
+use crate::http::admin::{GcBody, PlanBody};
 use crate::metrics::Metrics;
 use crate::quota::PlanChange;
 
@@ -31,20 +32,24 @@ fn spinner(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Call the admin API; its answer is the same typed report the offline path builds.
+/// No body, for `server_call`.
+const NO_BODY: Option<&()> = None;
+
+/// Call the admin API with the typed body its handler takes; its answer is the same typed
+/// report the offline path builds.
 fn server_call<T: serde::de::DeserializeOwned>(
     url: &str,
     token: &str,
     method: reqwest::Method,
     path: &str,
-    body: Option<Value>,
+    body: Option<&impl serde::Serialize>,
 ) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
         let mut req = client.request(method, format!("{}{path}", url.trim_end_matches('/'))).bearer_auth(token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req.send().await?;
         let status = resp.status();
@@ -73,11 +78,12 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
     let bar = spinner("collecting garbage");
     let v = match target {
         Target::Server { url, token } => {
-            let mut body = json!({ "grace_seconds": opts.grace_secs, "compact_below": opts.compact_below });
-            if let Some(rate) = opts.copy_rate {
-                body["copy_mib_per_sec"] = json!(rate.as_mib_per_sec());
-            }
-            server_call(&url, &token, reqwest::Method::POST, "/admin/gc", Some(body))?
+            let body = GcBody {
+                grace_seconds: Some(opts.grace_secs),
+                compact_below: Some(opts.compact_below),
+                copy_mib_per_sec: opts.copy_rate.map(|r| r.as_mib_per_sec()),
+            };
+            server_call(&url, &token, reqwest::Method::POST, "/admin/gc", Some(&body))?
         }
         Target::DataDir(config) => {
             let engine = open_offline(&config)?;
@@ -110,7 +116,7 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
                 !flags.rebuild_index && !flags.repair,
                 "--rebuild-index and --repair run offline only (--data-dir, server stopped)"
             );
-            server_call(&url, &token, reqwest::Method::POST, "/admin/fsck", None)?
+            server_call(&url, &token, reqwest::Method::POST, "/admin/fsck", NO_BODY)?
         }
         Target::DataDir(config) => {
             let engine = open_offline(&config)?;
@@ -140,7 +146,7 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
 
 pub fn stats(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let v = match target {
-        Target::Server { url, token } => server_call(&url, &token, reqwest::Method::GET, "/admin/stats", None)?,
+        Target::Server { url, token } => server_call(&url, &token, reqwest::Method::GET, "/admin/stats", NO_BODY)?,
         Target::DataDir(config) => {
             let engine = open_offline(&config)?;
             let s = engine.stats()?;
@@ -164,7 +170,7 @@ pub fn plan(target: Target, account: &str, plan: &str, as_json: bool) -> anyhow:
             &token,
             reqwest::Method::PUT,
             &format!("/admin/accounts/{account}/plan"),
-            Some(json!({ "plan": plan })),
+            Some(&PlanBody { plan: plan.to_string() }),
         )?,
         Target::DataDir(config) => {
             let limit = config

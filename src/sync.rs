@@ -517,7 +517,7 @@ impl Sync {
             let (k, v) = item?;
             let Some((collection, 0, id)) = sk::split_sync_key(&k) else { continue };
             let Some(rec) = sk::decode_record(&v) else { continue };
-            if rec.deleted && rec.at < older_than_ms {
+            if rec.deleted && rec.at <= older_than_ms {
                 let account = AccountId(k[..16].try_into().expect("16 bytes"));
                 doomed.push((account, collection.to_string(), String::from_utf8_lossy(id).into_owned(), rec.seq));
             }

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::identity::*;
 use common::*;
 use serde_json::{json, Value};
@@ -148,7 +146,7 @@ async fn sign_up_checks_code_then_password_then_identifier() {
 
 #[tokio::test]
 async fn codes_expire_after_their_ttl() {
-    let (s, _tmp) = start_configured("[identity]\ncode_ttl_secs = 3\n");
+    let (s, _tmp) = start_configured("test_clock = true\n[identity]\ncode_ttl_secs = 300\n");
     let post = |id: &str, code: &str| {
         s.client
             .post(s.url("/v1/accounts"))
@@ -158,9 +156,12 @@ async fn codes_expire_after_their_ttl() {
     let fresh = new_email();
     let code = code_for(&s, &fresh, "register").await;
     body_of(post(&fresh, &code).await.unwrap(), 201).await;
-    let late = new_email();
+    let (late, later) = (new_email(), new_email());
     let code = code_for(&s, &late, "register").await;
-    tokio::time::sleep(Duration::from_millis(3600)).await;
+    let later_code = code_for(&s, &later, "register").await;
+    s.advance_clock(299).await;
+    body_of(post(&later, &later_code).await.unwrap(), 201).await;
+    s.advance_clock(1).await;
     assert_eq!(error_code(post(&late, &code).await.unwrap(), 403).await, "bad_code");
 }
 
@@ -246,7 +247,7 @@ async fn code_sends_are_limited_per_identifier_whatever_the_purpose() {
 #[tokio::test]
 async fn code_send_limits_are_configurable_per_ip_and_window() {
     let (s, _tmp) = start_configured(
-        "[identity]\ncode_sends_per_identifier = 2\ncode_sends_per_ip = 4\ncode_send_window_secs = 2\n",
+        "test_clock = true\n[identity]\ncode_sends_per_identifier = 2\ncode_sends_per_ip = 4\ncode_send_window_secs = 60\n",
     );
     let email = new_email();
     assert_eq!(send_code(&s, &email, "register").await.status(), 202);
@@ -256,15 +257,19 @@ async fn code_send_limits_are_configurable_per_ip_and_window() {
     assert_eq!(send_code(&s, &new_email(), "register").await.status(), 202);
     // The address has used its four sends; any identifier is refused now.
     let r = send_code(&s, &new_email(), "register").await;
-    assert!(retry_after(&r) <= 2);
+    assert!((1..=60).contains(&retry_after(&r)));
     assert_eq!(error_code(r, 429).await, "rate_limited");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    s.advance_clock(59).await;
+    assert_eq!(send_code(&s, &new_email(), "register").await.status(), 429, "the window has a second left");
+    s.advance_clock(1).await;
     assert_eq!(send_code(&s, &email, "register").await.status(), 202);
 }
 
 #[tokio::test]
 async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
-    let (s, _tmp) = start_configured("[identity]\nfailed_logins_per_identifier = 3\nfailed_login_window_secs = 3\n");
+    let (s, _tmp) = start_configured(
+        "test_clock = true\n[identity]\nfailed_logins_per_identifier = 3\nfailed_login_window_secs = 60\n",
+    );
     let u = signed_in(&s).await;
     let unknown = body_of(login_as(&s, &new_email(), PASSWORD, "x").await, 401).await;
     for _ in 0..3 {
@@ -273,7 +278,7 @@ async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
         assert_eq!(wrong, unknown);
     }
     let r = login_as(&s, &u.identifier, PASSWORD, "x").await;
-    assert!((1..=3).contains(&retry_after(&r)));
+    assert!((1..=60).contains(&retry_after(&r)));
     assert_eq!(error_code(r, 429).await, "rate_limited");
     // Other identifiers still sign in.
     let v = signed_in(&s).await;
@@ -283,8 +288,10 @@ async fn failed_logins_lock_the_identifier_even_for_the_right_password() {
     assert_eq!(failed.len(), 3);
     assert!(failed[0]["device"].is_null());
     assert_eq!(failed[0]["ip"], "127.0.0.1");
-    // After the window, the right password works again.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // After the window, the right password works again; not a second before.
+    s.advance_clock(59).await;
+    assert_eq!(login_as(&s, &u.identifier, PASSWORD, "x").await.status(), 429);
+    s.advance_clock(1).await;
     login(&s, &u.identifier, PASSWORD).await;
     login(&s, &v.identifier, PASSWORD).await;
 }
@@ -562,14 +569,14 @@ fn sessions_survive_a_restart() {
 
 #[tokio::test]
 async fn sessions_expire_after_the_ttl_from_last_use() {
-    let (s, _tmp) = start_configured("[identity]\nsession_ttl_secs = 4\n");
+    let (s, _tmp) = start_configured("test_clock = true\n[identity]\nsession_ttl_secs = 3600\n");
     let u = signed_in(&s).await;
-    // Each use moves the expiry: 3 s apart is fine although the TTL is 4 s overall.
+    // Each use moves the expiry: 40 minutes apart is fine although the TTL is an hour overall.
     for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        s.advance_clock(2400).await;
         assert_eq!(get_as(&s, &u.token, "/v1/account").await.status(), 200);
     }
-    tokio::time::sleep(Duration::from_millis(5200)).await;
+    s.advance_clock(3601).await;
     assert_eq!(error_code(get_as(&s, &u.token, "/v1/account").await, 401).await, "unauthorized");
     // An expired session leaves the device list.
     let again = login(&s, &u.identifier, PASSWORD).await;
@@ -843,16 +850,20 @@ fn the_database_holds_no_plaintext_identifier_password_token_or_code() {
 #[test]
 fn expired_codes_and_sessions_are_swept() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (mut s, _tmp) =
-        start_configured("[identity]\ncode_ttl_secs = 3\nsession_ttl_secs = 3\nsweep_interval_secs = 1\n");
+    let (mut s, _tmp) = start_configured(
+        "test_clock = true\n[identity]\ncode_ttl_secs = 600\nsession_ttl_secs = 3600\nsweep_interval_secs = 1\n",
+    );
     rt.block_on(async {
         let u = signed_in(&s).await;
         for _ in 0..3 {
             assert_eq!(send_code(&s, &new_email(), "register").await.status(), 202);
         }
-        tokio::time::sleep(Duration::from_millis(6500)).await;
+        s.advance_clock(3601).await;
         // A session in use stays.
         login(&s, &u.identifier, PASSWORD).await;
+        // Three codes (and the sign-up's own, already spent) and the first session expire.
+        s.wait_for_metric("cairn_swept_total{what=\"codes\"}", |n| n >= 3.0).await;
+        s.wait_for_metric("cairn_swept_total{what=\"sessions\"}", |n| n >= 1.0).await;
     });
     s.stop();
     let db = cairn::store::Db::open(&s.dir.join("db")).unwrap();

@@ -279,7 +279,7 @@ impl Engine {
         let mut expired = 0;
         for account in accounts {
             for item in self.list_objects(&account, Namespace::Staged, b"", None, usize::MAX)? {
-                if item.record.modified < horizon {
+                if item.record.modified <= horizon {
                     let pre = Precondition::IfVersion(item.record.version);
                     if let Ok(Some(_)) = self.delete_object(&account, Namespace::Staged, &item.name, pre)? {
                         expired += 1;

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{ApiError, ErrorCode};
@@ -13,13 +13,17 @@ use crate::engine::{fsck, CopyRate, GcOptions, GcReport, Stats};
 use crate::quota::PlanChange;
 use crate::store::keys::AccountId;
 
-#[derive(Deserialize, Default)]
+/// `POST /admin/gc`'s body, also what `cairn gc --server` sends.
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GcBody {
-    grace_seconds: Option<u64>,
-    compact_below: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compact_below: Option<f64>,
     /// 0: no ceiling; absent: the server's `gc_copy_mib_per_sec`.
-    copy_mib_per_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_mib_per_sec: Option<u64>,
 }
 
 /// `default_rate` is the server's configured ceiling on compaction copies.
@@ -44,7 +48,7 @@ pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) 
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the body is not the JSON this call takes: {e}")))?
     };
-    let opts = gc_options(&body, app.config.gc_copy_mib_per_sec)?;
+    let opts = gc_options(&body, app.settings.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
     let report = blocking(move || engine.gc(opts)).await?;
     Ok(Json(report))
@@ -62,9 +66,10 @@ pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Stats>,
     Ok(Json(blocking(move || engine.stats()).await?))
 }
 
-#[derive(Deserialize)]
+/// `PUT /admin/accounts/{id}/plan`'s body, also what `cairn plan --server` sends.
+#[derive(Deserialize, Serialize)]
 pub struct PlanBody {
-    plan: String,
+    pub plan: String,
 }
 
 pub async fn set_plan(
@@ -73,11 +78,32 @@ pub async fn set_plan(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PlanBody>,
 ) -> Result<Json<PlanChange>, ApiError> {
-    let Some(limit) = app.plans.limit(&body.plan) else {
+    let Some(limit) = app.settings.plans.limit(&body.plan) else {
         return Err(ApiError::new(ErrorCode::UnknownPlan, format!("no plan is called {:?}", body.plan))
-            .with("plans", app.plans.0.keys().cloned().collect::<Vec<_>>()));
+            .with("plans", app.settings.plans.0.keys().cloned().collect::<Vec<_>>()));
     };
     let account: AccountId = id.parse().map_err(|_| ApiError::not_found())?;
     app.set_plan(&account, &body.plan).await?;
     Ok(Json(PlanChange { plan: body.plan, limit }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockBody {
+    advance_secs: u64,
+}
+
+/// Move the test clock (`test_clock = true`) forward; on a server with the system clock the
+/// route does not exist. Time only moves forward: windows never reopen behind a test.
+pub async fn clock(
+    State(app): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody<ClockBody>,
+) -> Result<Json<super::views::ClockNow>, ApiError> {
+    let clock = app.engine.clock();
+    if !clock.is_manual() {
+        return Err(ApiError::not_found());
+    }
+    clock.advance(std::time::Duration::from_secs(body.advance_secs));
+    Ok(Json(super::views::ClockNow { now_ms: clock.now_ms() }))
 }

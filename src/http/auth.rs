@@ -62,7 +62,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = app.config.admin_token.as_deref() else {
+        let Some(expected) = app.settings.admin_token.as_deref() else {
             return Err(ApiError::not_found());
         };
         let given = bearer(parts).unwrap_or("");
@@ -118,7 +118,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::open(config.engine(), metrics.clone()).unwrap();
         let identity = Identity::open(engine.clone(), &config.identity, &config.notifier).unwrap();
-        Arc::new(App::new(Arc::new(config), engine, metrics, identity))
+        Arc::new(App::new(config.http(), engine, metrics, identity))
     }
 
     /// A stand-in for the admin routes of a later issue, guarded like them.

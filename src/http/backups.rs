@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
-use super::{blocking, rfc3339_millis, AppState};
+use super::{blocking, rfc3339_millis, views, AppState};
 use crate::backup::{self, BackupError, RestoredEntry, Summary};
 use crate::chunk::ChunkId;
 
@@ -138,12 +137,12 @@ pub async fn create(State(app): State<AppState>, authed: Authed, body: Body) -> 
     })
     .await
     .map_err(|e| app.refusal_counted_api(e))?;
-    let body = json!({
-        "backup_id": backup::format_id(summary.id),
-        "created_at": rfc3339_millis(summary.head.created_at),
-        "size": summary.head.size,
-        "files": summary.head.files,
-    });
+    let body = views::BackupCreated {
+        backup_id: backup::format_id(summary.id),
+        created_at: rfc3339_millis(summary.head.created_at),
+        size: summary.head.size,
+        files: summary.head.files,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -156,10 +155,10 @@ pub async fn list(
     State(app): State<AppState>,
     authed: Authed,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let backups = app.backups.clone();
     let found = blocking(move || backups.list(&authed.account, q.device_id.as_deref())).await?;
-    Ok(Json(json!({ "backups": found.iter().map(SummaryOut::from).collect::<Vec<_>>() })))
+    Ok(Json(views::Backups { backups: found.iter().map(SummaryOut::from).collect() }).into_response())
 }
 
 pub async fn get(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -7,12 +7,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
-use super::{blocking, AppState};
+use super::{blocking, views, AppState};
 use crate::chunk::ChunkId;
 use crate::engine::Precondition;
 use crate::quota::Charge;
@@ -34,7 +33,7 @@ pub async fn missing(
     State(app): State<AppState>,
     authed: Authed,
     JsonBody(body): JsonBody<MissingBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     if body.chunks.len() > MAX_MISSING_QUERY {
         return Err(ApiError::new(
             ErrorCode::TooManyChunks,
@@ -55,7 +54,7 @@ pub async fn missing(
     let probe = ids.clone();
     let held = blocking(move || engine.holds(&account, &probe)).await?;
     let missing: Vec<String> = ids.iter().zip(held).filter(|(_, h)| !h).map(|(id, _)| id.to_hex()).collect();
-    Ok(Json(json!({ "missing": missing })))
+    Ok(Json(views::Missing { missing }))
 }
 
 pub async fn put(
@@ -91,10 +90,14 @@ pub async fn put(
     .map_err(|e| app.refusal_counted_api(e))?;
     let put = put.map_err(|_| ApiError::new(ErrorCode::Conflict, "the chunk changed while it was staged"))?;
     let status = if held_before { StatusCode::OK } else { StatusCode::CREATED };
-    let until = put.record.modified + (app.config.staged_ttl_secs as i64) * 1000;
+    let until = put.record.modified + (app.settings.staged_ttl_secs as i64) * 1000;
     Ok((
         status,
-        Json(json!({ "hash": id.to_hex(), "size": put.record.size, "staged_until": super::rfc3339_millis(until) })),
+        Json(views::ChunkStaged {
+            hash: id.to_hex(),
+            size: put.record.size,
+            staged_until: super::rfc3339_millis(until),
+        }),
     )
         .into_response())
 }

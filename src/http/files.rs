@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
-use super::AppState;
+use super::{views, AppState};
 use crate::chunk::ChunkId;
 use crate::drive::{self, DriveError, RangeAsk, Upload};
 use crate::engine::{ByteRange, Precondition};
@@ -39,16 +38,6 @@ pub(super) fn write_precondition(headers: &HeaderMap) -> Precondition {
         return Precondition::IfAbsent;
     }
     Precondition::None
-}
-
-fn file_json(path: &str, rec: &ObjectRecord) -> serde_json::Value {
-    json!({
-        "path": path,
-        "size": rec.size,
-        "hash": hex::encode(rec.hash),
-        "version": rec.version.to_string(),
-        "modified": super::rfc3339_millis(rec.modified),
-    })
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -83,7 +72,7 @@ pub async fn put(
     app.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
     let status = if put.replaced { StatusCode::OK } else { StatusCode::CREATED };
     let etag = drive::etag(put.record.version);
-    Ok((status, [(header::ETAG, etag)], Json(file_json(&path, &put.record))).into_response())
+    Ok((status, [(header::ETAG, etag)], Json(views::File::new(&path, &put.record))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -213,7 +202,7 @@ pub async fn list(
     State(app): State<AppState>,
     authed: Authed,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let limit = match q.limit {
         None => 100,
         Some(0) => return Err(ApiError::new(ErrorCode::BadLimit, "limit is 1 to 1000")),
@@ -228,6 +217,7 @@ pub async fn list(
     };
     let (items, more) = app.drive.list(authed.account, &q.prefix.unwrap_or_default(), after, limit).await?;
     let next = if more { items.last().map(|l| drive::encode_cursor(&l.name)) } else { None };
-    let files: Vec<_> = items.iter().map(|l| file_json(&String::from_utf8_lossy(&l.name), &l.record)).collect();
-    Ok(Json(json!({ "files": files, "next": next })))
+    let names: Vec<_> = items.iter().map(|l| String::from_utf8_lossy(&l.name)).collect();
+    let files = names.iter().zip(&items).map(|(name, l)| views::File::new(name, &l.record)).collect();
+    Ok(Json(views::FileList { files, next }).into_response())
 }

@@ -3,15 +3,15 @@
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
 
 use super::auth::{Admin, Authed, ClientIp};
 use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
-use super::AppState;
+use super::{views, AppState};
 use crate::identity::{DeviceInfo, IdentityError, Patch, ProfileChanges, Purpose};
 
 /// The one place where identity's errors become HTTP answers.
@@ -101,7 +101,7 @@ async fn send_code(
     ClientIp(ip): ClientIp,
     auth: Option<Authed>,
     IdentityJson(b): IdentityJson<CodeBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let purpose = Purpose::parse(&b.purpose).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadPurpose,
@@ -116,7 +116,7 @@ async fn send_code(
         let auth = auth.ok_or_else(ApiError::unauthorized)?;
         app.identity.send_account_code(&auth.session, purpose, ip).await?;
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "expires_in": app.identity.config().code_ttl_secs }))))
+    Ok((StatusCode::ACCEPTED, Json(views::CodeSent { expires_in: app.identity.config().code_ttl_secs })))
 }
 
 #[derive(Deserialize)]
@@ -132,7 +132,7 @@ async fn register(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     IdentityJson(b): IdentityJson<RegisterBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let r = crate::identity::Registration {
         identifier: b.identifier,
         password: b.password.unwrap_or_default(),
@@ -140,7 +140,7 @@ async fn register(
         nickname: b.nickname,
     };
     let account = app.identity.register(r, ip).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "account_id": account.to_string() }))))
+    Ok((StatusCode::CREATED, Json(views::Registered { account_id: account.to_string() })))
 }
 
 #[derive(Deserialize)]
@@ -163,16 +163,10 @@ async fn login(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     IdentityJson(b): IdentityJson<LoginBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let device = DeviceInfo { name: b.device.name, model: b.device.model, os: b.device.os };
     let s = app.identity.login(&b.identifier, b.password, device, ip).await?;
-    let body = json!({
-        "token": s.token,
-        "account_id": s.account.to_string(),
-        "device_id": s.device_id.to_string(),
-        "expires_at": s.expires_at,
-    });
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((StatusCode::CREATED, Json(views::SessionOut::from(s))))
 }
 
 async fn logout(State(app): State<AppState>, ClientIp(ip): ClientIp, auth: Authed) -> Result<StatusCode, ApiError> {
@@ -180,9 +174,9 @@ async fn logout(State(app): State<AppState>, ClientIp(ip): ClientIp, auth: Authe
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn profile(State(app): State<AppState>, auth: Authed) -> Result<Json<Value>, ApiError> {
+async fn profile(State(app): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {
     let view = app.identity.profile(auth.account).await?;
-    Ok(Json(json!(view)))
+    Ok(Json(view))
 }
 
 /// Present as `null` is `Some(None)` (clear the field); absent is `None` (leave it).
@@ -213,7 +207,7 @@ async fn update_profile(
     ClientIp(ip): ClientIp,
     auth: Authed,
     IdentityJson(b): IdentityJson<PatchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let changes = ProfileChanges {
         nickname: b.nickname,
         gender: b.gender,
@@ -223,7 +217,7 @@ async fn update_profile(
         recovery_phone: b.recovery_phone,
     };
     let view = app.identity.update_profile(&auth.session, b.code.unwrap_or_default(), changes, ip).await?;
-    Ok(Json(json!(view)))
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
@@ -265,14 +259,14 @@ async fn reset_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn activity(State(app): State<AppState>, auth: Authed) -> Result<Json<Value>, ApiError> {
+async fn activity(State(app): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {
     let events = app.identity.activity(auth.account).await?;
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(views::Events { events }))
 }
 
-async fn devices(State(app): State<AppState>, auth: Authed) -> Result<Json<Value>, ApiError> {
+async fn devices(State(app): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {
     let devices = app.identity.devices(&auth.session).await?;
-    Ok(Json(json!({ "devices": devices })))
+    Ok(Json(views::Devices { devices }))
 }
 
 async fn sign_out_device(
@@ -296,7 +290,7 @@ async fn delete_account(
     ClientIp(ip): ClientIp,
     auth: Authed,
     IdentityJson(b): IdentityJson<DeleteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     app.identity.delete_account(&auth.session, b.code.unwrap_or_default(), b.confirm.as_deref(), ip).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "account_id": auth.account.to_string(), "deleted": true }))))
+    Ok((StatusCode::ACCEPTED, Json(views::AccountDeleted { account_id: auth.account.to_string(), deleted: true })))
 }

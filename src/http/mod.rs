@@ -1,6 +1,6 @@
 //! The HTTP API of API.md. Handlers are thin: parse, call the domain module, shape the answer.
 
-mod admin;
+pub mod admin;
 pub mod auth;
 mod backups;
 mod chunks;
@@ -14,6 +14,7 @@ mod serve;
 mod sync;
 mod system;
 mod timeouts;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -23,18 +24,33 @@ use axum::Router;
 
 pub use serve::serve;
 
-use crate::config::Config;
 use crate::engine::Engine;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 
+/// The HTTP layer's own settings; the binary's wiring fills them from the configuration
+/// (`Config::http`), so nothing under `http` reads the whole of it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `None`: the admin routes and `/metrics` do not exist.
+    pub admin_token: Option<String>,
+    pub max_header_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub limits: limits::LimitsConfig,
+    pub plans: crate::quota::Plans,
+    pub backup_retention: crate::backup::Retention,
+    /// Shown to clients as a staged chunk's `staged_until`.
+    pub staged_ttl_secs: u64,
+    /// The ceiling on compaction copies when `POST /admin/gc` does not say one.
+    pub gc_copy_mib_per_sec: u64,
+}
+
 /// Everything a request handler may touch. Shared as one `Arc`; each part is itself cheap to
 /// share and does its own locking where it needs any.
 pub struct App {
-    pub config: Arc<Config>,
+    pub settings: Settings,
     pub engine: Engine,
     pub metrics: Arc<Metrics>,
-    pub plans: crate::quota::Plans,
     /// Files by path: every drive front calls it.
     pub drive: crate::drive::Drive,
     pub identity: Identity,
@@ -78,18 +94,16 @@ pub(crate) fn rfc3339_millis(ms: i64) -> String {
 }
 
 impl App {
-    pub fn new(config: Arc<Config>, engine: Engine, metrics: Arc<Metrics>, identity: Identity) -> Self {
-        let plans = crate::quota::Plans(config.plans.iter().map(|(k, v)| (k.clone(), v.0)).collect());
+    pub fn new(settings: Settings, engine: Engine, metrics: Arc<Metrics>, identity: Identity) -> Self {
         let sync = crate::sync::Sync::new(engine.clone());
-        let retention = crate::backup::Retention::keep_last(config.backup_retention).unwrap_or_default();
-        let backups = crate::backup::Backups::new(engine.clone(), retention);
+        let backups = crate::backup::Backups::new(engine.clone(), settings.backup_retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
         let drive = crate::drive::Drive::new(engine.clone(), Default::default());
-        let l = &config.limits;
+        let l = &settings.limits;
         let gauge = |kind| metrics.transfers.with_label_values(&[kind]);
         let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads, gauge("upload"));
         let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads, gauge("download"));
-        App { config, engine, metrics, plans, drive, identity, sync, backups, manifest_permits, uploads, downloads }
+        App { settings, engine, metrics, drive, identity, sync, backups, manifest_permits, uploads, downloads }
     }
 
     /// The account's plan and its limit. An account on a plan that is no longer configured
@@ -99,7 +113,7 @@ impl App {
         account: &crate::store::keys::AccountId,
     ) -> Result<(String, u64), error::ApiError> {
         let plan = self.identity.plan(*account).await?;
-        let limit = self.plans.limit_or_free(&plan);
+        let limit = self.settings.plans.limit_or_free(&plan);
         Ok((plan, limit))
     }
 
@@ -147,6 +161,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/fsck", post(admin::fsck))
         .route("/admin/stats", get(admin::stats))
         .route("/admin/accounts/{id}/plan", put(admin::set_plan))
+        .route("/admin/clock", post(admin::clock))
         .layer(DefaultBodyLimit::max(json::MAX_JSON_BODY))
         .fallback(error::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)

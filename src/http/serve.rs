@@ -29,13 +29,13 @@ use super::{router, AppState};
 const MAX_HEADER_COUNT: usize = 2048;
 
 pub async fn serve(app: AppState, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
-    let header_room = (app.config.max_header_bytes * 4).max(64 * 1024);
-    let write_stall = app.config.limits.write_stall();
-    let header_read = Duration::from_secs(app.config.limits.header_read_secs);
+    let grace = Duration::from_secs(app.settings.shutdown_grace_secs);
+    let header_room = (app.settings.max_header_bytes * 4).max(64 * 1024);
+    let write_stall = app.settings.limits.write_stall();
+    let header_read = Duration::from_secs(app.settings.limits.header_read_secs);
     // Past this many open connections the loop stops accepting until one closes: the kernel's
     // backlog holds the rest, and the process keeps descriptors for packs and the database.
-    let connections = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let connections = Arc::new(Semaphore::new(app.settings.limits.max_connections));
     let service = router(app);
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only. Through hyper-util's version sniffing a connection that sent nothing (or

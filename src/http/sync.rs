@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
 use super::json::JsonBody;
-use super::AppState;
+use super::{views, AppState};
 use crate::drive;
 use crate::engine::Precondition;
 use crate::sync::{self, Op, SyncError, View};
@@ -93,12 +93,19 @@ fn parse_version(v: &Value) -> Option<u64> {
     }
 }
 
-pub async fn summary(State(app): State<AppState>, authed: Authed) -> Result<Json<Value>, ApiError> {
+/// A write's outcome as API.md shows it: `with_id` for puts, `deleted` in batches.
+fn written(v: &View, with_id: bool, deleted: Option<bool>) -> views::RecordWritten<'_> {
+    views::RecordWritten { id: with_id.then_some(v.id.as_str()), version: v.version.to_string(), seq: v.seq, deleted }
+}
+
+pub async fn summary(State(app): State<AppState>, authed: Authed) -> Result<impl IntoResponse, ApiError> {
     let s = app.sync.clone();
     let all = run(move || s.summary(&authed.account)).await?;
-    let collections: serde_json::Map<String, Value> =
-        all.into_iter().map(|(name, m)| (name, json!({ "count": m.count, "bytes": m.bytes, "seq": m.seq }))).collect();
-    Ok(Json(json!({ "collections": collections })))
+    let collections = all
+        .into_iter()
+        .map(|(name, m)| (name, views::CollectionSummary { count: m.count, bytes: m.bytes, seq: m.seq }))
+        .collect();
+    Ok(Json(views::SyncSummary { collections }))
 }
 
 #[derive(Deserialize)]
@@ -179,8 +186,7 @@ pub async fn put(
     let op = Op::Put { id: id.clone(), payload, expect: super::files::write_precondition(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
     let etag = drive::etag(v.version);
-    Ok(([(header::ETAG, etag)], Json(json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq })))
-        .into_response())
+    Ok(([(header::ETAG, etag)], Json(written(&v, true, None))).into_response())
 }
 
 pub async fn delete(
@@ -188,7 +194,7 @@ pub async fn delete(
     authed: Authed,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     sync::check_collection(&collection)?;
     sync::check_id(&id)?;
     let s = app.sync.clone();
@@ -198,7 +204,7 @@ pub async fn delete(
     }
     let op = Op::Delete { id: id.clone(), expect: super::files::write_precondition(&headers) };
     let v = write_one(&app, &authed, collection, id, op).await?;
-    Ok(Json(json!({ "version": v.version.to_string(), "seq": v.seq })))
+    Ok(Json(written(&v, false, None)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -240,7 +246,7 @@ pub async fn batch(
     authed: Authed,
     Path(collection): Path<String>,
     JsonBody(body): JsonBody<BatchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     sync::check_collection(&collection)?;
     if body.put.len() + body.delete.len() > sync::MAX_BATCH {
         return Err(SyncError::BatchTooLarge.into());
@@ -261,11 +267,8 @@ pub async fn batch(
     let (_, limit) = app.plan_and_limit(&authed.account).await?;
     let s = app.sync.clone();
     let account = authed.account;
-    let views =
+    let written_views =
         run(move || s.apply(&account, &collection, ops, limit)).await.map_err(|e| app.refusal_counted_api(e))?;
-    let records: Vec<Value> = views
-        .iter()
-        .map(|v| json!({ "id": v.id, "version": v.version.to_string(), "seq": v.seq, "deleted": v.deleted }))
-        .collect();
-    Ok(Json(json!({ "records": records })))
+    let records = written_views.iter().map(|v| written(v, true, Some(v.deleted))).collect();
+    Ok(Json(views::Batch { records }).into_response())
 }

@@ -6,14 +6,14 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::auth::Admin;
 use super::error::{ApiError, ErrorCode};
+use super::views::{Chunking, Status};
 use super::AppState;
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// An operator's page: its counters describe every account (new versus deduplicated chunks tell
@@ -23,9 +23,9 @@ pub async fn metrics(State(app): State<AppState>, _: Admin) -> Response {
 }
 
 /// Clients chunk with exactly these parameters so that their chunks dedup against ours.
-pub async fn chunking(State(app): State<AppState>) -> Json<serde_json::Value> {
+pub async fn chunking(State(app): State<AppState>) -> Json<Chunking> {
     let p = app.engine.chunking();
-    Json(json!({ "algorithm": "fastcdc-2020", "min": p.min, "avg": p.avg, "max": p.max }))
+    Json(Chunking { algorithm: "fastcdc-2020", min: p.min, avg: p.avg, max: p.max })
 }
 
 pub async fn method_not_allowed() -> ApiError {
@@ -36,10 +36,10 @@ pub async fn method_not_allowed() -> ApiError {
 /// limit and its JSON answer are ours), and count responses by status class.
 pub async fn count_and_limit_headers(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    let resp = if header_bytes > app.config.max_header_bytes {
+    let resp = if header_bytes > app.settings.max_header_bytes {
         ApiError::new(
             ErrorCode::HeadersTooLarge,
-            format!("request headers are over {} bytes", app.config.max_header_bytes),
+            format!("request headers are over {} bytes", app.settings.max_header_bytes),
         )
         .into_response()
     } else {
@@ -61,7 +61,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     let engine = app.engine.clone();
     let probe = tokio::task::spawn_blocking(move || engine.db().get(crate::store::CF_META, b"readyz").map(|_| ()));
     match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
-        Ok(Ok(Ok(()))) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Ok(Ok(()))) => Json(Status { status: "ready" }).into_response(),
         _ => ApiError::new(ErrorCode::NotReady, "the server cannot serve requests now").into_response(),
     }
 }

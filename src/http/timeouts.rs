@@ -85,7 +85,7 @@ impl HttpBody for IdleBody {
 /// connection closed), whatever its handler made of the failed read.
 pub async fn body_idle(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let fired = Arc::new(AtomicBool::new(false));
-    let idle = app.config.limits.body_idle();
+    let idle = app.settings.limits.body_idle();
     let flag = fired.clone();
     let req = req.map(|inner| Body::new(IdleBody { inner, idle, timer: None, armed: false, fired: flag }));
     let resp = next.run(req).await;

@@ -7,7 +7,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::Serialize;
 
 use super::error::Result;
-use super::{now_micros, rfc3339_micros, Identity, Inner};
+use super::{rfc3339_micros, Identity, Inner};
 use crate::store::identity_keys::{self as ik, EventDevice, EventRecord};
 use crate::store::keys::AccountId;
 use crate::store::CF_EVENTS;
@@ -57,7 +57,7 @@ impl Inner {
         ip: IpAddr,
         device: Option<EventDevice>,
     ) -> Result<()> {
-        let at = now_micros();
+        let at = self.clock.unique_micros() as i64;
         let rec = EventRecord { at, kind: kind.as_str().into(), ip: ip.to_string(), device };
         let cf = self.db().cf(CF_EVENTS);
         batch.put_cf(cf, ik::event_key(account, at), ik::encode_event(&rec));

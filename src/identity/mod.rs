@@ -27,7 +27,7 @@ mod sweep;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -74,6 +74,9 @@ struct Inner {
     code_failures: Failures,
     /// std Mutex: held on blocking threads for one read-check-commit, never across `.await`.
     stripes: Vec<Mutex<()>>,
+    /// Codes' and sessions' lifetimes, event times and rate-limit windows count in this one
+    /// clock, the engine's: a test moves all of them together.
+    clock: Clock,
 }
 
 impl Identity {
@@ -123,6 +126,7 @@ impl Identity {
             ),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             config: c,
+            clock,
         };
         failures::load_all(inner.db(), &inner.failure_sets())?;
         Ok(Identity { inner: Arc::new(inner) })
@@ -146,13 +150,17 @@ impl Inner {
         self.engine.db()
     }
 
+    fn now_secs(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
     fn lock(&self, id_hash: &[u8; 32]) -> MutexGuard<'_, ()> {
         let i = u16::from_le_bytes([id_hash[0], id_hash[1]]) as usize % STRIPES;
         self.stripes[i].lock().expect("identity lock poisoned")
     }
 
     fn codes(&self) -> codes::Codes<'_> {
-        codes::Codes { db: self.db(), secrets: &self.secrets, now_ms: now_millis() }
+        codes::Codes { db: self.db(), secrets: &self.secrets, now_ms: self.clock.now_ms() }
     }
 
     /// Every set of persisted failure limits (for loading and sweeping their records).
@@ -163,18 +171,6 @@ impl Inner {
 
 fn id_hash_of(bytes: &[u8]) -> Result<[u8; 32]> {
     bytes.try_into().map_err(|_| IdentityError::Internal("an account record has a damaged identifier hash".into()))
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// RFC 3339 in UTC, as the API shows every time.

@@ -12,7 +12,7 @@ use super::activity::EventKind;
 use super::error::{IdentityError, Result};
 use super::failures::Attempt;
 use super::identifiers::Identifier;
-use super::{now_secs, rfc3339_secs, Identity, Inner};
+use super::{rfc3339_secs, Identity, Inner};
 use crate::store::identity_keys::{self as ik, DeviceId, DeviceRecord, EventDevice, HexBytes, SessionRecord};
 use crate::store::keys::AccountId;
 use crate::store::CF_SESSIONS;
@@ -167,7 +167,7 @@ impl Inner {
         let Some(account) = self.account(&s.account)? else {
             return Ok(None);
         };
-        let now = now_secs();
+        let now = self.now_secs();
         let device = self.device(&s.account, &s.device)?;
         match device {
             Some(d) if self.alive(&d, now) && d.token_hash.0 == hash => {
@@ -259,7 +259,7 @@ impl Identity {
     pub async fn devices(&self, s: &Session) -> Result<Vec<DeviceView>> {
         let s = s.clone();
         self.blocking(move |i| {
-            let now = now_secs();
+            let now = i.now_secs();
             let mut out: Vec<DeviceView> = i
                 .devices(&s.account)?
                 .into_iter()
@@ -301,7 +301,7 @@ impl Inner {
         let mut batch = WriteBatch::default();
         match (proven, now_found) {
             (Some((was, phc)), Some((account, rec))) if account == was && rec.password == phc => {
-                let now = now_secs();
+                let now = self.now_secs();
                 let (token, device_id) = self.add_session(&mut batch, &account, device, now);
                 let ev = EventDevice {
                     device_id: device_id.to_string(),
@@ -330,7 +330,7 @@ impl Inner {
         let rec = self.account(&s.account)?.ok_or(IdentityError::NotFound)?;
         let id_hash = super::id_hash_of(&rec.id_hash.0)?;
         let _held = self.lock(&id_hash);
-        let Some(dev) = self.device(&s.account, d)?.filter(|r| self.alive(r, now_secs())) else {
+        let Some(dev) = self.device(&s.account, d)?.filter(|r| self.alive(r, self.now_secs())) else {
             return Err(IdentityError::NotFound);
         };
         let mut batch = WriteBatch::default();

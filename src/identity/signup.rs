@@ -20,7 +20,7 @@ use super::notify::Message;
 use super::password;
 use super::profile::check_nickname;
 use super::sessions::Session;
-use super::{now_secs, Identity};
+use super::Identity;
 use crate::quota::FREE_PLAN;
 use crate::store::identity_keys::{self as ik, AccountRecord, HexBytes, Profile};
 use crate::store::keys::AccountId;
@@ -74,7 +74,8 @@ impl Identity {
                 i.codes().issue(&id_hash, purpose, ttl, tries)
             })
             .await?;
-        let msg = Message { to: id, purpose, code, at: OffsetDateTime::now_utc(), valid_minutes: ttl.div_ceil(60) };
+        let at = OffsetDateTime::from_unix_timestamp(i.now_secs() as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let msg = Message { to: id, purpose, code, at, valid_minutes: ttl.div_ceil(60) };
         i.notifier.send(msg).await
     }
 
@@ -100,7 +101,7 @@ impl Identity {
                 identifier: HexBytes(i.secrets.seal(&id)),
                 password: phc,
                 plan: FREE_PLAN.to_string(),
-                created_at: now_secs() as i64,
+                created_at: i.now_secs() as i64,
                 profile: Profile { nickname, ..Profile::default() },
             };
             let mut batch = WriteBatch::default();

@@ -13,7 +13,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::error::Result;
 use super::failures;
-use super::{id_hash_of, now_millis, now_secs, Identity, Inner};
+use super::{id_hash_of, Identity, Inner};
 use crate::store::identity_keys::{self as ik};
 use crate::store::keys::AccountId;
 use crate::store::{CF_CODES, CF_SESSIONS};
@@ -91,11 +91,16 @@ impl Identity {
     /// One pass over codes and sessions.
     pub async fn sweep(&self) -> Result<Swept> {
         self.blocking(|i| {
-            Ok(Swept {
-                codes: i.sweep_codes(now_millis())?,
-                sessions: i.sweep_sessions(now_secs())?,
+            let swept = Swept {
+                codes: i.sweep_codes(i.clock.now_ms())?,
+                sessions: i.sweep_sessions(i.now_secs())?,
                 failures: failures::sweep(i.db(), &i.failure_sets())?,
-            })
+            };
+            let counted = &i.engine.metrics().swept;
+            for (what, n) in [("codes", swept.codes), ("sessions", swept.sessions), ("failures", swept.failures)] {
+                counted.with_label_values(&[what]).inc_by(n as u64);
+            }
+            Ok(swept)
         })
         .await
     }

@@ -75,6 +75,21 @@ impl Server {
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
+    /// Move a `test_clock` server's time forward.
+    pub async fn advance_clock(&self, secs: u64) {
+        let r = self.client.post(self.url("/admin/clock")).bearer_auth(ADMIN_TOKEN);
+        let r = r.json(&serde_json::json!({ "advance_secs": secs })).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// Wait until a whole housekeeping pass has run since this call (`sweep_secs` apart): one
+    /// that began earlier may still be finishing, so two must end.
+    pub async fn housekeeping_pass(&self) {
+        let name = "cairn_housekeeping_runs_total";
+        let seen = self.metric(name).await;
+        self.wait_for_metric(name, |n| n >= seen + 2.0).await;
+    }
+
     /// Poll `/metrics` until `name` satisfies `ok`: waiting on an event the server reports,
     /// not on a guess of how long it takes. Gives up (panics) after 30 s.
     pub async fn wait_for_metric(&self, name: &str, ok: impl Fn(f64) -> bool) {
