@@ -112,9 +112,36 @@ pub struct Config {
     pub notifier: NotifierConfig,
     /// Connections, transfers per account and in all, and client timeouts: `[limits]`.
     pub limits: LimitsConfig,
+    /// The trash and old versions of drive files: `[drive]`.
+    pub drive: DriveConfig,
     /// For tests only: time stands still until `POST /admin/clock` moves it, so a test passes
     /// a code's lifetime or a rate-limit window without sleeping. Needs `admin_token`.
     pub test_clock: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Days a deleted file stays in the trash before housekeeping purges it.
+    pub trash_days: u64,
+    /// Old versions kept per file at most (0: overwriting keeps none).
+    pub versions_kept: usize,
+}
+
+impl Default for DriveConfig {
+    fn default() -> Self {
+        let p = crate::drive::Policy::default();
+        DriveConfig { trash_days: p.trash_days, versions_kept: p.versions.max }
+    }
+}
+
+impl DriveConfig {
+    pub fn policy(&self) -> crate::drive::Policy {
+        crate::drive::Policy {
+            trash_days: self.trash_days,
+            versions: crate::drive::versions::Retention { max: self.versions_kept },
+        }
+    }
 }
 
 /// Each default is said once: the engine's in `EngineConfig::new`, GC's in `GcOptions::default`,
@@ -147,6 +174,7 @@ impl Default for Config {
             notifier: NotifierConfig::default(),
             limits: LimitsConfig::default(),
             test_clock: false,
+            drive: DriveConfig::default(),
         }
     }
 }
@@ -189,7 +217,8 @@ pub enum ConfigError {
 const NOT_SETTINGS: [&str; 4] = ["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_ROCKSDB"];
 /// The sections a `CAIRN_SECTION_NAME` variable may name, longest first (`notifier_smtp_host`
 /// is `[notifier.smtp] host`, not `[notifier] smtp_host`).
-const SECTIONS: [&str; 6] = ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking"];
+const SECTIONS: [&str; 7] =
+    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive"];
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -254,6 +283,7 @@ impl Config {
             sweep: Duration::from_secs(self.sweep_secs),
             staged_ttl_secs: self.staged_ttl_secs,
             tombstone_retention_secs: self.tombstone_retention_secs,
+            trash_days: self.drive.trash_days,
             gc_every: (self.gc_interval_secs > 0).then(|| Duration::from_secs(self.gc_interval_secs)),
             gc: self.gc(),
         }
@@ -279,6 +309,7 @@ impl Config {
             backup_retention: crate::backup::Retention::keep_last(self.backup_retention).unwrap_or_default(),
             staged_ttl_secs: self.staged_ttl_secs,
             gc_copy_mib_per_sec: self.gc_copy_mib_per_sec,
+            drive: self.drive.policy(),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Schedule {
     /// How long a staged chunk waits for a manifest, and a tombstone stays in the feed.
     pub staged_ttl_secs: u64,
     pub tombstone_retention_secs: u64,
+    /// How long a deleted drive file stays in the trash.
+    pub trash_days: u64,
     /// Scheduled collection: how often (`None`: never), and with what options.
     pub gc_every: Option<Duration>,
     pub gc: GcOptions,
@@ -44,11 +46,14 @@ pub struct Schedule {
 pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (ttl, retention_ms) = (schedule.staged_ttl_secs, schedule.tombstone_retention_secs as i64 * 1000);
+    let trash_ms = (schedule.trash_days as i64).saturating_mul(24 * 3600 * 1000);
     let e = engine.clone();
     tasks.push(every(schedule.sweep.max(Duration::from_secs(1)), "sweep", move || {
         let expired = e.expire_staged(ttl)?;
         let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
+        let trashed = crate::drive::expire_trash(&e, now_ms - trash_ms)?;
+        e.metrics().swept.with_label_values(&["trash"]).inc_by(trashed);
         let swept = &e.metrics().swept;
         swept.with_label_values(&["staged_chunks"]).inc_by(expired);
         swept.with_label_values(&["tombstones"]).inc_by(purged);

@@ -91,6 +91,12 @@ impl Reservations {
     }
 }
 
+/// Gives room back to an account that would otherwise be refused: the drive purges the
+/// trash and old versions (`drive::history::Room`). Returns the bytes freed. Blocking.
+pub trait Reclaim: Send + Sync {
+    fn reclaim(&self, account: &AccountId, need: u64) -> crate::error::Result<u64>;
+}
+
 /// The quota side of one upload. Clone it into the ingest and keep one until the commit: the
 /// reservation is released when the last clone goes.
 #[derive(Clone)]
@@ -102,11 +108,25 @@ struct ChargeState {
     account: AccountId,
     limit: u64,
     held: Mutex<u64>,
+    /// Asked for room before a chunk is refused; `None`: refuse at once.
+    reclaim: Option<Arc<dyn Reclaim>>,
 }
 
 impl Charge {
     pub fn new(engine: Engine, reservations: Arc<Reservations>, account: AccountId, limit: u64) -> Self {
-        Charge(Arc::new(ChargeState { engine, reservations, account, limit, held: Mutex::new(0) }))
+        Charge(Arc::new(ChargeState { engine, reservations, account, limit, held: Mutex::new(0), reclaim: None }))
+    }
+
+    /// A charge that asks `reclaim` for room before it refuses.
+    pub fn reclaiming(
+        engine: Engine,
+        reservations: Arc<Reservations>,
+        account: AccountId,
+        limit: u64,
+        reclaim: Arc<dyn Reclaim>,
+    ) -> Self {
+        let held = Mutex::new(0);
+        Charge(Arc::new(ChargeState { engine, reservations, account, limit, held, reclaim: Some(reclaim) }))
     }
 }
 
@@ -117,7 +137,23 @@ impl Admit for Charge {
             return Ok(()); // a chunk the account already holds costs nothing
         }
         let used = s.engine.usage(&s.account)?.used;
-        s.reservations.try_reserve(s.account, u64::from(raw_len), used, s.limit)?;
+        let bytes = u64::from(raw_len);
+        match s.reservations.try_reserve(s.account, bytes, used, s.limit) {
+            Ok(()) => {}
+            Err(Refusal::Quota { used: held_now, limit }) => {
+                let need = (held_now + bytes).saturating_sub(limit);
+                let freed = match &s.reclaim {
+                    Some(r) => r.reclaim(&s.account, need)?,
+                    None => 0,
+                };
+                if freed == 0 {
+                    return Err(Refusal::Quota { used: held_now, limit }.into());
+                }
+                let used = s.engine.usage(&s.account)?.used;
+                s.reservations.try_reserve(s.account, bytes, used, s.limit)?;
+            }
+            Err(other) => return Err(other.into()),
+        }
         *s.held.lock().expect("charge poisoned") += u64::from(raw_len);
         Ok(())
     }

@@ -2,8 +2,12 @@
 //! the v1 API, WebDAV or resumable uploads, calls it alike); `rules` holds the pure parsers of
 //! paths, ranges, entity tags and cursors.
 
+mod history;
 mod rules;
 mod service;
+pub mod trash;
+pub mod versions;
 
+pub use history::{expire_trash, Policy, TrashItem};
 pub use rules::*;
 pub use service::{Drive, DriveError, Upload};

@@ -12,20 +12,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::Stream;
 
+use super::history::{self, Policy, Room};
 use super::rules::{check_path, PathError};
 use crate::chunk::ChunkId;
 use crate::engine::{Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
 use crate::error::{Error, Refusal};
 use crate::quota::{Charge, Reservations};
+use crate::store::identity_keys::DeviceId;
 use crate::store::keys::{AccountId, Namespace, ObjectRecord};
 
 /// The drive of every account. Cheap to clone: an engine handle and the shared reservations.
 #[derive(Clone)]
 pub struct Drive {
-    engine: Engine,
+    pub(super) engine: Engine,
     /// Bytes held by uploads in progress, shared with every upload's `Charge` (and the chunk
     /// API's), so that concurrent uploads cannot pass the quota together.
     reservations: Arc<Reservations>,
+    /// How long the trash keeps files and how many old versions are kept.
+    pub(super) policy: Policy,
+    /// Purges trash and old versions when an upload needs their room.
+    room: Arc<Room>,
 }
 
 /// What a new version of a file is made of.
@@ -42,6 +48,8 @@ pub enum DriveError {
     BadPath(#[from] PathError),
     #[error("no such file")]
     NotFound,
+    #[error("a file already has that path")]
+    Exists,
     #[error("the file's current version does not match the request's precondition")]
     PreconditionFailed,
     #[error("some chunks must be uploaded first")]
@@ -56,12 +64,23 @@ pub enum DriveError {
 type Result<T> = std::result::Result<T, DriveError>;
 
 impl Drive {
-    pub fn new(engine: Engine, reservations: Arc<Reservations>) -> Self {
-        Drive { engine, reservations }
+    pub fn new(engine: Engine, reservations: Arc<Reservations>, policy: Policy) -> Self {
+        let room = Arc::new(Room { engine: engine.clone() });
+        Drive { engine, reservations, policy, room }
     }
 
     pub fn reservations(&self) -> &Arc<Reservations> {
         &self.reservations
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The quota side of an upload into this account: chunks are charged as they arrive, and
+    /// the trash and old versions give way before a chunk is refused.
+    pub fn charge(&self, account: AccountId, limit: u64) -> Charge {
+        Charge::reclaiming(self.engine.clone(), self.reservations.clone(), account, limit, self.room.clone())
     }
 
     /// Write a new version of `path` (201 or 200 to HTTP, by `Put::replaced`).
@@ -87,16 +106,30 @@ impl Drive {
         if !pre.check(current.as_ref()) {
             return Err(DriveError::PreconditionFailed);
         }
-        let charge = Charge::new(self.engine.clone(), self.reservations.clone(), account, limit);
+        let charge = self.charge(account, limit);
         let ingested = match upload {
             Upload::Body { stream, .. } => self.engine.ingest(stream, charge.clone()).await?,
             Upload::Chunks(chunks) => self.adopt(account, chunks, limit).await?,
         };
-        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
-        let put =
-            blocking(move || engine.put_object(&account, Namespace::Drive, &name, ingested, limit, pre)).await??;
+        let (engine, path, keep) = (self.engine.clone(), path.to_string(), self.policy.versions);
+        let put = blocking(move || -> Result<Put> {
+            let mut txn = engine.begin(&account)?;
+            let old = txn.object(Namespace::Drive, path.as_bytes())?;
+            if !pre.check(old.as_ref()) {
+                return Err(DriveError::PreconditionFailed);
+            }
+            if let Some(o) = &old {
+                history::keep_as_version(&mut txn, &path, o, keep)?;
+            }
+            let record = txn.put_object(Namespace::Drive, path.as_bytes(), &ingested.manifest);
+            txn.unstage(&ingested.manifest.chunks)?;
+            txn.commit(limit)?;
+            drop(ingested); // unpin only once the references are durable
+            Ok(Put { record, replaced: old.is_some() })
+        })
+        .await?;
         drop(charge); // the reservation goes once the commit holds the chunks
-        put.map_err(|_| DriveError::PreconditionFailed)
+        put
     }
 
     /// A file's record and chunk list, read together.
@@ -108,14 +141,28 @@ impl Drive {
             .ok_or(DriveError::NotFound)
     }
 
-    pub async fn delete(&self, account: AccountId, path: &str, pre: Precondition) -> Result<ObjectRecord> {
+    /// Move a file to the trash (by `device`, if a signed-in one asks); its record, and its
+    /// trash id.
+    pub async fn delete(
+        &self,
+        account: AccountId,
+        path: &str,
+        pre: Precondition,
+        device: Option<DeviceId>,
+    ) -> Result<(ObjectRecord, u64)> {
         check_path(path)?;
-        let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
-        match blocking(move || engine.delete_object(&account, Namespace::Drive, &name, pre)).await?? {
-            Ok(Some(old)) => Ok(old),
-            Ok(None) => Err(DriveError::NotFound),
-            Err(_) => Err(DriveError::PreconditionFailed),
-        }
+        let (engine, path) = (self.engine.clone(), path.to_string());
+        blocking(move || {
+            let mut txn = engine.begin(&account)?;
+            let old = txn.object(Namespace::Drive, path.as_bytes())?.ok_or(DriveError::NotFound)?;
+            if !pre.check(Some(&old)) {
+                return Err(DriveError::PreconditionFailed);
+            }
+            let id = history::trash(&mut txn, &path, &old, device.as_ref())?;
+            txn.commit(u64::MAX)?;
+            Ok((old, id))
+        })
+        .await?
     }
 
     /// Files whose paths start with `prefix`, in byte order, after `after`, at most `limit`;
@@ -163,6 +210,6 @@ impl Drive {
 }
 
 /// Storage work off the async runtime. A panic there is an internal error, not corruption.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::result::Result<T, Error> {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::result::Result<T, Error> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
 }

@@ -156,6 +156,8 @@ fn scan_objects(
                 let t = truth.backup_objects.entry((account, id)).or_default();
                 *t = (t.0 + 1, t.1 + rec.size);
             }
+            Namespace::Trash => u.trash += rec.size,
+            Namespace::Versions => u.versions += rec.size,
             Namespace::Staged | Namespace::Scratch => {}
         }
         for (id, len) in &chunks {

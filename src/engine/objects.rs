@@ -267,17 +267,21 @@ impl Engine {
         Ok(db.commit(batch)?)
     }
 
+    /// Every account that holds anything (has a usage record). Blocking.
+    pub fn accounts(&self) -> Result<Vec<AccountId>> {
+        let mut out = Vec::new();
+        for item in self.db().raw().iterator_cf(self.db().cf(CF_USAGE), IteratorMode::Start) {
+            let (k, _) = item?;
+            out.extend(k.as_ref().try_into().ok().map(AccountId));
+        }
+        Ok(out)
+    }
+
     /// Drop staged chunks older than `ttl_secs` that no manifest claimed. Blocking.
     pub fn expire_staged(&self, ttl_secs: u64) -> Result<u64> {
         let horizon = self.clock().now_ms() as i64 - (ttl_secs as i64) * 1000;
-        let accounts: Vec<AccountId> = self
-            .db()
-            .raw()
-            .iterator_cf(self.db().cf(CF_USAGE), IteratorMode::Start)
-            .filter_map(|item| item.ok().and_then(|(k, _)| k.as_ref().try_into().ok().map(AccountId)))
-            .collect();
         let mut expired = 0;
-        for account in accounts {
+        for account in self.accounts()? {
             for item in self.list_objects(&account, Namespace::Staged, b"", None, usize::MAX)? {
                 if item.record.modified <= horizon {
                     let pre = Precondition::IfVersion(item.record.version);

@@ -62,6 +62,24 @@ impl AccountTxn<'_> {
         &self.account
     }
 
+    /// Objects of one namespace whose names start with `prefix`, all of them: stable until
+    /// commit, since the lock is ours (what this transaction changed is not in it yet).
+    pub fn list(&self, ns: Namespace, prefix: &[u8]) -> Result<Vec<super::Listed>> {
+        self.engine.list_objects(&self.account, ns, prefix, None, usize::MAX)
+    }
+
+    /// The engine clock's time, in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.engine.clock().now_ms() as i64
+    }
+
+    /// A version never handed out before (`Engine::next_version`), kept by the commit.
+    pub fn new_version(&mut self) -> u64 {
+        let v = self.engine.next_version();
+        self.note_version(v);
+        v
+    }
+
     /// The current record of an object; stable until commit, since the lock is ours.
     pub fn object(&self, ns: Namespace, name: &[u8]) -> Result<Option<ObjectRecord>> {
         self.engine.get_object(&self.account, ns, name)
@@ -110,6 +128,32 @@ impl AccountTxn<'_> {
             self.batch.delete_cf(objects, keys::segment_key(&self.account, ns, name, rec.version, seg));
         }
         self.batch.delete_cf(objects, keys::object_key(&self.account, ns, name));
+        Ok(())
+    }
+
+    /// Give object `from` (current record `rec`) the name `to`, keeping its version, time and
+    /// chunks: a deleted file into the trash, a replaced one into its versions, and back. The
+    /// references it holds do not change, so this frees and charges nothing but item costs.
+    pub fn move_object(
+        &mut self,
+        from: (Namespace, &[u8]),
+        to: (Namespace, &[u8]),
+        rec: &ObjectRecord,
+    ) -> Result<()> {
+        let db = self.engine.db();
+        let chunks = object_chunks_via(|k| db.get(CF_OBJECTS, k), &self.account, from.0, from.1, rec)?;
+        self.remove_object(from.0, from.1, rec)?;
+        self.add_refs(&chunks, 1);
+        self.service(to.0, rec.size as i64);
+        if charged(to.0) {
+            self.charge_item(to.1.len(), 1);
+        }
+        let objects = db.cf(CF_OBJECTS);
+        for (seg, part) in chunks[rec.head.len()..].chunks(SEGMENT_CHUNKS).enumerate() {
+            let key = keys::segment_key(&self.account, to.0, to.1, rec.version, seg as u32);
+            self.batch.put_cf(objects, key, keys::encode_segment(part));
+        }
+        self.batch.put_cf(objects, keys::object_key(&self.account, to.0, to.1), keys::encode_object(rec));
         Ok(())
     }
 
@@ -186,12 +230,14 @@ impl AccountTxn<'_> {
     }
 
     fn service(&mut self, ns: Namespace, delta: i64) {
-        if !charged(ns) {
+        if !sized(ns) {
             return;
         }
         let field = match ns {
             Namespace::Drive => &mut self.usage.drive,
             Namespace::Backup => &mut self.usage.backups,
+            Namespace::Trash => &mut self.usage.trash,
+            Namespace::Versions => &mut self.usage.versions,
             Namespace::Staged | Namespace::Scratch => return,
         };
         *field = field.saturating_add_signed(delta);
@@ -248,7 +294,13 @@ fn over_quota(before: u64, after: u64, limit: u64) -> bool {
 }
 
 /// The user's own items: drive files and backup entries. Staged chunks are charged by their
-/// bytes alone (and expire); scratch objects belong to tests.
+/// bytes alone (and expire); so are the trash and old versions, which cost only chunks live
+/// files do not hold; scratch objects belong to tests.
 pub(crate) fn charged(ns: Namespace) -> bool {
     matches!(ns, Namespace::Drive | Namespace::Backup)
+}
+
+/// Whose size the usage's per-service fields count.
+fn sized(ns: Namespace) -> bool {
+    matches!(ns, Namespace::Drive | Namespace::Backup | Namespace::Trash | Namespace::Versions)
 }

@@ -14,7 +14,6 @@ use super::json::JsonBody;
 use super::{blocking, views, AppState};
 use crate::chunk::ChunkId;
 use crate::engine::Precondition;
-use crate::quota::Charge;
 use crate::store::keys::Namespace;
 
 pub const MAX_MISSING_QUERY: usize = 10_000;
@@ -78,7 +77,7 @@ pub async fn put(
     }
     let account = authed.account;
     let (_, limit) = app.plan_and_limit(&account).await?;
-    let charge = Charge::new(app.engine.clone(), app.drive.reservations().clone(), account, limit);
+    let charge = app.drive.charge(account, limit);
     let engine = app.engine.clone();
     let (put, held_before) = blocking(move || {
         let held_before = engine.holds(&account, &[id])?[0];

@@ -288,6 +288,7 @@ impl From<DriveError> for ApiError {
         match e {
             DriveError::BadPath(_) => ApiError::new(ErrorCode::BadPath, msg),
             DriveError::NotFound => ApiError::not_found(),
+            DriveError::Exists => ApiError::new(ErrorCode::Conflict, msg),
             DriveError::PreconditionFailed => ApiError::new(ErrorCode::PreconditionFailed, msg),
             DriveError::MissingChunks(ids) => ApiError::new(ErrorCode::MissingChunks, msg)
                 .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),

@@ -112,8 +112,12 @@ pub async fn get(
     authed: Authed,
     method: Method,
     Path(path): Path<String>,
+    Query(q): Query<super::trash::VersionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(answer) = super::trash::get(&app, &authed, &path, &q, &method, &headers).await {
+        return answer;
+    }
     let account = authed.account;
     let (rec, chunks) = app.drive.get(account, &path).await?;
     serve_object(&app, &account, &rec, chunks, &method, &headers)
@@ -187,7 +191,7 @@ pub async fn delete(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.drive.delete(authed.account, &path, write_precondition(&headers)).await?;
+    app.drive.delete(authed.account, &path, write_precondition(&headers), Some(authed.device_id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -14,12 +14,13 @@ mod serve;
 mod sync;
 mod system;
 mod timeouts;
+mod trash;
 pub mod views;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 pub use serve::serve;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub staged_ttl_secs: u64,
     /// The ceiling on compaction copies when `POST /admin/gc` does not say one.
     pub gc_copy_mib_per_sec: u64,
+    /// The trash and old versions.
+    pub drive: crate::drive::Policy,
 }
 
 /// Everything a request handler may touch. Shared as one `Arc`; each part is itself cheap to
@@ -98,7 +101,7 @@ impl App {
         let sync = crate::sync::Sync::new(engine.clone());
         let backups = crate::backup::Backups::new(engine.clone(), settings.backup_retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
-        let drive = crate::drive::Drive::new(engine.clone(), Default::default());
+        let drive = crate::drive::Drive::new(engine.clone(), Default::default(), settings.drive);
         let l = &settings.limits;
         let gauge = |kind| metrics.transfers.with_label_values(&[kind]);
         let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads, gauge("upload"));
@@ -147,7 +150,10 @@ pub fn router(app: AppState) -> Router {
         .merge(identity::routes())
         .route("/v1/quota", get(quota::get))
         .route("/v1/files", get(files::list))
-        .route("/v1/files/{*path}", put(files::put).get(files::get).delete(files::delete))
+        .route("/v1/files/{*path}", put(files::put).get(files::get).delete(files::delete).post(trash::post))
+        .route("/v1/trash", get(trash::list).delete(trash::purge_all))
+        .route("/v1/trash/{id}", delete(trash::purge_one))
+        .route("/v1/trash/{id}/restore", post(trash::restore))
         .route("/v1/chunks/missing", post(chunks::missing))
         .route("/v1/chunks/{hash}", put(chunks::put).get(chunks::get))
         .route("/v1/sync", get(sync::summary))

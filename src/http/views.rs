@@ -93,6 +93,8 @@ pub struct Services {
     pub drive: u64,
     pub backups: u64,
     pub sync: u64,
+    pub trash: u64,
+    pub versions: u64,
 }
 
 /// A drive file, in listings and as the answer to a write.
@@ -181,6 +183,35 @@ pub struct BackupCreated {
 #[derive(Serialize)]
 pub struct Backups<B> {
     pub backups: Vec<B>,
+}
+
+/// `GET /v1/trash`: newest deletion first.
+#[derive(Serialize)]
+pub struct Trash<'a> {
+    pub items: Vec<TrashEntry<'a>>,
+    pub next: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TrashEntry<'a> {
+    pub id: String,
+    #[serde(flatten)]
+    pub file: File<'a>,
+    pub deleted_at: String,
+    /// The signed-in device that deleted it.
+    pub device_id: Option<String>,
+}
+
+/// `DELETE /v1/trash`.
+#[derive(Serialize)]
+pub struct Purged {
+    pub purged: u64,
+}
+
+/// `GET /v1/files/{path}?versions`: the kept old versions, newest first.
+#[derive(Serialize)]
+pub struct Versions<'a> {
+    pub versions: Vec<File<'a>>,
 }
 
 /// `POST /admin/clock`.

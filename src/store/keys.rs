@@ -292,15 +292,21 @@ pub struct Usage {
     pub backups: u64,
     pub sync: u64,
     pub metadata: u64,
+    /// Sizes of the files in the trash and of kept old versions (what the quota's `services`
+    /// shows; what they cost is only the chunks live files do not also hold, inside `used`).
+    pub trash: u64,
+    pub versions: u64,
 }
 
 /// Version 1 had no `metadata`: read as zero, and filled in once at start (`engine::migrate`).
 const USAGE_V1: u8 = 1;
+/// Version 2 had no `trash` and `versions`: read as zero, which they were (there were none).
 const USAGE_V2: u8 = 2;
+const USAGE_V3: u8 = 3;
 
 pub fn encode_usage(u: &Usage) -> Vec<u8> {
-    let mut b = vec![USAGE_V2];
-    for v in [u.used, u.drive, u.backups, u.sync, u.metadata] {
+    let mut b = vec![USAGE_V3];
+    for v in [u.used, u.drive, u.backups, u.sync, u.metadata, u.trash, u.versions] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b
@@ -309,12 +315,16 @@ pub fn encode_usage(u: &Usage) -> Vec<u8> {
 pub fn decode_usage(v: &[u8]) -> Option<Usage> {
     let mut r = Reader(v);
     let version = r.u8()?;
-    if version != USAGE_V1 && version != USAGE_V2 {
+    if !(USAGE_V1..=USAGE_V3).contains(&version) {
         return None;
     }
-    let mut u = Usage { used: r.u64()?, drive: r.u64()?, backups: r.u64()?, sync: r.u64()?, metadata: 0 };
-    if version == USAGE_V2 {
+    let mut u = Usage { used: r.u64()?, drive: r.u64()?, backups: r.u64()?, sync: r.u64()?, ..Usage::default() };
+    if version >= USAGE_V2 {
         u.metadata = r.u64()?;
+    }
+    if version >= USAGE_V3 {
+        u.trash = r.u64()?;
+        u.versions = r.u64()?;
     }
     r.done().then_some(u)
 }
@@ -334,6 +344,10 @@ pub enum Namespace {
     Backup = 2,
     /// Chunks uploaded one by one through the chunk API, waiting for a manifest.
     Staged = 3,
+    /// Deleted drive files, kept for a while (`drive::trash` names them).
+    Trash = 4,
+    /// Replaced versions of drive files (`drive::versions` names them).
+    Versions = 5,
     /// Engine-level objects of tests and benches.
     Scratch = 9,
 }
@@ -344,6 +358,8 @@ impl Namespace {
             1 => Some(Namespace::Drive),
             2 => Some(Namespace::Backup),
             3 => Some(Namespace::Staged),
+            4 => Some(Namespace::Trash),
+            5 => Some(Namespace::Versions),
             9 => Some(Namespace::Scratch),
             _ => None,
         }
