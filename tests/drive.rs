@@ -247,11 +247,14 @@ async fn the_same_content_under_three_paths_costs_its_size_once() {
     assert_eq!(q["plan"], "free");
     assert_eq!(q["limit"], 5u64 << 30);
     assert_eq!(q["available"], (5u64 << 30) - q["used"].as_u64().unwrap());
-    // Deleting two copies releases nothing; the third releases all.
+    // Deleting two copies releases nothing; the third moves the content to the trash, which
+    // holds it until it is emptied.
     s.client.delete(s.url("/v1/files/a")).bearer_auth(&u.token).send().await.unwrap();
     s.client.delete(s.url("/v1/files/b/c")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!(used(&s, &u).await, 2 << 20);
     s.client.delete(s.url("/v1/files/d/e/f")).bearer_auth(&u.token).send().await.unwrap();
+    assert_eq!(used(&s, &u).await, 2 << 20);
+    s.client.delete(s.url("/v1/trash")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!(used(&s, &u).await, 0);
 }
 

@@ -238,6 +238,8 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_after_deletes_and_gc
         let r = s.client.delete(s.url(&format!("/v1/files/f{i}"))).bearer_auth(&u.token).send().await.unwrap();
         assert_eq!(r.status(), 204);
     }
+    let r = s.client.delete(s.url("/v1/trash")).bearer_auth(&u.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN);
     let v: Value =
         gc.json(&json!({"grace_seconds": 0, "compact_below": 1.0})).send().await.unwrap().json().await.unwrap();

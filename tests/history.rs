@@ -87,7 +87,8 @@ async fn overwrites_keep_old_versions_each_readable_and_restorable() {
         s.advance_clock(60).await;
     }
     let listed = body_of(read(&s, &u, "notes/todo.txt?versions").await, 200).await;
-    let kept: Vec<&str> = listed["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+    let kept: Vec<&str> =
+        listed["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
     let mut expected: Vec<&str> = versions[..5].iter().map(String::as_str).collect();
     expected.reverse();
     assert_eq!(kept, expected, "five old versions, newest first");
@@ -153,7 +154,8 @@ async fn the_trash_empties_itself_after_its_days_and_gc_reclaims_the_bytes() {
     let q = quota(&s, &u).await;
     assert_eq!(q["used"].as_u64().unwrap() - q["metadata"].as_u64().unwrap(), 0, "{q}");
     let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN);
-    let report = body_of(gc.json(&json!({ "grace_seconds": 0, "compact_below": 1.0 })).send().await.unwrap(), 200).await;
+    let report =
+        body_of(gc.json(&json!({ "grace_seconds": 0, "compact_below": 1.0 })).send().await.unwrap(), 200).await;
     assert!(report["bytes_freed"].as_u64().unwrap() >= 2 << 20, "{report}");
     s.fsck_ok().await;
 }

@@ -96,6 +96,7 @@ async fn cli_against_a_running_server_and_offline() {
     let data = noise(2 << 20, 9);
     s.client.put(s.url("/v1/files/x")).bearer_auth(&u.token).body(data.clone()).send().await.unwrap();
     s.client.delete(s.url("/v1/files/x")).bearer_auth(&u.token).send().await.unwrap();
+    s.client.delete(s.url("/v1/trash")).bearer_auth(&u.token).send().await.unwrap();
     s.client.put(s.url("/v1/files/keep")).bearer_auth(&u.token).body(noise(1 << 20, 10)).send().await.unwrap();
 
     let (code, out) = cairn(&["stats", "--server", &s.base, "--json"]);
@@ -125,7 +126,8 @@ async fn cli_against_a_running_server_and_offline() {
     {
         let db = cairn::store::Db::open(&dir.join("db")).unwrap();
         let account: cairn::store::keys::AccountId = u.account_id.parse().unwrap();
-        let wrong = cairn::store::keys::Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5 };
+        let wrong =
+            cairn::store::keys::Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5, trash: 6, versions: 7 };
         let mut b = rocksdb::WriteBatch::default();
         b.put_cf(db.cf(cairn::store::CF_USAGE), account.0, cairn::store::keys::encode_usage(&wrong));
         db.commit(b).unwrap();

@@ -169,14 +169,25 @@ pub struct TrashItem {
 impl TrashItem {
     fn from_listed(l: Listed) -> Option<Self> {
         let n = TrashName::decode(&l.name)?;
-        Some(TrashItem { id: n.id, deleted_at_ms: n.deleted_at_ms(), device: n.device(), path: n.path, record: l.record })
+        Some(TrashItem {
+            id: n.id,
+            deleted_at_ms: n.deleted_at_ms(),
+            device: n.device(),
+            path: n.path,
+            record: l.record,
+        })
     }
 }
 
 impl Drive {
     /// The trash, newest deletion first, after the item `after`, at most `limit`; and whether
     /// there are more.
-    pub async fn trash(&self, account: AccountId, after: Option<u64>, limit: usize) -> DriveResult<(Vec<TrashItem>, bool)> {
+    pub async fn trash(
+        &self,
+        account: AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> DriveResult<(Vec<TrashItem>, bool)> {
         let engine = self.engine.clone();
         // Names of older items sort after every name of `after` (ids are inverted): start at
         // the next id down.
@@ -188,7 +199,13 @@ impl Drive {
     }
 
     /// Put trash item `id` back at its path, or at `to`; `Exists` if a file has that path.
-    pub async fn restore(&self, account: AccountId, id: u64, to: Option<String>, limit: u64) -> DriveResult<(String, ObjectRecord)> {
+    pub async fn restore(
+        &self,
+        account: AccountId,
+        id: u64,
+        to: Option<String>,
+        limit: u64,
+    ) -> DriveResult<(String, ObjectRecord)> {
         if let Some(p) = &to {
             check_path(p)?;
         }
@@ -227,7 +244,12 @@ impl Drive {
     }
 
     /// Version `version` of `path`, live or kept, with its chunks.
-    pub async fn get_version(&self, account: AccountId, path: &str, version: u64) -> DriveResult<(ObjectRecord, ChunkList)> {
+    pub async fn get_version(
+        &self,
+        account: AccountId,
+        path: &str,
+        version: u64,
+    ) -> DriveResult<(ObjectRecord, ChunkList)> {
         match self.get(account, path).await {
             Ok(live) if live.0.version == version => return Ok(live),
             Ok(_) | Err(DriveError::NotFound) => {}

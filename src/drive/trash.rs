@@ -57,14 +57,8 @@ pub fn id_prefix(id: u64) -> [u8; 8] {
     (!id).to_be_bytes()
 }
 
-/// The id as the API spells it: 16 hex digits.
-pub fn format_id(id: u64) -> String {
-    format!("{id:016x}")
-}
-
-pub fn parse_id(s: &str) -> Option<u64> {
-    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten()
-}
+/// Trash ids are spelled as backup ids are: 16 lowercase hex digits.
+pub use crate::backup::{format_id, parse_id};
 
 #[cfg(test)]
 mod tests {
@@ -87,5 +81,6 @@ mod tests {
         assert_eq!(parse_id(&format_id(42)), Some(42));
         assert_eq!(parse_id("2a"), None);
         assert_eq!(parse_id("zzzzzzzzzzzzzzzz"), None);
+        assert_eq!(parse_id("+00000000000002a"), None, "no sign");
     }
 }

@@ -134,12 +134,7 @@ impl AccountTxn<'_> {
     /// Give object `from` (current record `rec`) the name `to`, keeping its version, time and
     /// chunks: a deleted file into the trash, a replaced one into its versions, and back. The
     /// references it holds do not change, so this frees and charges nothing but item costs.
-    pub fn move_object(
-        &mut self,
-        from: (Namespace, &[u8]),
-        to: (Namespace, &[u8]),
-        rec: &ObjectRecord,
-    ) -> Result<()> {
+    pub fn move_object(&mut self, from: (Namespace, &[u8]), to: (Namespace, &[u8]), rec: &ObjectRecord) -> Result<()> {
         let db = self.engine.db();
         let chunks = object_chunks_via(|k| db.get(CF_OBJECTS, k), &self.account, from.0, from.1, rec)?;
         self.remove_object(from.0, from.1, rec)?;

@@ -19,12 +19,6 @@ pub async fn get(State(app): State<AppState>, authed: Authed) -> Result<Json<Quo
         used: u.used,
         available: limit.saturating_sub(u.used),
         metadata: u.metadata,
-        services: Services {
-            drive: u.drive,
-            backups: u.backups,
-            sync: u.sync,
-            trash: u.trash,
-            versions: u.versions,
-        },
+        services: Services { drive: u.drive, backups: u.backups, sync: u.sync, trash: u.trash, versions: u.versions },
     }))
 }

@@ -79,7 +79,11 @@ pub async fn restore(
     Ok(([(header::ETAG, etag)], Json(views::File::new(&path, &rec))).into_response())
 }
 
-pub async fn purge_one(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn purge_one(
+    State(app): State<AppState>,
+    authed: Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.drive.purge(authed.account, Some(trash_id(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -115,11 +119,13 @@ pub async fn get(
         return Some(list_versions(app, authed, path).await);
     }
     let v = q.version.as_deref()?;
-    Some(async {
-        let (rec, chunks) = app.drive.get_version(authed.account, path, version_of(v)?).await?;
-        super::files::serve_object(app, &authed.account, &rec, chunks, method, headers)
-    }
-    .await)
+    Some(
+        async {
+            let (rec, chunks) = app.drive.get_version(authed.account, path, version_of(v)?).await?;
+            super::files::serve_object(app, &authed.account, &rec, chunks, method, headers)
+        }
+        .await,
+    )
 }
 
 async fn list_versions(app: &AppState, authed: &Authed, path: &str) -> Result<Response, ApiError> {

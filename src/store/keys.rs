@@ -544,13 +544,17 @@ mod tests {
         ] {
             assert_eq!(decode_op(r.entry.id, &encode_op(&op)), Some(op));
         }
-        let u = Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5 };
+        let u = Usage { used: 1, drive: 2, backups: 3, sync: 4, metadata: 5, trash: 6, versions: 7 };
         assert_eq!(decode_usage(&encode_usage(&u)), Some(u));
+        // A record from before the trash and versions reads with none of either.
+        let mut v2 = vec![USAGE_V2];
+        [1u64, 2, 3, 4, 5].iter().for_each(|n| v2.extend_from_slice(&n.to_le_bytes()));
+        assert_eq!(decode_usage(&v2), Some(Usage { trash: 0, versions: 0, ..u }));
         // A record from before item charges reads with none, and says so.
         let mut v1 = vec![USAGE_V1];
         [1u64, 2, 3, 4].iter().for_each(|n| v1.extend_from_slice(&n.to_le_bytes()));
         assert!(usage_lacks_metadata(&v1) && !usage_lacks_metadata(&encode_usage(&u)));
-        assert_eq!(decode_usage(&v1), Some(Usage { metadata: 0, ..u }));
+        assert_eq!(decode_usage(&v1), Some(Usage { metadata: 0, trash: 0, versions: 0, ..u }));
         let p = PackRecord { size: 10, entries: 2, live_bytes: 8 };
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
         let chunks = vec![(ChunkId([2; 32]), 10), (ChunkId([3; 32]), 20)];
