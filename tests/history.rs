@@ -219,3 +219,24 @@ async fn purging_one_or_all_and_bad_ids() {
     assert_eq!(error_code(bad, 400).await, "bad_json");
     s.fsck_ok().await;
 }
+
+#[tokio::test]
+async fn deleting_the_account_takes_its_trash_and_versions_and_gc_their_bytes() {
+    let (s, _tmp) = start_configured(CONFIG);
+    let u = signed_in(&s).await;
+    put(&s, &u, "v.bin", noise(1 << 20, 1)).await;
+    put(&s, &u, "v.bin", noise(1 << 20, 2)).await;
+    put(&s, &u, "t.bin", noise(1 << 20, 3)).await;
+    assert_eq!(call(&s, &u, Method::DELETE, "/v1/files/t.bin", None).await.status(), 204);
+    let stats = || async {
+        body_of(s.client.get(s.url("/admin/stats")).bearer_auth(ADMIN_TOKEN).send().await.unwrap(), 200).await
+    };
+    assert!(stats().await["logical_bytes"].as_u64().unwrap() >= 3 << 20);
+    delete_account(&s, &u).await;
+    assert_eq!(stats().await["logical_bytes"], 0);
+    let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN);
+    let report =
+        body_of(gc.json(&json!({ "grace_seconds": 0, "compact_below": 1.0 })).send().await.unwrap(), 200).await;
+    assert!(report["bytes_freed"].as_u64().unwrap() >= 3 << 20, "{report}");
+    s.fsck_ok().await;
+}
