@@ -939,3 +939,51 @@ async fn change_password(s: &Server, u: &User, new: &str) {
     let r = s.client.post(s.url("/v1/account/password")).bearer_auth(&u.token).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 204);
 }
+
+/// App passwords (issue 14): made, listed and revoked by their owner; shown among the devices;
+/// never a bearer token; gone with every session on a password reset.
+#[tokio::test]
+async fn app_passwords_are_devices_that_only_their_owner_manages_and_a_reset_ends() {
+    let s = Server::start();
+    let (u, other) = (signed_in(&s).await, signed_in(&s).await);
+    let create =
+        |u: &User, body: Value| s.client.post(s.url("/v1/app-passwords")).bearer_auth(&u.token).json(&body).send();
+    let made = body_of(create(&u, json!({ "name": "rclone" })).await.unwrap(), 201).await;
+    let (id, secret) = (made["id"].as_str().unwrap(), made["password"].as_str().unwrap());
+    assert_eq!(secret.len(), 64);
+    for bad in [json!({ "name": "" }), json!({ "name": "x".repeat(65) }), json!({ "name": "a\u{7}b" })] {
+        assert_eq!(error_code(create(&u, bad).await.unwrap(), 400).await, "bad_field");
+    }
+    assert_eq!(error_code(create(&u, json!({ "nom": "x" })).await.unwrap(), 400).await, "bad_json");
+
+    let listed = body_of(get_as(&s, &u.token, "/v1/app-passwords").await, 200).await;
+    assert_eq!(listed["app_passwords"][0]["name"], "rclone");
+    assert!(listed["app_passwords"][0].get("password").is_none(), "the secret is shown once");
+    let devices = body_of(get_as(&s, &u.token, "/v1/devices").await, 200).await;
+    let dev = devices["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == id).unwrap().clone();
+    assert_eq!((dev["name"].as_str(), dev["app_password"].as_bool()), (Some("rclone"), Some(true)));
+    let activity = body_of(get_as(&s, &u.token, "/v1/account/activity").await, 200).await;
+    assert_eq!(activity["events"][0]["kind"], "app_password_created");
+
+    // Not a bearer token; not another account's to list or revoke.
+    assert_eq!(error_code(get_as(&s, secret, "/v1/account").await, 401).await, "unauthorized");
+    assert!(body_of(get_as(&s, &other.token, "/v1/app-passwords").await, 200).await["app_passwords"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let revoke =
+        |u: &User, id: &str| s.client.delete(s.url(&format!("/v1/app-passwords/{id}"))).bearer_auth(&u.token).send();
+    assert_eq!(revoke(&other, id).await.unwrap().status(), 404);
+    // A signed-in device is not an app password to revoke here.
+    assert_eq!(revoke(&u, &u.device_id).await.unwrap().status(), 404);
+
+    // A second one, then a password reset ends both.
+    body_of(create(&u, json!({ "name": "file manager" })).await.unwrap(), 201).await;
+    let code = code_for(&s, &u.identifier, "reset_password").await;
+    let body = json!({ "identifier": u.identifier, "code": code, "new_password": "a new password" });
+    assert_eq!(s.client.post(s.url("/v1/password-reset")).json(&body).send().await.unwrap().status(), 204);
+    let again = login(&s, &u.identifier, "a new password").await;
+    let listed = body_of(get_as(&s, &again.token, "/v1/app-passwords").await, 200).await;
+    assert!(listed["app_passwords"].as_array().unwrap().is_empty(), "{listed}");
+    assert_eq!(revoke(&again, id).await.unwrap().status(), 404);
+}

@@ -77,6 +77,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/password-reset", post(reset_password))
         .route("/v1/devices", get(devices))
         .route("/v1/devices/{id}", delete(sign_out_device))
+        .route("/v1/app-passwords", get(app_passwords).post(create_app_password))
+        .route("/v1/app-passwords/{id}", delete(revoke_app_password))
         // Innermost, so it wins over the router's own larger limit for these routes.
         .layer(DefaultBodyLimit::max(MAX_IDENTITY_BODY))
         // The whole /admin tree sits behind the admin guard, so that without the token its
@@ -276,6 +278,37 @@ async fn sign_out_device(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     app.identity.sign_out_device(&auth.session, &id, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppPasswordBody {
+    name: String,
+}
+
+async fn create_app_password(
+    State(app): State<AppState>,
+    ClientIp(ip): ClientIp,
+    auth: Authed,
+    IdentityJson(b): IdentityJson<AppPasswordBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created = app.identity.create_app_password(&auth.session, b.name, ip).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn app_passwords(State(app): State<AppState>, auth: Authed) -> Result<impl IntoResponse, ApiError> {
+    let app_passwords = app.identity.app_passwords(&auth.session).await?;
+    Ok(Json(views::AppPasswords { app_passwords }))
+}
+
+async fn revoke_app_password(
+    State(app): State<AppState>,
+    ClientIp(ip): ClientIp,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.identity.revoke_app_password(&auth.session, &id, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

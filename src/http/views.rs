@@ -70,6 +70,12 @@ pub struct Devices<D> {
     pub devices: Vec<D>,
 }
 
+/// `GET /v1/app-passwords`: newest first, never the secrets.
+#[derive(Serialize)]
+pub struct AppPasswords {
+    pub app_passwords: Vec<crate::identity::AppPassword>,
+}
+
 /// `DELETE /v1/account`.
 #[derive(Serialize)]
 pub struct AccountDeleted {

@@ -22,6 +22,8 @@ pub enum EventKind {
     PasswordChanged,
     PasswordReset,
     DetailsChanged,
+    AppPasswordCreated,
+    AppPasswordRevoked,
 }
 
 impl EventKind {
@@ -35,6 +37,8 @@ impl EventKind {
             EventKind::PasswordChanged => "password_changed",
             EventKind::PasswordReset => "password_reset",
             EventKind::DetailsChanged => "details_changed",
+            EventKind::AppPasswordCreated => "app_password_created",
+            EventKind::AppPasswordRevoked => "app_password_revoked",
         }
     }
 }

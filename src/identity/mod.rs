@@ -9,6 +9,7 @@
 
 mod accounts;
 mod activity;
+mod app_passwords;
 mod codes;
 mod delete;
 mod error;
@@ -34,6 +35,7 @@ use time::OffsetDateTime;
 
 pub use accounts::PasswordChange;
 pub use activity::EventView;
+pub use app_passwords::{AppPassword, NewAppPassword};
 pub use codes::Purpose;
 pub use error::{IdentityError, Result};
 pub use identifiers::{Identifier, Kind};

@@ -69,10 +69,12 @@ pub struct DeviceView {
     pub last_seen: String,
     /// The device of the session that asked.
     pub current: bool,
+    /// An app password rather than a signed-in client.
+    pub app_password: bool,
 }
 
 /// `None` for anything that is not 64 hex digits: such a token cannot exist.
-fn token_hash(token: &str) -> Option<[u8; 32]> {
+pub(super) fn token_hash(token: &str) -> Option<[u8; 32]> {
     let mut raw = [0u8; 32];
     if token.len() != 64 {
         return None;
@@ -86,8 +88,9 @@ impl Inner {
         self.config.session_ttl_secs
     }
 
+    /// App passwords live until revoked; sessions a TTL past their last use.
     pub(super) fn alive(&self, d: &DeviceRecord, now: u64) -> bool {
-        now < d.last_seen.saturating_add(self.ttl())
+        d.app_password || now < d.last_seen.saturating_add(self.ttl())
     }
 
     pub(super) fn device(&self, a: &AccountId, d: &DeviceId) -> Result<Option<DeviceRecord>> {
@@ -99,7 +102,14 @@ impl Inner {
     }
 
     /// Add a new device and its session to `batch`; the token is returned once, never kept.
-    fn add_session(&self, batch: &mut WriteBatch, a: &AccountId, info: &DeviceInfo, now: u64) -> (String, DeviceId) {
+    pub(super) fn add_session(
+        &self,
+        batch: &mut WriteBatch,
+        a: &AccountId,
+        info: &DeviceInfo,
+        now: u64,
+        app_password: bool,
+    ) -> (String, DeviceId) {
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let hash = *blake3::hash(&raw).as_bytes();
@@ -111,6 +121,7 @@ impl Inner {
             created_at: now,
             last_seen: now,
             token_hash: HexBytes(hash.to_vec()),
+            app_password,
         };
         let cf = self.db().cf(CF_SESSIONS);
         batch.put_cf(cf, ik::session_key(&hash), ik::encode_session(&SessionRecord { account: *a, device: device_id }));
@@ -134,7 +145,7 @@ impl Inner {
     }
 
     /// Every device of the account (also expired and unreadable ones), oldest key first.
-    fn devices(&self, a: &AccountId) -> Result<Vec<(DeviceId, Option<DeviceRecord>)>> {
+    pub(super) fn devices(&self, a: &AccountId) -> Result<Vec<(DeviceId, Option<DeviceRecord>)>> {
         let prefix = ik::device_prefix(a);
         let db = self.db();
         let mut out = Vec::new();
@@ -160,7 +171,9 @@ impl Inner {
         Ok(())
     }
 
-    fn authenticate(&self, hash: [u8; 32]) -> Result<Option<Session>> {
+    /// The session `hash` opens, if it is of the kind asked for: a bearer token never opens an
+    /// app password's session, nor an app password a bearer session.
+    pub(super) fn authenticate(&self, hash: [u8; 32], app_password: bool) -> Result<Option<Session>> {
         let Some(s) = self.db().get(CF_SESSIONS, &ik::session_key(&hash))?.and_then(|v| ik::decode_session(&v)) else {
             return Ok(None);
         };
@@ -169,6 +182,9 @@ impl Inner {
         };
         let now = self.now_secs();
         let device = self.device(&s.account, &s.device)?;
+        if device.as_ref().is_some_and(|d| d.app_password != app_password) {
+            return Ok(None);
+        }
         match device {
             Some(d) if self.alive(&d, now) && d.token_hash.0 == hash => {
                 // Touch at most every minute (sooner for short TTLs): one write per active
@@ -241,7 +257,7 @@ impl Identity {
         let Some(hash) = token_hash(token) else {
             return Ok(None);
         };
-        self.blocking(move |i| i.authenticate(hash)).await
+        self.blocking(move |i| i.authenticate(hash, false)).await
     }
 
     pub async fn logout(&self, s: &Session, ip: IpAddr) -> Result<()> {
@@ -268,6 +284,7 @@ impl Identity {
                     device_id: d.to_string(),
                     last_seen: rfc3339_secs(r.last_seen as i64),
                     current: d == s.device_id,
+                    app_password: r.app_password,
                     name: r.name,
                     model: r.model,
                     os: r.os,
@@ -302,7 +319,7 @@ impl Inner {
         match (proven, now_found) {
             (Some((was, phc)), Some((account, rec))) if account == was && rec.password == phc => {
                 let now = self.now_secs();
-                let (token, device_id) = self.add_session(&mut batch, &account, device, now);
+                let (token, device_id) = self.add_session(&mut batch, &account, device, now, false);
                 let ev = EventDevice {
                     device_id: device_id.to_string(),
                     name: device.name.clone(),

@@ -179,6 +179,10 @@ pub struct DeviceRecord {
     pub last_seen: u64,
     /// BLAKE3 of the session token, to find the session when the device is signed out.
     pub token_hash: HexBytes,
+    /// An app password (for a DAV client): never expires from disuse, opens only Basic
+    /// authentication, and is named by the user rather than by the client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub app_password: bool,
 }
 
 pub fn session_key(token_hash: &[u8; 32]) -> [u8; 33] {
