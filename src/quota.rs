@@ -14,18 +14,8 @@ use crate::engine::{Admit, Engine};
 use crate::error::Refusal;
 use crate::store::keys::AccountId;
 
-/// What one item (a file, a backup entry or head, a sync record or tombstone) costs in the
-/// quota besides its content: a fixed charge for its records and keys, plus the length of its
-/// name. So an account cannot fill the disk with empty files, chunkless backup entries or
-/// tombstones. About what the item's records take in the database (an object record with its
-/// key is 100 to 150 bytes before the name).
-pub const ITEM_BYTES: u64 = 128;
-/// No item costs more than this, however long its name.
-pub const MAX_ITEM_COST: u64 = 4096;
-
-pub fn item_cost(name_len: usize) -> u64 {
-    (ITEM_BYTES + name_len as u64).min(MAX_ITEM_COST)
-}
+/// What one item costs besides its content: kept with the account transaction that charges it.
+pub use crate::engine::{item_cost, ITEM_BYTES, MAX_ITEM_COST};
 
 pub use crate::store::identity_keys::FREE_PLAN;
 /// The free plan's quota unless configuration says otherwise: 5 GiB.

@@ -436,7 +436,7 @@ impl Sync {
             out.push(view(&id, &rec));
             current.insert(id, Some(rec));
         }
-        let item_delta: i64 = items.iter().map(|(len, sign)| crate::quota::item_cost(*len) as i64 * sign).sum();
+        let item_delta: i64 = items.iter().map(|(len, sign)| crate::engine::item_cost(*len) as i64 * sign).sum();
         if txn.refuses(payload_delta + item_delta, limit) {
             return Err(Error::Refused(Refusal::Quota { used: txn.used(), limit }).into());
         }
@@ -550,10 +550,7 @@ impl Sync {
     }
 }
 
-/// A sync record's name, for its item charge: collection and id.
-pub fn item_name_len(collection: &str, id: &[u8]) -> usize {
-    collection.len() + id.len()
-}
+pub use crate::store::sync_keys::item_name_len;
 
 #[cfg(test)]
 mod tests {

@@ -50,7 +50,7 @@ impl Backups {
         }
         txn.unstage(&distinct)?;
         txn.batch().put_cf(cf, bk::head_key(account, id), bk::encode_head(&head));
-        txn.charge_item(head_name_len(&head), 1);
+        txn.charge_item(bk::head_name_len(&head), 1);
         txn.note_version(id);
         txn.commit(limit)?;
         drop(pins); // only once the references are durable
@@ -80,7 +80,3 @@ impl Backups {
     }
 }
 
-/// A backup head's name, for its item charge: device and label.
-pub fn head_name_len(head: &BackupHead) -> usize {
-    head.device_id.len() + head.label.len()
-}

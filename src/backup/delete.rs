@@ -32,7 +32,7 @@ impl Backups {
         // A head that cannot be read still goes (else neither this delete nor retention could
         // ever drop the backup); its item charge stays in the books until `fsck --repair`.
         match db.get(CF_BACKUPS, &bk::head_key(&account, id))?.and_then(|v| bk::decode_head(&v)) {
-            Some(head) => txn.charge_item(super::commit::head_name_len(&head), -1),
+            Some(head) => txn.charge_item(super::head_name_len(&head), -1),
             None => tracing::error!(%account, backup = id, "unreadable backup head; fsck --repair settles its charge"),
         }
         txn.batch().delete_cf(db.cf(CF_BACKUPS), bk::head_key(&account, id));

@@ -28,7 +28,7 @@ use crate::store::backup_keys::{self as bk, BackupHead, EntryMeta};
 use crate::store::keys::{self, AccountId, Namespace, ObjectRecord};
 use crate::store::{CF_BACKUPS, CF_OBJECTS};
 
-pub use commit::head_name_len;
+pub use crate::store::backup_keys::head_name_len;
 pub use manifest::Posted;
 pub use retention::Retention;
 
@@ -104,16 +104,7 @@ pub struct RestoredEntry {
 }
 
 /// Backup ids in URLs and JSON: 16 lower-case hex digits.
-pub fn format_id(id: u64) -> String {
-    format!("{id:016x}")
-}
-
-/// `None` for anything `format_id` does not produce: such a backup cannot exist.
-pub fn parse_id(s: &str) -> Option<u64> {
-    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| u64::from_str_radix(s, 16).ok())
-        .flatten()
-}
+pub use crate::store::keys::{format_hex_id as format_id, parse_hex_id as parse_id};
 
 /// The backup service over the engine. Cheap to clone.
 #[derive(Clone)]

@@ -58,7 +58,7 @@ pub fn id_prefix(id: u64) -> [u8; 8] {
 }
 
 /// Trash ids are spelled as backup ids are: 16 lowercase hex digits.
-pub use crate::backup::{format_id, parse_id};
+pub use crate::store::keys::{format_hex_id as format_id, parse_hex_id as parse_id};
 
 #[cfg(test)]
 mod tests {

@@ -174,7 +174,7 @@ fn scan_objects(
     Ok(())
 }
 
-/// What each account's items cost (`quota::item_cost`), from the items themselves: drive and
+/// What each account's items cost (`item_cost`), from the items themselves: drive and
 /// backup objects by name, sync records (tombstones too) by collection and id, backup heads by
 /// device and label. fsck holds the books to it; `migrate` fills it into records older than it.
 pub(crate) fn metadata_truth(e: &Engine, snap: &Snapshot<'_>) -> Result<HashMap<AccountId, u64>> {
@@ -182,7 +182,7 @@ pub(crate) fn metadata_truth(e: &Engine, snap: &Snapshot<'_>) -> Result<HashMap<
     let mut out: HashMap<AccountId, u64> = HashMap::new();
     let mut add = |k: &[u8], name_len: usize| {
         if let Some(a) = k.get(..16).and_then(|a| a.try_into().ok()) {
-            *out.entry(AccountId(a)).or_default() += crate::quota::item_cost(name_len);
+            *out.entry(AccountId(a)).or_default() += super::item_cost(name_len);
         }
     };
     for item in snap.iterator_cf(db.cf(CF_OBJECTS), IteratorMode::Start) {
@@ -196,13 +196,13 @@ pub(crate) fn metadata_truth(e: &Engine, snap: &Snapshot<'_>) -> Result<HashMap<
     for item in snap.iterator_cf(db.cf(CF_SYNC), IteratorMode::Start) {
         let (k, _) = item?;
         if let Some((collection, 0, id)) = sync_keys::split_sync_key(&k) {
-            add(&k, crate::sync::item_name_len(collection, id));
+            add(&k, crate::store::sync_keys::item_name_len(collection, id));
         }
     }
     for item in snap.iterator_cf(db.cf(CF_BACKUPS), IteratorMode::Start) {
         let (k, v) = item?;
         if let (Some(0), Some(head)) = (k.get(16), bk::decode_head(&v)) {
-            add(&k, crate::backup::head_name_len(&head));
+            add(&k, crate::store::backup_keys::head_name_len(&head));
         }
     }
     Ok(out)

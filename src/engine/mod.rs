@@ -29,7 +29,7 @@ pub use pace::CopyRate;
 pub use read::ByteRange;
 pub use stats::Stats;
 pub use table::ChunkTable;
-pub use txn::AccountTxn;
+pub use txn::{item_cost, AccountTxn, ITEM_BYTES, MAX_ITEM_COST};
 
 use crate::chunk::{ChunkingParams, Cutter};
 use crate::clock::Clock;

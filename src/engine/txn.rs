@@ -177,7 +177,7 @@ impl AccountTxn<'_> {
 
     /// An item named `name_len` bytes comes (`sign` 1) or goes (-1): its metadata charge.
     pub fn charge_item(&mut self, name_len: usize, sign: i64) {
-        let cost = crate::quota::item_cost(name_len) as i64 * sign;
+        let cost = item_cost(name_len) as i64 * sign;
         self.usage.metadata = self.usage.metadata.saturating_add_signed(cost);
         self.usage.used = self.usage.used.saturating_add_signed(cost);
     }
@@ -280,6 +280,19 @@ impl AccountTxn<'_> {
         self.usage.used = used.max(0) as u64;
         Ok(())
     }
+}
+
+/// What one item (a file, a backup entry or head, a sync record or tombstone) costs in the
+/// quota besides its content: a fixed charge for its records and keys, plus the length of its
+/// name. So an account cannot fill the disk with empty files, chunkless backup entries or
+/// tombstones. About what the item's records take in the database (an object record with its
+/// key is 100 to 150 bytes before the name).
+pub const ITEM_BYTES: u64 = 128;
+/// No item costs more than this, however long its name.
+pub const MAX_ITEM_COST: u64 = 4096;
+
+pub fn item_cost(name_len: usize) -> u64 {
+    (ITEM_BYTES + name_len as u64).min(MAX_ITEM_COST)
 }
 
 /// The one quota rule: a change may not take `used` past `limit`, unless it does not raise it

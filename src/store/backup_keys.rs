@@ -144,6 +144,11 @@ pub fn decode_entry(v: &[u8]) -> Option<EntryMeta> {
     r.0.is_empty().then_some(e)
 }
 
+/// A backup head's name, for its item charge: device and label.
+pub fn head_name_len(head: &BackupHead) -> usize {
+    head.device_id.len() + head.label.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,6 +334,19 @@ pub fn usage_lacks_metadata(v: &[u8]) -> bool {
     v.first() == Some(&USAGE_V1)
 }
 
+/// Ids that are store versions (backups, trash items) as URLs and JSON show them: 16 lower-case
+/// hex digits.
+pub fn format_hex_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// `None` for anything `format_hex_id` does not produce: such an id cannot exist.
+pub fn parse_hex_id(s: &str) -> Option<u64> {
+    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
 // ---- objects: account ++ namespace ++ name -> manifest -------------------------------------------
 
 /// Which service an object belongs to; part of the key, so each service lists its own.

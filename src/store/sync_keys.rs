@@ -130,6 +130,11 @@ pub fn decode_collection_meta(v: &[u8]) -> Option<CollectionMeta> {
     })
 }
 
+/// A sync record's name, for its item charge: collection and id.
+pub fn item_name_len(collection: &str, id: &[u8]) -> usize {
+    collection.len() + id.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
