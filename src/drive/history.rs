@@ -91,17 +91,28 @@ pub fn expire_trash(engine: &Engine, before_ms: i64) -> Result<u64> {
         if old.is_empty() {
             continue;
         }
-        let mut txn = engine.begin(&account)?;
-        for l in &old {
-            // Re-read under the lock: a restore may have taken it since the listing.
-            if let Some(rec) = txn.object(Namespace::Trash, &l.name)? {
-                txn.remove_object(Namespace::Trash, &l.name, &rec)?;
-                purged += 1;
-            }
-        }
-        txn.commit(u64::MAX)?;
+        purged += remove_from_trash(engine, &account, old)?;
     }
     Ok(purged)
+}
+
+/// Remove `items` from the account's trash in one transaction; how many were still there.
+fn remove_from_trash<'a>(
+    engine: &Engine,
+    account: &AccountId,
+    items: impl IntoIterator<Item = &'a Listed>,
+) -> Result<u64> {
+    let mut txn = engine.begin(account)?;
+    let mut n = 0;
+    for l in items {
+        // Re-read under the lock: a restore may have taken it since the listing.
+        if let Some(rec) = txn.object(Namespace::Trash, &l.name)? {
+            txn.remove_object(Namespace::Trash, &l.name, &rec)?;
+            n += 1;
+        }
+    }
+    txn.commit(u64::MAX)?;
+    Ok(n)
 }
 
 /// Frees an account's trash and old versions, oldest first, for an upload that needs room.
@@ -144,16 +155,7 @@ pub(super) fn purge_trash(engine: &Engine, account: &AccountId, only: Option<u64
         Some(id) => trash_item(engine, account, id)?.map(|(_, l)| l).into_iter().collect(),
         None => engine.list_objects(account, Namespace::Trash, b"", None, usize::MAX)?,
     };
-    let mut txn = engine.begin(account)?;
-    let mut n = 0;
-    for l in &items {
-        if let Some(rec) = txn.object(Namespace::Trash, &l.name)? {
-            txn.remove_object(Namespace::Trash, &l.name, &rec)?;
-            n += 1;
-        }
-    }
-    txn.commit(u64::MAX)?;
-    Ok(n)
+    remove_from_trash(engine, account, &items)
 }
 
 /// A file in the trash, as fronts show it.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::{ApiError, ErrorCode};
-use super::json::JsonBody;
+use super::json::{JsonBody, OptionalJson};
 use super::{blocking, AppState};
 use crate::engine::{fsck, CopyRate, GcOptions, GcReport, Stats};
 use crate::quota::PlanChange;
@@ -41,13 +41,11 @@ pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiErro
 }
 
 /// The body is optional: an empty one means the defaults.
-pub async fn gc(State(app): State<AppState>, _: Admin, body: axum::body::Bytes) -> Result<Json<GcReport>, ApiError> {
-    let body: GcBody = if body.iter().all(u8::is_ascii_whitespace) {
-        GcBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the body is not the JSON this call takes: {e}")))?
-    };
+pub async fn gc(
+    State(app): State<AppState>,
+    _: Admin,
+    OptionalJson(body): OptionalJson<GcBody>,
+) -> Result<Json<GcReport>, ApiError> {
     let opts = gc_options(&body, app.settings.gc_copy_mib_per_sec)?;
     let engine = app.engine.clone();
     let report = blocking(move || engine.gc(opts)).await?;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
+use super::json::{cursor, page_limit};
 use super::{views, AppState};
 use crate::chunk::ChunkId;
 use crate::drive::{self, DriveError, RangeAsk, Upload};
@@ -207,18 +208,7 @@ pub async fn list(
     authed: Authed,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = match q.limit {
-        None => 100,
-        Some(0) => return Err(ApiError::new(ErrorCode::BadLimit, "limit is 1 to 1000")),
-        Some(n) => n.min(1000),
-    };
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            drive::decode_cursor(c)
-                .ok_or_else(|| ApiError::new(ErrorCode::BadCursor, "after is not a cursor this server gave"))?,
-        ),
-    };
+    let (limit, after) = (page_limit(q.limit)?, cursor(q.after.as_deref(), drive::decode_cursor)?);
     let (items, more) = app.drive.list(authed.account, &q.prefix.unwrap_or_default(), after, limit).await?;
     let next = if more { items.last().map(|l| drive::encode_cursor(&l.name)) } else { None };
     let names: Vec<_> = items.iter().map(|l| String::from_utf8_lossy(&l.name)).collect();

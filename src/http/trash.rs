@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Authed;
 use super::error::{ApiError, ErrorCode};
+use super::json::{cursor, page_limit, OptionalJson};
 use super::{rfc3339_millis, views, AppState};
 use crate::drive::{self, trash};
 
@@ -27,18 +28,7 @@ pub async fn list(
     authed: Authed,
     Query(q): Query<TrashQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.limit {
-        None => 100,
-        Some(0) => return Err(ApiError::new(ErrorCode::BadLimit, "limit is 1 to 1000")),
-        Some(n) => n.min(1000),
-    };
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            trash::parse_id(c)
-                .ok_or_else(|| ApiError::new(ErrorCode::BadCursor, "after is not a cursor this server gave"))?,
-        ),
-    };
+    let (limit, after) = (page_limit(q.limit)?, cursor(q.after.as_deref(), trash::parse_id)?);
     let (items, more) = app.drive.trash(authed.account, after, limit).await?;
     let next = if more { items.last().map(|i| trash::format_id(i.id)) } else { None };
     let entries = items
@@ -64,15 +54,9 @@ pub async fn restore(
     State(app): State<AppState>,
     authed: Authed,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<RestoreBody>,
 ) -> Result<Response, ApiError> {
     let id = trash_id(&id)?;
-    let body: RestoreBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RestoreBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::BadJson, format!("the body is not the JSON this call takes: {e}")))?
-    };
     let (_, limit) = app.plan_and_limit(&authed.account).await?;
     let (path, rec) = app.drive.restore(authed.account, id, body.path, limit).await?;
     let etag = drive::etag(rec.version);
