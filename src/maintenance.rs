@@ -1,11 +1,12 @@
-//! Housekeeping the server does on its own: expiring staged chunks, purging old sync
-//! tombstones, and scheduled garbage collection. Each runs on a blocking thread, on its own
+//! Housekeeping the server does on its own: expiring staged chunks and abandoned resumable
+//! uploads, purging old sync tombstones, and scheduled garbage collection. Each runs on a blocking thread, on its own
 //! interval, and logs rather than fails.
 
 use std::time::Duration;
 
 use crate::engine::{Engine, GcOptions};
 use crate::sync::Sync as SyncService;
+use crate::uploads::Uploads;
 
 fn every(
     period: Duration,
@@ -41,7 +42,12 @@ pub struct Schedule {
 }
 
 /// Start the housekeeping tasks; abort the handles to stop them.
-pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    schedule: Schedule,
+    engine: Engine,
+    sync: SyncService,
+    uploads: Uploads,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (ttl, retention_ms) = (schedule.staged_ttl_secs, schedule.tombstone_retention_secs as i64 * 1000);
     let e = engine.clone();
@@ -49,8 +55,9 @@ pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio
         let expired = e.expire_staged(ttl)?;
         let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
-        if expired + purged > 0 {
-            tracing::info!(expired, purged, "expired staged chunks and purged tombstones");
+        let uploads = uploads.expire()?;
+        if expired + purged + uploads > 0 {
+            tracing::info!(expired, purged, uploads, "expired staged chunks and uploads, purged tombstones");
         }
         Ok(())
     }));

@@ -14,7 +14,7 @@ use futures::Stream;
 
 use super::rules::{check_path, PathError};
 use crate::chunk::ChunkId;
-use crate::engine::{Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
+use crate::engine::{AccountTxn, Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
 use crate::error::{Error, Refusal};
 use crate::quota::{Charge, Reservations};
 use crate::store::keys::{AccountId, Namespace, ObjectRecord};
@@ -77,6 +77,24 @@ impl Drive {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.put_then(account, path, upload, pre, limit, |_, _| Ok(())).await
+    }
+
+    /// `put`, with `also` adding its own changes to the commit's transaction, given the new
+    /// record: a resumable upload retires its pieces in the batch that makes its file.
+    pub async fn put_then<S, E>(
+        &self,
+        account: AccountId,
+        path: &str,
+        upload: Upload<S>,
+        pre: Precondition,
+        limit: u64,
+        also: impl FnOnce(&mut AccountTxn, &ObjectRecord) -> std::result::Result<(), Error> + Send + 'static,
+    ) -> Result<Put>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         check_path(path)?;
         if let Upload::Body { declared: Some(n), .. } = &upload {
             if *n > limit {
@@ -93,8 +111,10 @@ impl Drive {
             Upload::Chunks(chunks) => self.adopt(account, chunks, limit).await?,
         };
         let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
-        let put =
-            blocking(move || engine.put_object(&account, Namespace::Drive, &name, ingested, limit, pre)).await??;
+        let put = blocking(move || {
+            engine.put_object_with(&account, Namespace::Drive, &name, ingested, limit, pre, also)
+        })
+        .await??;
         drop(charge); // the reservation goes once the commit holds the chunks
         put.map_err(|_| DriveError::PreconditionFailed)
     }
@@ -135,6 +155,12 @@ impl Drive {
         let more = items.len() > limit;
         items.truncate(limit);
         Ok((items, more))
+    }
+
+    /// The current record of `path`, if there is one (a precondition checked ahead of a write).
+    pub async fn current(&self, account: AccountId, path: &str) -> Result<Option<ObjectRecord>> {
+        check_path(path)?;
+        self.object(account, path).await
     }
 
     async fn object(&self, account: AccountId, path: &str) -> Result<Option<ObjectRecord>> {

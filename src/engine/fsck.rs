@@ -156,7 +156,7 @@ fn scan_objects(
                 let t = truth.backup_objects.entry((account, id)).or_default();
                 *t = (t.0 + 1, t.1 + rec.size);
             }
-            Namespace::Staged | Namespace::Scratch => {}
+            Namespace::Staged | Namespace::Upload | Namespace::Scratch => {}
         }
         for (id, len) in &chunks {
             match index.get(id) {

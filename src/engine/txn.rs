@@ -192,7 +192,7 @@ impl AccountTxn<'_> {
         let field = match ns {
             Namespace::Drive => &mut self.usage.drive,
             Namespace::Backup => &mut self.usage.backups,
-            Namespace::Staged | Namespace::Scratch => return,
+            Namespace::Staged | Namespace::Upload | Namespace::Scratch => return,
         };
         *field = field.saturating_add_signed(delta);
     }

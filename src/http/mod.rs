@@ -14,6 +14,7 @@ mod serve;
 mod sync;
 mod system;
 mod timeouts;
+mod tus;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct App {
     /// that a few clients posting big ones cannot take the server's memory. A tokio
     /// semaphore: it is held across the `.await`s of reading the body.
     pub manifest_permits: Arc<tokio::sync::Semaphore>,
+    /// Resumable uploads (tus): the state machine behind `/v1/uploads`.
+    pub resumable: crate::uploads::Uploads,
     /// Uploads and downloads in progress, per account and in all (`limits`).
     pub uploads: limits::Allowance,
     pub downloads: limits::Allowance,
@@ -85,11 +88,25 @@ impl App {
         let backups = crate::backup::Backups::new(engine.clone(), retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
         let drive = crate::drive::Drive::new(engine.clone(), Default::default());
+        let resumable = crate::uploads::Uploads::new(engine.clone(), drive.clone(), config.upload_settings());
         let l = &config.limits;
         let gauge = |kind| metrics.transfers.with_label_values(&[kind]);
         let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads, gauge("upload"));
         let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads, gauge("download"));
-        App { config, engine, metrics, plans, drive, identity, sync, backups, manifest_permits, uploads, downloads }
+        App {
+            config,
+            engine,
+            metrics,
+            plans,
+            drive,
+            resumable,
+            identity,
+            sync,
+            backups,
+            manifest_permits,
+            uploads,
+            downloads,
+        }
     }
 
     /// The account's plan and its limit. An account on a plan that is no longer configured
@@ -140,6 +157,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}", get(sync::feed))
         .route("/v1/sync/{collection}/batch", post(sync::batch))
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
+        .merge(tus::routes())
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))

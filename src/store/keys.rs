@@ -334,6 +334,9 @@ pub enum Namespace {
     Backup = 2,
     /// Chunks uploaded one by one through the chunk API, waiting for a manifest.
     Staged = 3,
+    /// The chunks of an unfinished resumable upload, one object per piece received
+    /// (`upload_keys::piece_name`): held, so charged and safe from GC, until the upload ends.
+    Upload = 4,
     /// Engine-level objects of tests and benches.
     Scratch = 9,
 }
@@ -344,6 +347,7 @@ impl Namespace {
             1 => Some(Namespace::Drive),
             2 => Some(Namespace::Backup),
             3 => Some(Namespace::Staged),
+            4 => Some(Namespace::Upload),
             9 => Some(Namespace::Scratch),
             _ => None,
         }
