@@ -111,10 +111,9 @@ impl Drive {
             Upload::Chunks(chunks) => self.adopt(account, chunks, limit).await?,
         };
         let (engine, name) = (self.engine.clone(), path.as_bytes().to_vec());
-        let put = blocking(move || {
-            engine.put_object_with(&account, Namespace::Drive, &name, ingested, limit, pre, also)
-        })
-        .await??;
+        let put =
+            blocking(move || engine.put_object_with(&account, Namespace::Drive, &name, ingested, limit, pre, also))
+                .await??;
         drop(charge); // the reservation goes once the commit holds the chunks
         put.map_err(|_| DriveError::PreconditionFailed)
     }

@@ -187,7 +187,8 @@ impl Engine {
             tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, level, &cut_aborted, ending));
         let engine = self.clone();
         let write_aborted = aborted.clone();
-        let write = tokio::task::spawn_blocking(move || Writer::new(engine, admit).run(chunk_rx, &write_aborted, ending));
+        let write =
+            tokio::task::spawn_blocking(move || Writer::new(engine, admit).run(chunk_rx, &write_aborted, ending));
 
         let mut body_error = None;
         let mut received = 0u64;

@@ -18,7 +18,9 @@ use super::{Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Namespace, ObjectRecord, Usage};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_UPLOADS, CF_USAGE};
+use crate::store::{
+    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_UPLOADS, CF_USAGE,
+};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.

@@ -28,10 +28,7 @@ const OFFSET_TYPE: &str = "application/offset+octet-stream";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/uploads", post(create).options(capabilities))
-        .route(
-            "/v1/uploads/{id}",
-            options(capabilities).head(status).patch(patch).delete(terminate),
-        )
+        .route("/v1/uploads/{id}", options(capabilities).head(status).patch(patch).delete(terminate))
         .layer(axum::middleware::map_response(tus_headers))
 }
 

@@ -430,7 +430,11 @@ impl Uploads {
                 retire_pieces(txn, &engine, &id)?;
                 finished.done = Some(file.version);
                 finished.tail.clear();
-                txn.batch().put_cf(engine.db().cf(CF_UPLOADS), uk::upload_key(&account, &id), uk::encode_upload(&finished));
+                txn.batch().put_cf(
+                    engine.db().cf(CF_UPLOADS),
+                    uk::upload_key(&account, &id),
+                    uk::encode_upload(&finished),
+                );
                 Ok(())
             })
             .await;
@@ -477,7 +481,11 @@ fn state(id: UploadId, rec: &UploadRecord) -> UploadState {
 }
 
 /// The upload's chunks so far, pieces in order. Blocking.
-fn pieces(engine: &Engine, account: &AccountId, id: &UploadId) -> std::result::Result<Vec<(crate::chunk::ChunkId, u32)>, Error> {
+fn pieces(
+    engine: &Engine,
+    account: &AccountId,
+    id: &UploadId,
+) -> std::result::Result<Vec<(crate::chunk::ChunkId, u32)>, Error> {
     let mut chunks = Vec::new();
     for item in engine.list_objects(account, Namespace::Upload, &id.0, None, usize::MAX)? {
         chunks.extend(engine.object_chunks(account, Namespace::Upload, &item.name, &item.record)?);
