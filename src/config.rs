@@ -99,7 +99,7 @@ pub struct Config {
     /// The largest `Upload-Length` a resumable upload may declare (`Tus-Max-Size`).
     pub upload_max_size: ByteSize,
     /// Unfinished resumable uploads one account may have at once.
-    pub uploads_per_account: usize,
+    pub unfinished_uploads_per_account: usize,
     /// How long a sync tombstone stays in the feed.
     pub tombstone_retention_secs: u64,
     /// Backups kept per device; a commit drops the oldest beyond this (at least 1).
@@ -143,7 +143,7 @@ impl Default for Config {
             sweep_secs: 600,
             upload_expiry_secs: 24 * 3600,
             upload_max_size: ByteSize(1 << 40),
-            uploads_per_account: 20,
+            unfinished_uploads_per_account: 20,
             tombstone_retention_secs: 30 * 24 * 3600,
             backup_retention: crate::backup::Retention::default().keep(),
             gc_interval_secs: 6 * 3600,
@@ -268,7 +268,7 @@ impl Config {
         crate::uploads::Settings {
             expiry_secs: self.upload_expiry_secs,
             max_size: self.upload_max_size.0,
-            per_account: self.uploads_per_account,
+            per_account: self.unfinished_uploads_per_account,
         }
     }
 

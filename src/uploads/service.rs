@@ -420,6 +420,7 @@ impl Uploads {
         if rec.done.is_some() {
             return Ok(state(id, &rec));
         }
+        let rec = self.cut_tail(account, id, rec, limit).await?;
         let engine = self.engine.clone();
         let chunks = blocking(move || pieces(&engine, &account, &id)).await??;
         let (engine, mut finished) = (self.engine.clone(), rec.clone());
@@ -447,6 +448,28 @@ impl Uploads {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Make the tail the upload's last chunk, when the last bytes came in a body whose length
+    /// was not declared (so the cutter could not know it was the end).
+    async fn cut_tail(
+        &self,
+        account: AccountId,
+        id: UploadId,
+        mut rec: UploadRecord,
+        limit: u64,
+    ) -> Result<UploadRecord> {
+        if rec.tail.is_empty() {
+            return Ok(rec);
+        }
+        let charge = Charge::new(self.engine.clone(), self.drive.reservations().clone(), account, limit);
+        let tail = Bytes::from(std::mem::take(&mut rec.tail));
+        let nothing = futures::stream::empty::<std::result::Result<Bytes, Infallible>>();
+        let got = self.engine.ingest_piece(tail, nothing, true, charge.clone()).await?;
+        let this = self.clone();
+        let rec = blocking(move || this.commit_piece(&account, &id, rec, got, limit)).await??;
+        drop(charge);
+        Ok(rec)
     }
 
     /// Delete an upload's record and pieces, releasing its chunks. `false` if there was none.
