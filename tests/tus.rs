@@ -551,19 +551,16 @@ impl Relay {
     }
 }
 
-/// Run a client that uploads `src` to drive path `path` through `relay`, in pieces of
-/// `chunk` bytes, retrying on failures; kill -9 and restart the server once `restart_at`
-/// bytes have gone upstream. Returns the restarted server.
-async fn run_client(
-    program: &str,
-    script: &str,
-    s: &mut Server,
-    dir: &Path,
-    u: &User,
-    src: &Path,
-    path: &str,
-    restart_at: usize,
-) -> Server {
+/// The drive path the clients upload to, and how far (bytes sent upstream) they get before the
+/// server is killed and restarted under them.
+const CLIENT_PATH: &str = "from/client.bin";
+const RESTART_AT: usize = 2_600_000;
+
+/// Run a client that uploads `src` to `CLIENT_PATH` through a relay, in pieces of 256 KiB,
+/// retrying on failures; kill -9 and restart the server once `RESTART_AT` bytes have gone
+/// upstream. Returns the restarted server.
+async fn run_client(program: &str, script: &str, s: &mut Server, dir: &Path, u: &User, src: &Path) -> Server {
+    let (path, restart_at) = (CLIENT_PATH, RESTART_AT);
     let relay = Relay::start(&s.base, 1_200_000).await;
     let child = tokio::process::Command::new(program)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
@@ -596,9 +593,9 @@ async fn client_round_trip(program: &str, script: &str) {
     let data = noise(4_000_000, 29);
     let src = tmp.path().join("video.bin");
     std::fs::write(&src, &data).unwrap();
-    let s2 = run_client(program, script, &mut s, &dir, &u, &src, "from/client.bin", 2_600_000).await;
+    let s2 = run_client(program, script, &mut s, &dir, &u, &src).await;
     let u2 = login(&s2, &u.identifier, &u.password).await;
-    assert_eq!(file(&s2, &u2, "from/client.bin").await, data);
+    assert_eq!(file(&s2, &u2, CLIENT_PATH).await, data);
     s2.fsck_ok().await;
 }
 
