@@ -110,7 +110,9 @@ def main():
                     print(f"round {n + 1}: {kind}: {size / took[kind] / 1e6:.0f} MB/s ({took[kind]:.1f} s)")
                 ratios.append(took["put"] / took["tus"])
                 print(f"round {n + 1}: tus/PUT throughput = {ratios[-1]:.2f}")
-            print(f"median tus/PUT throughput over {a.rounds} rounds: {sorted(ratios)[len(ratios) // 2]:.2f}")
+            r = sorted(ratios)
+            median = (r[(len(r) - 1) // 2] + r[len(r) // 2]) / 2
+            print(f"median tus/PUT throughput over {a.rounds} rounds: {median:.2f}")
         finally:
             server.terminate()
             server.wait()
