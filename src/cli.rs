@@ -226,7 +226,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let app = Arc::new(App::new(config.http(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
-        let housekeeping = crate::maintenance::spawn(config.schedule(), engine.clone(), app.sync.clone());
+        let housekeeping =
+            crate::maintenance::spawn(config.schedule(), engine.clone(), app.sync.clone(), app.resumable.clone());
         let sweeper = app.identity.spawn_sweeper();
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;

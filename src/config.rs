@@ -90,8 +90,16 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// How long a chunk uploaded through the chunk API waits for a manifest to claim it.
     pub staged_ttl_secs: u64,
-    /// How often the server expires staged chunks and purges old sync tombstones.
+    /// How often the server expires staged chunks and resumable uploads, and purges old sync
+    /// tombstones.
     pub sweep_secs: u64,
+    /// A resumable upload (`/v1/uploads`) that receives nothing for this long is removed and
+    /// its chunks released.
+    pub upload_expiry_secs: u64,
+    /// The largest `Upload-Length` a resumable upload may declare (`Tus-Max-Size`).
+    pub upload_max_size: ByteSize,
+    /// Unfinished resumable uploads one account may have at once.
+    pub unfinished_uploads_per_account: usize,
     /// How long a sync tombstone stays in the feed.
     pub tombstone_retention_secs: u64,
     /// Backups kept per device; a commit drops the oldest beyond this (at least 1).
@@ -163,6 +171,9 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             staged_ttl_secs: 24 * 3600,
             sweep_secs: 600,
+            upload_expiry_secs: 24 * 3600,
+            upload_max_size: ByteSize(1 << 40),
+            unfinished_uploads_per_account: 20,
             tombstone_retention_secs: 30 * 24 * 3600,
             backup_retention: crate::backup::Retention::default().keep(),
             gc_interval_secs: 6 * 3600,
@@ -289,6 +300,15 @@ impl Config {
         }
     }
 
+    /// The limits of resumable uploads.
+    pub fn upload_settings(&self) -> crate::uploads::Settings {
+        crate::uploads::Settings {
+            expiry_secs: self.upload_expiry_secs,
+            max_size: self.upload_max_size.0,
+            per_account: self.unfinished_uploads_per_account,
+        }
+    }
+
     /// The options of a scheduled collection.
     pub fn gc(&self) -> GcOptions {
         GcOptions {
@@ -310,6 +330,7 @@ impl Config {
             staged_ttl_secs: self.staged_ttl_secs,
             gc_copy_mib_per_sec: self.gc_copy_mib_per_sec,
             drive: self.drive.policy(),
+            uploads: self.upload_settings(),
         }
     }
 

@@ -19,3 +19,4 @@ pub mod pack;
 pub mod quota;
 pub mod store;
 pub mod sync;
+pub mod uploads;

@@ -1,11 +1,12 @@
-//! Housekeeping the server does on its own: expiring staged chunks, purging old sync
-//! tombstones, and scheduled garbage collection. Each runs on a blocking thread, on its own
+//! Housekeeping the server does on its own: expiring staged chunks and abandoned resumable
+//! uploads, purging old sync tombstones, and scheduled garbage collection. Each runs on a blocking thread, on its own
 //! interval, and logs rather than fails.
 
 use std::time::Duration;
 
 use crate::engine::{Engine, GcOptions};
 use crate::sync::Sync as SyncService;
+use crate::uploads::Uploads;
 
 fn every(
     period: Duration,
@@ -43,7 +44,12 @@ pub struct Schedule {
 }
 
 /// Start the housekeeping tasks; abort the handles to stop them.
-pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    schedule: Schedule,
+    engine: Engine,
+    sync: SyncService,
+    uploads: Uploads,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (ttl, retention_ms) = (schedule.staged_ttl_secs, schedule.tombstone_retention_secs as i64 * 1000);
     let trash_ms = (schedule.trash_days as i64).saturating_mul(24 * 3600 * 1000);
@@ -53,13 +59,14 @@ pub fn spawn(schedule: Schedule, engine: Engine, sync: SyncService) -> Vec<tokio
         let now_ms = e.clock().now_ms() as i64;
         let purged = sync.purge_tombstones(now_ms - retention_ms)?;
         let trashed = crate::drive::expire_trash(&e, now_ms - trash_ms)?;
-        e.metrics().swept.with_label_values(&["trash"]).inc_by(trashed);
+        let uploads = uploads.expire()?;
         let swept = &e.metrics().swept;
         swept.with_label_values(&["staged_chunks"]).inc_by(expired);
         swept.with_label_values(&["tombstones"]).inc_by(purged);
+        swept.with_label_values(&["trash"]).inc_by(trashed);
         e.metrics().housekeeping_runs.inc();
-        if expired + purged > 0 {
-            tracing::info!(expired, purged, "expired staged chunks and purged tombstones");
+        if expired + purged + uploads > 0 {
+            tracing::info!(expired, purged, uploads, "expired staged chunks and uploads, purged tombstones");
         }
         Ok(())
     }));

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub upload_seconds: Histogram,
     pub download_seconds: Histogram,
     pub quota_refusals: IntCounter,
+    /// Resumable uploads removed by housekeeping because nobody resumed them in time.
+    pub uploads_expired: IntCounter,
     pub gc_runs: IntCounter,
     pub gc_chunks_freed: IntCounter,
     pub gc_bytes_reclaimed: IntCounter,
@@ -129,6 +131,11 @@ impl Metrics {
             upload_seconds: histogram(&registry, "cairn_upload_seconds", "Drive uploads, request to commit"),
             download_seconds: histogram(&registry, "cairn_download_seconds", "Drive downloads, request to last byte"),
             quota_refusals: counter(&registry, "cairn_quota_refusals_total", "Writes refused with 507"),
+            uploads_expired: counter(
+                &registry,
+                "cairn_uploads_expired_total",
+                "Resumable uploads removed by housekeeping after their expiry",
+            ),
             gc_runs: counter(&registry, "cairn_gc_runs_total", "Garbage collections run"),
             gc_chunks_freed: counter(&registry, "cairn_gc_chunks_freed_total", "Chunks removed from the index by GC"),
             gc_bytes_reclaimed: counter(

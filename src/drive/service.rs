@@ -15,7 +15,7 @@ use futures::Stream;
 use super::history::{self, Policy, Room};
 use super::rules::{check_path, PathError};
 use crate::chunk::ChunkId;
-use crate::engine::{Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
+use crate::engine::{AccountTxn, Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
 use crate::error::{Error, Refusal};
 use crate::quota::{Charge, Reservations};
 use crate::store::identity_keys::DeviceId;
@@ -96,6 +96,24 @@ impl Drive {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.put_then(account, path, upload, pre, limit, |_, _| Ok(())).await
+    }
+
+    /// `put`, with `also` adding its own changes to the commit's transaction, given the new
+    /// record: a resumable upload retires its pieces in the batch that makes its file.
+    pub async fn put_then<S, E>(
+        &self,
+        account: AccountId,
+        path: &str,
+        upload: Upload<S>,
+        pre: Precondition,
+        limit: u64,
+        also: impl FnOnce(&mut AccountTxn, &ObjectRecord) -> std::result::Result<(), Error> + Send + 'static,
+    ) -> Result<Put>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         check_path(path)?;
         if let Upload::Body { declared: Some(n), .. } = &upload {
             if *n > limit {
@@ -123,6 +141,7 @@ impl Drive {
             }
             let record = txn.put_object(Namespace::Drive, path.as_bytes(), &ingested.manifest);
             txn.unstage(&ingested.manifest.chunks)?;
+            also(&mut txn, &record)?;
             txn.commit(limit)?;
             drop(ingested); // unpin only once the references are durable
             Ok(Put { record, replaced: old.is_some() })
@@ -182,6 +201,12 @@ impl Drive {
         let more = items.len() > limit;
         items.truncate(limit);
         Ok((items, more))
+    }
+
+    /// The current record of `path`, if there is one (a precondition checked ahead of a write).
+    pub async fn current(&self, account: AccountId, path: &str) -> Result<Option<ObjectRecord>> {
+        check_path(path)?;
+        self.object(account, path).await
     }
 
     async fn object(&self, account: AccountId, path: &str) -> Result<Option<ObjectRecord>> {

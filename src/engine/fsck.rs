@@ -158,7 +158,7 @@ fn scan_objects(
             }
             Namespace::Trash => u.trash += rec.size,
             Namespace::Versions => u.versions += rec.size,
-            Namespace::Staged | Namespace::Scratch => {}
+            Namespace::Staged | Namespace::Upload | Namespace::Scratch => {}
         }
         for (id, len) in &chunks {
             match index.get(id) {

@@ -68,6 +68,37 @@ pub struct Ingested {
     _pins: Pins,
 }
 
+/// One piece of a resumable upload, ingested (`Engine::ingest_piece`).
+pub struct Piece {
+    /// The chunks cut from the old tail and this body; pinned until dropped.
+    pub ingested: Ingested,
+    /// What is left uncut, to go in front of the next piece.
+    pub tail: Bytes,
+    /// Bytes of the body that arrived (the old tail not counted).
+    pub received: u64,
+    /// Why the body ended early, if it did; what arrived before is in the piece.
+    pub body_error: Option<String>,
+}
+
+/// How the cutter treats the end of its input.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// A whole upload: the end is a cut, a broken body is no content at all.
+    Whole,
+    /// A piece of a resumable upload: the end is a cut only for the `last` piece arriving
+    /// whole; otherwise what is left after the last content-defined cut is the tail.
+    Piece { last: bool },
+}
+
+/// What one run of the pipeline produced.
+struct Run {
+    ingested: Ingested,
+    hash: blake3::Hash,
+    tail: Bytes,
+    received: u64,
+    body_error: Option<String>,
+}
+
 /// Why a client's chunk list cannot become an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Adoption {
@@ -111,12 +142,40 @@ impl Engine {
     /// this future only moves frames. Nothing is referenced yet: the caller commits the
     /// manifest, and an ingest that is dropped or fails leaves only unreferenced chunks, which
     /// GC reclaims.
-    pub async fn ingest<S, E>(&self, mut body: S, admit: impl Admit) -> Result<Ingested>
+    pub async fn ingest<S, E>(&self, body: S, admit: impl Admit) -> Result<Ingested>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let started = Instant::now();
+        let run = self.run_ingest(Bytes::new(), body, Ending::Whole, admit).await?;
+        let mut ingested = run.ingested;
+        ingested.manifest.hash = *run.hash.as_bytes();
+        self.metrics().ingest_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(ingested)
+    }
+
+    /// Ingest one piece of an upload that arrives over several requests (tus): `tail` (the
+    /// bytes the previous piece left uncut) and then `body` go through the cutter, so that
+    /// chunk boundaries fall where one whole upload would put them. The bytes after the last
+    /// content-defined cut come back as the new tail (shorter than the largest chunk), unless
+    /// `last` says this piece ends the upload and it arrived whole. A body that breaks keeps
+    /// what arrived before the break: that is the point of resuming. The manifest's hash is not
+    /// filled in (the caller hashes the whole content when it has it).
+    pub async fn ingest_piece<S, E>(&self, tail: Bytes, body: S, last: bool, admit: impl Admit) -> Result<Piece>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let run = self.run_ingest(tail, body, Ending::Piece { last }, admit).await?;
+        Ok(Piece { ingested: run.ingested, tail: run.tail, received: run.received, body_error: run.body_error })
+    }
+
+    async fn run_ingest<S, E>(&self, tail: Bytes, mut body: S, ending: Ending, admit: impl Admit) -> Result<Run>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let (frame_tx, frame_rx) = mpsc::channel::<Bytes>(FRAME_QUEUE);
         let (chunk_tx, chunk_rx) = sync_channel(CHUNKS_IN_FLIGHT);
         let aborted = Arc::new(AtomicBool::new(false));
@@ -124,21 +183,25 @@ impl Engine {
         let cutter = self.inner.cutter.clone();
         let level = self.config().zstd_level;
         let cut_aborted = aborted.clone();
-        let cut = tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, level, &cut_aborted));
+        let cut =
+            tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, level, &cut_aborted, ending));
         let engine = self.clone();
         let write_aborted = aborted.clone();
-        let write = tokio::task::spawn_blocking(move || Writer::new(engine, admit).run(chunk_rx, &write_aborted));
+        let write =
+            tokio::task::spawn_blocking(move || Writer::new(engine, admit).run(chunk_rx, &write_aborted, ending));
 
         let mut body_error = None;
-        while let Some(frame) = body.next().await {
-            match frame {
-                Ok(bytes) => {
+        let mut received = 0u64;
+        let mut open = tail.is_empty() || frame_tx.send(tail).await.is_ok();
+        while open {
+            match body.next().await {
+                None => break,
+                Some(Ok(bytes)) => {
                     self.metrics().ingest_bytes.inc_by(bytes.len() as u64);
-                    if frame_tx.send(bytes).await.is_err() {
-                        break; // the writer stopped early; its result says why
-                    }
+                    received += bytes.len() as u64;
+                    open = frame_tx.send(bytes).await.is_ok(); // closed: the writer stopped early
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     body_error = Some(e.to_string());
                     break;
                 }
@@ -150,18 +213,16 @@ impl Engine {
         drop(frame_tx);
         let cut = cut.await;
         let result = write.await.map_err(|e| Error::corrupt(format!("ingest writer panicked: {e}")))?;
-        if let Some(e) = body_error {
-            return Err(Error::Body(e));
+        if let (Some(e), Ending::Whole) = (&body_error, ending) {
+            return Err(Error::Body(e.clone()));
         }
-        let mut ingested = result?;
+        let ingested = result?;
         // The writer ends well when the chunk queue closes, which a cutter that panicked also
         // does: only a cutter that saw the end of the body vouches for the manifest.
-        let hash = cut
+        let (hash, tail) = cut
             .map_err(|e| Error::corrupt(format!("ingest cutter panicked: {e}")))?
             .ok_or_else(|| Error::corrupt("ingest cutter stopped before the end of the body"))?;
-        ingested.manifest.hash = *hash.as_bytes();
-        self.metrics().ingest_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(ingested)
+        Ok(Run { ingested, hash, tail, received, body_error })
     }
 
     /// Store one chunk exactly as given (the chunk API: the client chose the cut), if it hashes
@@ -244,24 +305,30 @@ impl Engine {
     }
 }
 
-/// Cut the body into chunks and hand each to a rayon worker to seal. Returns the BLAKE3 of the
-/// whole body, or `None` if it stopped before the end (an aborted body, a writer that quit).
+/// Cut the body into chunks and hand each to a rayon worker to seal. Returns the BLAKE3 of
+/// everything it was given and the uncut tail (empty unless `ending` keeps one), or `None` if it
+/// stopped before the end (an aborted whole body, a writer that quit).
 fn cut_stage(
     mut frames: mpsc::Receiver<Bytes>,
     out: SyncSender<oneshot::Receiver<SealedChunk>>,
     cutter: Cutter,
     level: i32,
     aborted: &AtomicBool,
-) -> Option<blake3::Hash> {
+    ending: Ending,
+) -> Option<(blake3::Hash, Bytes)> {
     let window = cutter.params().max as usize;
     let mut buf = BytesMut::new();
     let mut hasher = blake3::Hasher::new();
     loop {
         let frame = frames.blocking_recv();
         let at_end = frame.is_none();
-        if at_end && aborted.load(Ordering::Acquire) {
-            return None; // a broken body must not turn its last partial chunk into data
-        }
+        let broken = at_end && aborted.load(Ordering::Acquire);
+        let final_cut = match ending {
+            // a broken body must not turn its last partial chunk into data
+            Ending::Whole if broken => return None,
+            Ending::Whole => at_end,
+            Ending::Piece { last } => at_end && last && !broken,
+        };
         if let Some(f) = frame {
             hasher.update(&f);
             if buf.capacity() - buf.len() < f.len() {
@@ -269,7 +336,7 @@ fn cut_stage(
             }
             buf.extend_from_slice(&f);
         }
-        while let Some(n) = cutter.next_cut(&buf, at_end) {
+        while let Some(n) = cutter.next_cut(&buf, final_cut) {
             let raw = buf.split_to(n).freeze();
             let (tx, rx) = oneshot::channel();
             rayon::spawn(move || {
@@ -280,7 +347,7 @@ fn cut_stage(
             }
         }
         if at_end {
-            return Some(hasher.finalize());
+            return Some((hasher.finalize(), buf.freeze()));
         }
     }
 }
@@ -317,12 +384,17 @@ impl<A: Admit> Writer<A> {
         }
     }
 
-    fn run(mut self, chunks: Receiver<oneshot::Receiver<SealedChunk>>, aborted: &AtomicBool) -> Result<Ingested> {
+    fn run(
+        mut self,
+        chunks: Receiver<oneshot::Receiver<SealedChunk>>,
+        aborted: &AtomicBool,
+        ending: Ending,
+    ) -> Result<Ingested> {
         for next in chunks {
             let chunk = next.blocking_recv().map_err(|_| Error::corrupt("a compression worker died"))?;
             self.take(chunk)?;
         }
-        if aborted.load(Ordering::Acquire) {
+        if matches!(ending, Ending::Whole) && aborted.load(Ordering::Acquire) {
             return Err(Error::Body("aborted".into()));
         }
         self.finish()

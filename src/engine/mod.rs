@@ -22,7 +22,7 @@ use rocksdb::WriteBatch;
 
 pub use gc::{live_share, GcOptions, GcReport};
 pub(crate) use ingest::Pins;
-pub use ingest::{Admit, AdmitAll, Adoption, Ingested};
+pub use ingest::{Admit, AdmitAll, Adoption, Ingested, Piece};
 pub(crate) use objects::object_chunks_via;
 pub use objects::{ChunkList, Listed, Precondition, PreconditionFailed, Put};
 pub use pace::CopyRate;

@@ -18,7 +18,9 @@ use super::{Engine, Ingested};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Namespace, ObjectRecord, Usage};
-use crate::store::{CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_USAGE};
+use crate::store::{
+    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_UPLOADS, CF_USAGE,
+};
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
 /// `If-None-Match: *`), checked under the account lock.
@@ -149,6 +151,22 @@ impl Engine {
         limit: u64,
         pre: Precondition,
     ) -> Result<std::result::Result<Put, PreconditionFailed>> {
+        self.put_object_with(account, ns, name, ingested, limit, pre, |_, _| Ok(()))
+    }
+
+    /// `put_object`, with `also` adding its own changes to the same transaction once the
+    /// precondition holds (a resumable upload retiring its pieces as its file is committed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_object_with(
+        &self,
+        account: &AccountId,
+        ns: Namespace,
+        name: &[u8],
+        ingested: Ingested,
+        limit: u64,
+        pre: Precondition,
+        also: impl FnOnce(&mut super::AccountTxn, &ObjectRecord) -> Result<()>,
+    ) -> Result<std::result::Result<Put, PreconditionFailed>> {
         let mut txn = self.begin(account)?;
         let old = txn.object(ns, name)?;
         if !pre.check(old.as_ref()) {
@@ -161,6 +179,7 @@ impl Engine {
         if ns != Namespace::Staged {
             txn.unstage(&ingested.manifest.chunks)?;
         }
+        also(&mut txn, &record)?;
         txn.commit(limit)?;
         drop(ingested); // unpin only once the references are durable
         Ok(Ok(Put { record, replaced: old.is_some() }))
@@ -260,7 +279,8 @@ impl Engine {
         batch.delete_range_cf(db.cf(CF_OBJECTS), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_SYNC), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end.clone());
-        batch.delete_range_cf(db.cf(CF_BACKUPS), account.0.to_vec(), end);
+        batch.delete_range_cf(db.cf(CF_BACKUPS), account.0.to_vec(), end.clone());
+        batch.delete_range_cf(db.cf(CF_UPLOADS), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
         batch.put_cf(db.cf(CF_GONE), account.0, now.to_le_bytes());
         more(&mut batch)?;

@@ -233,7 +233,7 @@ impl AccountTxn<'_> {
             Namespace::Backup => &mut self.usage.backups,
             Namespace::Trash => &mut self.usage.trash,
             Namespace::Versions => &mut self.usage.versions,
-            Namespace::Staged | Namespace::Scratch => return,
+            Namespace::Staged | Namespace::Upload | Namespace::Scratch => return,
         };
         *field = field.saturating_add_signed(delta);
     }

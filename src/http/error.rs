@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 
 use crate::drive::DriveError;
 use crate::error::{Error, Refusal};
+use crate::uploads::parse::HeaderError;
+use crate::uploads::UploadError;
 
 /// Every error the API answers: its code and its status, said once. Handlers name a variant,
 /// never a string, so a code cannot be misspelled and is compared as a value.
@@ -67,6 +69,18 @@ pub enum ErrorCode {
     NotReady,
     QuotaExceeded,
     InsufficientStorage,
+    // Resumable uploads (tus).
+    BadHeader,
+    BadChecksumAlgorithm,
+    OffsetMismatch,
+    UnsupportedMediaType,
+    TusVersion,
+    UploadTooLarge,
+    PastLength,
+    UploadOverQuota,
+    UploadLocked,
+    TooManyUploads,
+    ChecksumMismatch,
 }
 
 impl ErrorCode {
@@ -120,6 +134,18 @@ impl ErrorCode {
             ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::BadHeader => StatusCode::BAD_REQUEST,
+            ErrorCode::BadChecksumAlgorithm => StatusCode::BAD_REQUEST,
+            ErrorCode::OffsetMismatch => StatusCode::CONFLICT,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::TusVersion => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::UploadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PastLength => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UploadOverQuota => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UploadLocked => StatusCode::LOCKED,
+            ErrorCode::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+            // tus's checksum extension: "460 Checksum Mismatch".
+            ErrorCode::ChecksumMismatch => StatusCode::from_u16(460).expect("a valid status"),
         }
     }
 
@@ -173,6 +199,18 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::BadHeader => "bad_header",
+            ErrorCode::BadChecksumAlgorithm => "bad_checksum_algorithm",
+            ErrorCode::OffsetMismatch => "offset_mismatch",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TusVersion => "unsupported_tus_version",
+            ErrorCode::UploadTooLarge => "upload_too_large",
+            ErrorCode::PastLength => "past_upload_length",
+            // The quota refusal's code and body, said at creation with tus's 413.
+            ErrorCode::UploadOverQuota => "quota_exceeded",
+            ErrorCode::UploadLocked => "upload_locked",
+            ErrorCode::TooManyUploads => "too_many_uploads",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
         }
     }
 }
@@ -231,6 +269,7 @@ fn code_for(status: StatusCode) -> &'static str {
         411 => "length_required",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
+        423 => "upload_locked",
         422 => "bad_request",
         431 => "headers_too_large",
         s if s >= 500 => "internal",
@@ -295,6 +334,38 @@ impl From<DriveError> for ApiError {
             DriveError::WrongSize { .. } => ApiError::new(ErrorCode::BadSize, msg),
             DriveError::Engine(inner) => inner.into(),
         }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let msg = e.to_string();
+        match e {
+            UploadError::Drive(d) => d.into(),
+            UploadError::NotFound => ApiError::not_found(),
+            UploadError::Busy => ApiError::new(ErrorCode::UploadLocked, msg),
+            UploadError::OffsetMismatch { offset, .. } => {
+                ApiError::new(ErrorCode::OffsetMismatch, msg).with("offset", offset)
+            }
+            UploadError::PastLength { length } => ApiError::new(ErrorCode::PastLength, msg).with("length", length),
+            UploadError::TooBig { max } => ApiError::new(ErrorCode::UploadTooLarge, msg).with("limit", max),
+            UploadError::OverQuota { used, limit } => {
+                ApiError::new(ErrorCode::UploadOverQuota, msg).with("used", used).with("limit", limit)
+            }
+            UploadError::TooMany { max } => ApiError::new(ErrorCode::TooManyUploads, msg).with("limit", max),
+            UploadError::ChecksumMismatch => ApiError::new(ErrorCode::ChecksumMismatch, msg),
+            UploadError::BadLength(_) => ApiError::new(ErrorCode::BadHeader, msg),
+        }
+    }
+}
+
+impl From<HeaderError> for ApiError {
+    fn from(e: HeaderError) -> Self {
+        let code = match e {
+            HeaderError::UnsupportedAlgorithm(_) => ErrorCode::BadChecksumAlgorithm,
+            HeaderError::Metadata(_) | HeaderError::Checksum => ErrorCode::BadHeader,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

@@ -15,6 +15,7 @@ mod sync;
 mod system;
 mod timeouts;
 mod trash;
+mod tus;
 pub mod views;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub gc_copy_mib_per_sec: u64,
     /// The trash and old versions.
     pub drive: crate::drive::Policy,
+    /// Resumable uploads' limits and expiry.
+    pub uploads: crate::uploads::Settings,
 }
 
 /// Everything a request handler may touch. Shared as one `Arc`; each part is itself cheap to
@@ -64,6 +67,8 @@ pub struct App {
     /// that a few clients posting big ones cannot take the server's memory. A tokio
     /// semaphore: it is held across the `.await`s of reading the body.
     pub manifest_permits: Arc<tokio::sync::Semaphore>,
+    /// Resumable uploads (tus): the state machine behind `/v1/uploads`.
+    pub resumable: crate::uploads::Uploads,
     /// Uploads and downloads in progress, per account and in all (`limits`).
     pub uploads: limits::Allowance,
     pub downloads: limits::Allowance,
@@ -102,11 +107,24 @@ impl App {
         let backups = crate::backup::Backups::new(engine.clone(), settings.backup_retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
         let drive = crate::drive::Drive::new(engine.clone(), Default::default(), settings.drive);
+        let resumable = crate::uploads::Uploads::new(engine.clone(), drive.clone(), settings.uploads);
         let l = &settings.limits;
         let gauge = |kind| metrics.transfers.with_label_values(&[kind]);
         let uploads = limits::Allowance::new("upload", l.uploads_per_account, l.uploads, gauge("upload"));
         let downloads = limits::Allowance::new("download", l.downloads_per_account, l.downloads, gauge("download"));
-        App { settings, engine, metrics, drive, identity, sync, backups, manifest_permits, uploads, downloads }
+        App {
+            settings,
+            engine,
+            metrics,
+            drive,
+            resumable,
+            identity,
+            sync,
+            backups,
+            manifest_permits,
+            uploads,
+            downloads,
+        }
     }
 
     /// The account's plan and its limit. An account on a plan that is no longer configured
@@ -160,6 +178,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}", get(sync::feed))
         .route("/v1/sync/{collection}/batch", post(sync::batch))
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
+        .merge(tus::routes())
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))

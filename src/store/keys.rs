@@ -361,6 +361,9 @@ pub enum Namespace {
     Trash = 4,
     /// Replaced versions of drive files (`drive::versions` names them).
     Versions = 5,
+    /// The chunks of an unfinished resumable upload, one object per piece received
+    /// (`upload_keys::piece_name`): held, so charged and safe from GC, until the upload ends.
+    Upload = 6,
     /// Engine-level objects of tests and benches.
     Scratch = 9,
 }
@@ -373,6 +376,7 @@ impl Namespace {
             3 => Some(Namespace::Staged),
             4 => Some(Namespace::Trash),
             5 => Some(Namespace::Versions),
+            6 => Some(Namespace::Upload),
             9 => Some(Namespace::Scratch),
             _ => None,
         }

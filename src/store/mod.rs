@@ -9,6 +9,7 @@ pub mod backup_keys;
 pub mod identity_keys;
 pub mod keys;
 pub mod sync_keys;
+pub mod upload_keys;
 
 use std::path::Path;
 
@@ -34,6 +35,8 @@ pub const CF_EVENTS: &str = "events";
 pub const CF_LIMITS: &str = "limits";
 pub const CF_USAGE: &str = "usage";
 pub const CF_BACKUPS: &str = "backups";
+/// Unfinished resumable uploads (tus): account ++ upload id -> `upload_keys::UploadRecord`.
+pub const CF_UPLOADS: &str = "uploads";
 /// Ids of deleted accounts (ids are never reused): a write that was under way when its account
 /// was deleted finds the id here under the account lock and stores nothing.
 pub const CF_GONE: &str = "gone_accounts";
@@ -43,7 +46,7 @@ pub const CF_META: &str = "meta";
 /// they stay unique even if the clock went back meanwhile.
 pub const META_LAST_VERSION: &[u8] = b"last_version";
 
-pub const ALL_CFS: [&str; 16] = [
+pub const ALL_CFS: [&str; 17] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -60,6 +63,7 @@ pub const ALL_CFS: [&str; 16] = [
     CF_GONE,
     CF_META,
     CF_LIMITS,
+    CF_UPLOADS,
 ];
 
 pub struct Db {
