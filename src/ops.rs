@@ -73,7 +73,8 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
     let bar = spinner("collecting garbage");
     let v = match target {
         Target::Server { url, token } => {
-            let mut body = json!({ "grace_seconds": opts.grace_secs, "compact_below": opts.compact_below });
+            let mut body =
+                json!({ "grace_seconds": opts.grace_secs, "compact_below": opts.compact_below, "rekey": opts.rekey });
             if let Some(rate) = opts.copy_rate {
                 body["copy_mib_per_sec"] = json!(rate.as_mib_per_sec());
             }
@@ -89,10 +90,24 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
     bar.finish_and_clear();
     print(&v, as_json, |r: &GcReport| {
         println!(
-            "freed {} chunks and {} bytes; rewrote {} packs, deleted {}",
-            r.chunks_freed, r.bytes_freed, r.packs_rewritten, r.packs_deleted
+            "freed {} chunks and {} bytes; rewrote {} packs ({} for their keys), deleted {}; retired {} keys",
+            r.chunks_freed, r.bytes_freed, r.packs_rewritten, r.packs_rekeyed, r.packs_deleted, r.keys_retired
         )
     });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rotate_key(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let v = match target {
+        Target::Server { url, token } => server_call(&url, &token, reqwest::Method::POST, "/admin/keys/rotate", None)?,
+        Target::DataDir(config) => {
+            let engine = open_offline(&config)?;
+            let id = engine.rotate_key()?;
+            engine.close()?;
+            json!({ "key": format!("{id:08x}") })
+        }
+    };
+    print(&v, as_json, |v| println!("new data key {}; run `cairn gc --rekey` to move old packs to it", v["key"]));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,8 @@ pub struct GcBody {
     compact_below: Option<f64>,
     /// 0: no ceiling; absent: the server's `gc_copy_mib_per_sec`.
     copy_mib_per_sec: Option<u64>,
+    /// Rewrite packs not under the current data key, then retire unused keys.
+    rekey: Option<bool>,
 }
 
 /// `default_rate` is the server's configured ceiling on compaction copies.
@@ -33,6 +35,7 @@ pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiErro
         grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs),
         compact_below,
         copy_rate: CopyRate::mib_per_sec(body.copy_mib_per_sec.unwrap_or(default_rate)),
+        rekey: body.rekey.unwrap_or(defaults.rekey),
     })
 }
 
@@ -55,6 +58,13 @@ pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<fsck::Re
     let report = blocking(move || fsck::check(&engine)).await?;
     app.metrics.fsck_problems.set(report.problems.len() as i64);
     Ok(Json(report))
+}
+
+/// `POST /admin/keys/rotate`: a new data key, current at once.
+pub async fn rotate_key(State(app): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let engine = app.engine.clone();
+    let id = blocking(move || engine.rotate_key()).await?;
+    Ok(Json(serde_json::json!({ "key": format!("{id:08x}") })))
 }
 
 pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Stats>, ApiError> {
