@@ -148,6 +148,9 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
         if r.repaired > 0 {
             println!("repaired {} records", r.repaired);
         }
+        if r.plaintext_bytes > 0 {
+            println!("{} bytes of packs still plaintext (`cairn gc --rekey` seals them)", r.plaintext_bytes);
+        }
     });
     // After a repair the books are right even if problems were found on the way.
     Ok(if ok || flags.repair { ExitCode::SUCCESS } else { ExitCode::FAILURE })

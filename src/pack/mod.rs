@@ -383,8 +383,13 @@ impl PackStore for Packs {
             in_use.extend(p.keys_used());
             open.insert(p.id);
         }
+        let keys = self.keyring.keys();
         for id in self.list()?.into_iter().filter(|id| !open.contains(id)) {
-            in_use.extend(keys_in_file(&self.path(id))?);
+            let path = self.path(id);
+            match table_entries(&path, &keys) {
+                Ok((header, entries)) => in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1))),
+                Err(_) => in_use.extend(keys_in_file(&path)?),
+            }
         }
         self.keyring.retire(&in_use).map_err(|e| Error::Internal(e.to_string()))
     }
