@@ -82,7 +82,10 @@ pub fn stored_cost(e: &EntryInfo) -> u64 {
     ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)
 }
 
-/// Bytes of a sealed pack of `entries` entries that are not entries: header, table, trailer.
+/// Bytes of a sealed pack of `entries` entries that are not entries: header, table, trailer,
+/// and the table's authentication tag. A plaintext (version 1) table has no tag, so this is 16
+/// bytes high for it: a whole plaintext pack then has a live share just over 1, which is as
+/// good as 1 (no entry is as small as 16 bytes, so no dead entry can hide in them).
 pub fn overhead(entries: u32) -> u64 {
-    (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(entries) * TABLE_RECORD_LEN as u64
+    (HEADER_LEN + TRAILER_LEN + super::sealed::TAG_LEN) as u64 + u64::from(entries) * TABLE_RECORD_LEN as u64
 }
