@@ -26,6 +26,8 @@ const KEYS_MAGIC: &[u8; 8] = b"CAIRNDK1";
 const NONCE_LEN: usize = 24;
 /// One wrapped data key: nonce, then the 32-byte key sealed (plus its 16-byte tag).
 const WRAPPED_LEN: usize = NONCE_LEN + 32 + 16;
+/// The keys file's contents: the current id, and each key wrapped.
+type Wrapped = (u32, BTreeMap<u32, [u8; WRAPPED_LEN]>);
 
 /// Where the master key comes from, and whether new data is sealed.
 #[derive(Clone, Debug, Default)]
@@ -88,7 +90,7 @@ pub struct Keyring {
     encrypt: bool,
     set: RwLock<Arc<KeySet>>,
     /// The keys file's contents: current id and each key wrapped. Serializes rotations.
-    wrapped: Mutex<(u32, BTreeMap<u32, [u8; WRAPPED_LEN]>)>,
+    wrapped: Mutex<Wrapped>,
 }
 
 impl Keyring {
@@ -205,12 +207,13 @@ fn wrap(master: &XChaCha20Poly1305, id: u32, key: &[u8; 32]) -> [u8; WRAPPED_LEN
 
 fn unwrap(master: &XChaCha20Poly1305, id: u32, w: &[u8; WRAPPED_LEN]) -> Option<[u8; 32]> {
     let aad = id.to_le_bytes();
-    let plain = master.decrypt(XNonce::from_slice(&w[..NONCE_LEN]), Payload { msg: &w[NONCE_LEN..], aad: &aad }).ok()?;
+    let plain =
+        master.decrypt(XNonce::from_slice(&w[..NONCE_LEN]), Payload { msg: &w[NONCE_LEN..], aad: &aad }).ok()?;
     plain.try_into().ok()
 }
 
 /// `datakeys`: magic, current id, count, then (id, wrapped key) per key. `None` if absent.
-fn read_keys_file(path: &Path) -> Result<Option<(u32, BTreeMap<u32, [u8; WRAPPED_LEN]>)>> {
+fn read_keys_file(path: &Path) -> Result<Option<Wrapped>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -219,7 +222,7 @@ fn read_keys_file(path: &Path) -> Result<Option<(u32, BTreeMap<u32, [u8; WRAPPED
     parse_keys(&bytes).map(Some).ok_or_else(|| KeyError::Invalid(format!("{} is damaged", path.display())))
 }
 
-pub(crate) fn parse_keys(b: &[u8]) -> Option<(u32, BTreeMap<u32, [u8; WRAPPED_LEN]>)> {
+pub(crate) fn parse_keys(b: &[u8]) -> Option<Wrapped> {
     let head = b.get(..16)?;
     if &head[..8] != KEYS_MAGIC {
         return None;
@@ -240,7 +243,7 @@ pub(crate) fn parse_keys(b: &[u8]) -> Option<(u32, BTreeMap<u32, [u8; WRAPPED_LE
 
 /// Written under a temporary name, synced, renamed and the directory synced: a crash leaves
 /// the old file or the new one, never half of either.
-fn write_keys_file(path: &Path, (current, keys): &(u32, BTreeMap<u32, [u8; WRAPPED_LEN]>)) -> Result<()> {
+fn write_keys_file(path: &Path, (current, keys): &Wrapped) -> Result<()> {
     let io = |source| KeyError::Io { path: path.into(), source };
     let mut out = KEYS_MAGIC.to_vec();
     out.extend_from_slice(&current.to_le_bytes());

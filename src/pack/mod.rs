@@ -263,7 +263,7 @@ impl Packs {
         let id = p.id;
         let sealed = p.seal(&self.keyring.keys()).map(|(id, entries, size)| SealedPack { id, size, entries });
         self.hold(id, -1);
-        Ok(sealed.map_err(|e| sealing_failed(id, e))?)
+        sealed.map_err(|e| sealing_failed(id, e))
     }
 
     /// Count holds on a pack; see `unindexed`.
@@ -387,7 +387,9 @@ impl PackStore for Packs {
         for id in self.list()?.into_iter().filter(|id| !open.contains(id)) {
             let path = self.path(id);
             match table_entries(&path, &keys) {
-                Ok((header, entries)) => in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1))),
+                Ok((header, entries)) => {
+                    in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1)))
+                }
                 Err(_) => in_use.extend(keys_in_file(&path)?),
             }
         }
@@ -540,11 +542,14 @@ impl Packs {
             let at = (want.offset - start) as usize;
             let (head, rest) = buf[at..].split_at_mut(ENTRY_HEADER_LEN);
             let (found, range) = if sealed::is_sealed_entry(head) {
-                let body = rest.get_mut(..want.stored_len as usize).ok_or_else(|| bad(want.offset, "truncated".into()))?;
-                let (found, r) = sealed::open_entry(&keys, head, want.offset, body).map_err(|e| bad(want.offset, e.to_string()))?;
+                let body =
+                    rest.get_mut(..want.stored_len as usize).ok_or_else(|| bad(want.offset, "truncated".into()))?;
+                let (found, r) =
+                    sealed::open_entry(&keys, head, want.offset, body).map_err(|e| bad(want.offset, e.to_string()))?;
                 (found, r.start + at + ENTRY_HEADER_LEN..r.end + at + ENTRY_HEADER_LEN)
             } else {
-                let found = format::parse_entry_header(head, want.offset).map_err(|e| bad(want.offset, e.to_string()))?;
+                let found =
+                    format::parse_entry_header(head, want.offset).map_err(|e| bad(want.offset, e.to_string()))?;
                 (found, at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + want.stored_len as usize)
             };
             if found != *want {
@@ -610,13 +615,16 @@ fn list_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Entries, each with the key it is sealed under (`None`: a plain entry).
+type Keyed = Vec<(EntryInfo, Option<u32>)>;
+
 /// The table of a sealed pack, read from its tail without reading the entries.
 pub fn read_sealed(path: &Path, keys: &KeySet) -> Result<Vec<EntryInfo>> {
     Ok(table_entries(path, keys)?.1.into_iter().map(|(e, _)| e).collect())
 }
 
 /// A sealed pack's header and table, each entry with its key (`None`: a plain entry).
-fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Vec<(EntryInfo, Option<u32>)>)> {
+fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Keyed)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let bad = |e: FormatError| Error::corrupt(format!("{}: {e}", path.display()));
@@ -669,11 +677,7 @@ fn keys_in_file(path: &Path) -> Result<BTreeSet<u32>> {
 /// Every entry in a pack file whose bytes open and hash to its id, sealed or not, with its key.
 /// Used by recovery, by fsck and by index rebuilds; damaged entries are reported through `bad`
 /// (a sealed entry that fails authentication names no chunk: its id is sealed too).
-pub fn verified_entries(
-    path: &Path,
-    keys: &KeySet,
-    mut bad: impl FnMut(EntryInfo, String),
-) -> Result<(Vec<(EntryInfo, Option<u32>)>, u64)> {
+pub fn verified_entries(path: &Path, keys: &KeySet, mut bad: impl FnMut(EntryInfo, String)) -> Result<(Keyed, u64)> {
     let bytes = fs::read(path)?;
     let header = format::parse_header(&bytes).map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
     if header.table_key.is_some() {
@@ -700,11 +704,7 @@ pub fn verified_entries(
 
 /// `verified_entries` of a version 2 pack: its frames, from the table if that opens, else by
 /// walking them; each opened, decompressed and hashed.
-fn verified_sealed(
-    bytes: &[u8],
-    keys: &KeySet,
-    mut bad: impl FnMut(EntryInfo, String),
-) -> (Vec<(EntryInfo, Option<u32>)>, u64) {
+fn verified_sealed(bytes: &[u8], keys: &KeySet, mut bad: impl FnMut(EntryInfo, String)) -> (Keyed, u64) {
     let (frames, end): (Vec<(u64, Option<EntryInfo>)>, u64) = match sealed::parse_pack(bytes, keys) {
         Ok((_, entries)) => {
             let end = entries.last().map_or(format::HEADER_LEN as u64, |e| e.info.end());
@@ -715,7 +715,13 @@ fn verified_sealed(
             (frames.into_iter().map(|f| (f.offset, None)).collect(), end)
         }
     };
-    let unknown = |offset| EntryInfo { id: ChunkId([0; 32]), offset, raw_len: 0, stored_len: 0, compression: codec::Compression::Raw };
+    let unknown = |offset| EntryInfo {
+        id: ChunkId([0; 32]),
+        offset,
+        raw_len: 0,
+        stored_len: 0,
+        compression: codec::Compression::Raw,
+    };
     let mut good = Vec::with_capacity(frames.len());
     for (offset, listed) in frames {
         let at = offset as usize;
@@ -812,9 +818,16 @@ mod tests {
     #[test]
     fn uploads_stop_at_the_free_space_reserve_and_compaction_does_not() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Packs::open(&dir.path().join("packs"), 1 << 20, u64::MAX / 2, 0, LockWaits::unregistered(), keyring(dir.path()))
-            .unwrap()
-            .0;
+        let p = Packs::open(
+            &dir.path().join("packs"),
+            1 << 20,
+            u64::MAX / 2,
+            0,
+            LockWaits::unregistered(),
+            keyring(dir.path()),
+        )
+        .unwrap()
+        .0;
         let refused = p.append(Lane::Uploads, &chunk(1, 1000)).err().expect("refused");
         assert!(refused.is_disk_full(), "{refused}");
         let (copy, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
@@ -880,7 +893,8 @@ mod tests {
         let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).unwrap();
         drop(p); // no close: as after a SIGKILL
         let (p, recovered) =
-            Packs::open(&dir.path().join("packs"), 1 << 20, 0, 0, LockWaits::unregistered(), keyring(dir.path())).unwrap();
+            Packs::open(&dir.path().join("packs"), 1 << 20, 0, 0, LockWaits::unregistered(), keyring(dir.path()))
+                .unwrap();
         let empty = recovered.iter().find(|r| r.id == spare).expect("the spare was recovered");
         assert!(empty.entries.is_empty());
         let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");

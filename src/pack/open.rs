@@ -208,8 +208,12 @@ impl OpenPack {
     pub fn seal(self, keys: &KeySet) -> Result<(u64, Vec<EntryInfo>, u64), SealFailed> {
         let (table, trailer) = match self.table_key {
             Some(key) => {
-                let records: Vec<TableEntry> =
-                    self.entries.iter().zip(&self.entry_keys).map(|(info, key)| TableEntry { info: *info, key: *key }).collect();
+                let records: Vec<TableEntry> = self
+                    .entries
+                    .iter()
+                    .zip(&self.entry_keys)
+                    .map(|(info, key)| TableEntry { info: *info, key: *key })
+                    .collect();
                 sealed::seal_table(keys, &format::encode_sealed_header(self.id, key), self.len, &records)?
             }
             None => {

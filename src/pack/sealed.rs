@@ -292,7 +292,8 @@ pub fn parse_pack(pack: &[u8], keys: &KeySet) -> Result<(PackHeader, Vec<TableEn
     let mut table = pack[trailer.table_offset as usize..table_end as usize].to_vec();
     let entries = open_table(keys, &pack[..HEADER_LEN], pack, &mut table)?;
     for (i, e) in entries.iter().enumerate() {
-        let found = parse_frame(&pack[e.info.offset as usize..], e.info.offset).map_err(|_| FormatError::TableMismatch(i))?;
+        let found =
+            parse_frame(&pack[e.info.offset as usize..], e.info.offset).map_err(|_| FormatError::TableMismatch(i))?;
         if found.key_id != e.key || found.sealed_len != e.info.stored_len {
             return Err(FormatError::TableMismatch(i).into());
         }
@@ -382,7 +383,8 @@ mod tests {
         for i in HEADER_LEN..pack.len() {
             let mut bad = pack.clone();
             bad[i] ^= 0x01;
-            let whole = parse_pack(&bad, &keys()).and_then(|(_, es)| es.iter().try_for_each(|e| open_at(&bad, e).map(drop)));
+            let whole =
+                parse_pack(&bad, &keys()).and_then(|(_, es)| es.iter().try_for_each(|e| open_at(&bad, e).map(drop)));
             let entries_ok = entries.iter().all(|e| open_at(&bad, e).is_ok());
             assert!(whole.is_err() || !entries_ok, "flip at {i} went unnoticed");
         }

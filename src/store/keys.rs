@@ -583,11 +583,17 @@ mod tests {
     #[test]
     fn moves_apply_only_from_where_they_were_planned() {
         let r = rec(1);
-        let moved =
-            apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24, stored_len: None }).unwrap();
+        let moved = apply_op(
+            Some(r),
+            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24, stored_len: None },
+        )
+        .unwrap();
         assert_eq!(moved.pack, 8);
-        let stale =
-            apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1, stored_len: None }).unwrap();
+        let stale = apply_op(
+            Some(moved),
+            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1, stored_len: None },
+        )
+        .unwrap();
         assert_eq!(stale.pack, 8);
     }
 
