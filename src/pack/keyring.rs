@@ -20,6 +20,8 @@ use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
+use super::sealed::DataKey;
+
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const DATA_KEYS_FILE: &str = "datakeys";
 const KEYS_MAGIC: &[u8; 8] = b"CAIRNDK1";
@@ -55,7 +57,7 @@ type Result<T> = std::result::Result<T, KeyError>;
 /// The data keys at one moment: what readers and sealers use, cheap to hand around.
 pub struct KeySet {
     current: Option<u32>,
-    ciphers: HashMap<u32, XChaCha20Poly1305>,
+    ciphers: HashMap<u32, DataKey>,
 }
 
 impl KeySet {
@@ -66,7 +68,7 @@ impl KeySet {
 
     /// One key, current (tests and the fuzz targets).
     pub fn single(id: u32, key: [u8; 32]) -> Self {
-        KeySet { current: Some(id), ciphers: HashMap::from([(id, XChaCha20Poly1305::new(&key.into()))]) }
+        KeySet { current: Some(id), ciphers: HashMap::from([(id, DataKey::new(key))]) }
     }
 
     /// The key new data is sealed under, if sealing is on.
@@ -74,7 +76,7 @@ impl KeySet {
         self.current
     }
 
-    pub fn cipher(&self, id: u32) -> Option<&XChaCha20Poly1305> {
+    pub fn cipher(&self, id: u32) -> Option<&DataKey> {
         self.ciphers.get(&id)
     }
 
@@ -181,7 +183,7 @@ impl Keyring {
                         "data key {id:08x} does not open with this master key: wrong master key, or a damaged {DATA_KEYS_FILE}"
                     ))
                 })?;
-                ciphers.insert(*id, XChaCha20Poly1305::new(&key.into()));
+                ciphers.insert(*id, DataKey::new(key));
             }
         }
         let current = (self.encrypt && wrapped.1.contains_key(&wrapped.0)).then_some(wrapped.0);

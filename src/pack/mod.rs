@@ -750,7 +750,17 @@ fn verified_sealed(bytes: &[u8], keys: &KeySet, mut bad: impl FnMut(EntryInfo, S
 /// An entry in the middle that fails verification is left as dead bytes rather than cutting
 /// off the good entries after it, which the index may point at.
 fn recover(path: &Path, id: u64, keys: &KeySet) -> Result<SealedPack> {
-    let table_key = format::parse_header(&fs::read(path)?).ok().and_then(|h| h.table_key);
+    let mut header = [0u8; format::HEADER_LEN];
+    File::open(path)?.read_exact_at(&mut header, 0)?;
+    let table_key = format::parse_header(&header).ok().and_then(|h| h.table_key);
+    // Without its key nothing in the pack can be verified: cutting it would only destroy what
+    // the right key (a master key put back, say) could still read.
+    if let Some(key) = table_key.filter(|k| keys.cipher(*k).is_none()) {
+        return Err(Error::corrupt(format!(
+            "{}: sealed under data key {key:08x}, which this server does not have",
+            path.display()
+        )));
+    }
     let (entries, end) = verified_entries(path, keys, |e, why| {
         tracing::warn!(pack = id, offset = e.offset, %why, "dropping a damaged entry while recovering a pack");
     })?;

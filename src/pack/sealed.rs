@@ -1,6 +1,7 @@
-//! Pack format version 2: every entry and the table sealed with XChaCha20-Poly1305 under a data
-//! key, so that a pack file carries no chunk id, no raw length and no content in the clear
-//! (docs/pack-format.md is the prose twin of this file).
+//! Pack format version 2: every entry and the table sealed with AES-256-GCM under a key derived
+//! from a data key and the message's own 24 random bytes, so that a pack file carries no chunk
+//! id, no raw length and no content in the clear (docs/pack-format.md is the prose twin of this
+//! file; docs/decisions.md says why this cipher and this key derivation).
 //!
 //! ```text
 //! header   24 B   as version 1, version = 2, bytes 12..16 = the table's key id (never 0)
@@ -18,17 +19,19 @@
 //! Invariants: an entry opens only whole and unmodified, and only as the chunk it names inside
 //! its sealed bytes; a reader compares that id with the one it asked for, so two valid entries
 //! swapped (or copied over each other) fail as surely as a flipped byte. The binding is to the
-//! chunk, not the position: compaction can copy a sealed entry byte for byte. Nonces are random
-//! (192 bits: no bookkeeping, no practical collision limit). The table is bound to its pack's
-//! header, so it names the pack id and its key.
+//! chunk, not the position: compaction can copy a sealed entry byte for byte. Every message
+//! (entry or table) has 24 random bytes, its "nonce": the AES key that seals it is the keyed
+//! BLAKE3 of them under the data key, and the GCM nonce is their last 12. Each AES key seals one
+//! message, so GCM's limit of about 2^32 random nonces per key never comes near, and nothing is
+//! counted or coordinated. The table is bound to its pack's header, so it names the pack id and
+//! its key.
 //!
 //! Pure like `format`: bytes and keys in, values or a `SealError` out. Fuzzed by `pack_sealed`.
 
 use std::ops::Range;
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{Tag, XNonce};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use super::format::{
     check_lengths, id_at, need, parse_header, u32_at, u64_at, EntryInfo, FormatError, PackHeader, END_MAGIC,
@@ -54,6 +57,40 @@ pub enum SealError {
     UnknownKey(u32),
     #[error("fails authentication: tampered with, damaged, or not what it claims to be")]
     Auth,
+}
+
+/// A data key. AES-256-GCM through ring (assembly: AES-NI and CLMUL, or VAES, or ARMv8's
+/// instructions; constant-time portable code elsewhere).
+pub struct DataKey([u8; 32]);
+
+/// Separates our per-message keys from any other use of a data key.
+const MESSAGE_KEY_DOMAIN: &[u8] = b"cairn 2026-12 pack message key";
+
+impl DataKey {
+    pub fn new(key: [u8; 32]) -> Self {
+        DataKey(key)
+    }
+
+    fn message_key(&self, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(MESSAGE_KEY_DOMAIN).update(nonce);
+        let key = UnboundKey::new(&AES_256_GCM, h.finalize().as_bytes()).expect("a 32-byte AES-256 key");
+        let gcm_nonce: [u8; 12] = nonce[12..].try_into().expect("12 bytes");
+        (LessSafeKey::new(key), Nonce::assume_unique_for_key(gcm_nonce))
+    }
+
+    /// Encrypt `buf` in place; returns the tag.
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], SealError> {
+        let (key, n) = self.message_key(nonce);
+        let tag = key.seal_in_place_separate_tag(n, Aad::from(aad), buf).map_err(|_| SealError::Auth)?;
+        Ok(tag.as_ref().try_into().expect("16-byte tag"))
+    }
+
+    /// Decrypt `buf` (ciphertext, then the tag) in place, if it authenticates.
+    fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<(), SealError> {
+        let (key, n) = self.message_key(nonce);
+        key.open_in_place(n, Aad::from(aad), buf).map(drop).map_err(|_| SealError::Auth)
+    }
 }
 
 /// A sealed entry's frame: what can be known of it without the key.
@@ -130,8 +167,7 @@ pub fn seal_entry(
     buf.extend_from_slice(&raw_len.to_le_bytes());
     buf.extend_from_slice(&[compression as u8, 0, 0, 0]);
     buf.extend_from_slice(stored);
-    let tag =
-        cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), &header, &mut buf).map_err(|_| SealError::Auth)?;
+    let tag = cipher.seal(&nonce, &header, &mut buf)?;
     buf.extend_from_slice(&tag);
     Ok(Ciphered { key_id, header, body: buf.into() })
 }
@@ -150,15 +186,8 @@ pub fn open_entry(
         return Err(FormatError::Truncated { need: frame.sealed_len as usize, have: body.len() }.into());
     }
     let cipher = keys.cipher(frame.key_id).ok_or(SealError::UnknownKey(frame.key_id))?;
-    let (text, tag) = body.split_at_mut(body.len() - TAG_LEN);
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&frame.nonce),
-            &header[..ENTRY_HEADER_LEN],
-            text,
-            Tag::from_slice(tag),
-        )
-        .map_err(|_| SealError::Auth)?;
+    cipher.open(&frame.nonce, &header[..ENTRY_HEADER_LEN], body)?;
+    let text = &body[..body.len() - TAG_LEN];
     let compression = Compression::from_u8(text[36]).ok_or(FormatError::Compression(text[36]))?;
     if text[37..40] != [0; 3] {
         return Err(FormatError::BadMagic.into());
@@ -199,9 +228,7 @@ pub fn seal_table(
     trailer[16..40].copy_from_slice(&nonce);
     trailer[48..56].copy_from_slice(&END_MAGIC);
     let mut table = encode_records(entries);
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &[&header[..], &trailer[..]].concat(), &mut table)
-        .map_err(|_| SealError::Auth)?;
+    let tag = cipher.seal(&nonce, &[&header[..], &trailer[..]].concat(), &mut table)?;
     table.extend_from_slice(&tag);
     Ok((table, trailer))
 }
@@ -244,10 +271,8 @@ pub fn open_table(
     }
     let cipher = keys.cipher(key_id).ok_or(SealError::UnknownKey(key_id))?;
     let aad = [&header[..HEADER_LEN], &trailer[trailer.len() - TRAILER_LEN..]].concat();
-    let (text, tag) = table.split_at_mut(table.len() - TAG_LEN);
-    cipher
-        .decrypt_in_place_detached(XNonce::from_slice(&t.nonce), &aad, text, Tag::from_slice(tag))
-        .map_err(|_| SealError::Auth)?;
+    cipher.open(&t.nonce, &aad, table)?;
+    let text = &table[..table.len() - TAG_LEN];
     let mut entries = Vec::with_capacity(t.count as usize);
     let mut next_free = HEADER_LEN as u64;
     for rec in text.chunks_exact(TABLE_RECORD_LEN) {
