@@ -876,7 +876,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 fn timed_gc(e: &Engine, compact_below: f64) -> Result<(f64, GcReport, Option<u64>)> {
     reset_peak_rss();
     let t = Instant::now();
-    let report = e.gc(GcOptions { grace_secs: 0, compact_below, copy_rate: None })?;
+    let report = e.gc(GcOptions { grace_secs: 0, compact_below, copy_rate: None, rekey: false })?;
     Ok((t.elapsed().as_secs_f64(), report, proc_status_kib("VmHWM:")))
 }
 
@@ -1128,7 +1128,7 @@ fn latency_scenario(rt: &tokio::runtime::Runtime, e: &Engine, a: &GcArgs, store:
         let (e, done) = (e.clone(), done.clone());
         std::thread::Builder::new().name("gc".into()).spawn(move || -> Result<f64> {
             let t = Instant::now();
-            let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, copy_rate });
+            let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, copy_rate, rekey: false });
             done.store(true, Ordering::Release);
             r?;
             Ok(t.elapsed().as_secs_f64())

@@ -32,6 +32,8 @@ enum Command {
     Stats(StatsArgs),
     /// Put an account on a plan.
     Plan(PlanArgs),
+    /// Make a new data key current (encryption at rest); `gc --rekey` moves old packs to it.
+    RotateKey(StatsArgs),
 }
 
 /// Where an operator command runs: a running server, or a stopped one's data directory.
@@ -89,6 +91,10 @@ struct GcArgs {
     /// `gc_copy_mib_per_sec` with --server, none offline (no uploads to protect).
     #[arg(long)]
     copy_mib_per_sec: Option<u64>,
+    /// Also rewrite every pack that is plaintext or under an old data key, then retire the
+    /// keys no pack uses.
+    #[arg(long)]
+    rekey: bool,
 }
 
 #[derive(Args)]
@@ -182,10 +188,12 @@ pub fn main() -> ExitCode {
                 grace_secs: a.grace_seconds,
                 compact_below: a.compact_below,
                 copy_rate: a.copy_mib_per_sec.and_then(CopyRate::mib_per_sec),
+                rekey: a.rekey,
             };
             ops::gc(t, opts, a.target.json)
         }),
         Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
+        Command::RotateKey(a) => a.target.target().and_then(|t| ops::rotate_key(t, a.target.json)),
         Command::Plan(a) => a.target.target().and_then(|t| ops::plan(t, &a.account, &a.plan, a.target.json)),
     };
     match result {

@@ -36,11 +36,27 @@ pub struct SealedChunk {
     pub raw: Bytes,
     pub compression: Compression,
     pub stored: Bytes,
+    /// The entry already encrypted (on a worker thread, off the writer's serial path), under
+    /// the data key named; `None` until the pack layer seals it (`pack::encrypt`).
+    pub cipher: Option<Ciphered>,
+}
+
+/// An entry as it goes into a version 2 pack: its 48-byte frame and its sealed bytes.
+#[derive(Clone, Debug)]
+pub struct Ciphered {
+    pub key_id: u32,
+    pub header: [u8; 48],
+    pub body: Bytes,
 }
 
 impl SealedChunk {
     pub fn raw_len(&self) -> u32 {
         self.raw.len() as u32
+    }
+
+    /// Bytes its entry takes after the entry header: sealed if it is, else stored.
+    pub fn body_len(&self) -> usize {
+        self.cipher.as_ref().map_or(self.stored.len(), |c| c.body.len())
     }
 }
 
@@ -86,8 +102,8 @@ pub fn seal(raw: Bytes, level: i32) -> SealedChunk {
         }
     });
     match compressed {
-        Some(stored) => SealedChunk { id, raw, compression: Compression::Zstd, stored },
-        None => SealedChunk { id, stored: raw.clone(), raw, compression: Compression::Raw },
+        Some(stored) => SealedChunk { id, raw, compression: Compression::Zstd, stored, cipher: None },
+        None => SealedChunk { id, stored: raw.clone(), raw, compression: Compression::Raw, cipher: None },
     }
 }
 

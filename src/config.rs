@@ -112,6 +112,18 @@ pub struct Config {
     /// Ceiling on compaction's copy rate inside the server, scheduled or `POST /admin/gc`
     /// (0: none), so that a big rewrite does not starve uploads of the disk.
     pub gc_copy_mib_per_sec: u64,
+    /// Scheduled collections also rewrite packs that are plaintext or sealed under an old data
+    /// key (at the copy rate above), and retire keys no pack uses.
+    pub gc_rekey: bool,
+    /// Seal new pack entries and tables (encryption at rest). Off: new packs are plaintext;
+    /// sealed ones stay readable.
+    pub encrypt_packs: bool,
+    /// The master key that wraps the data keys, 64 hex digits (or `CAIRN_MASTER_KEY`). Unset:
+    /// read from `master_key_file`.
+    pub master_key: Option<String>,
+    /// Where the master key is kept (a secrets manager's mount, say). Unset: `master.key` in
+    /// the data directory, created (mode 0600) on first start. Losing it loses the data.
+    pub master_key_file: Option<PathBuf>,
     /// Plan name to quota. `free` is always present (5 GiB unless set here).
     pub plans: BTreeMap<String, ByteSize>,
     /// Codes, sessions, rate limits, the identifier key: `[identity]`.
@@ -180,6 +192,10 @@ impl Default for Config {
             gc_grace_secs: GcOptions::default().grace_secs,
             gc_compact_below: GcOptions::default().compact_below,
             gc_copy_mib_per_sec: 64,
+            gc_rekey: true,
+            encrypt_packs: engine.keys.encrypt,
+            master_key: None,
+            master_key_file: None,
             plans: BTreeMap::new(),
             identity: IdentityConfig::default(),
             notifier: NotifierConfig::default(),
@@ -315,6 +331,7 @@ impl Config {
             grace_secs: self.gc_grace_secs,
             compact_below: self.gc_compact_below,
             copy_rate: CopyRate::mib_per_sec(self.gc_copy_mib_per_sec),
+            rekey: self.gc_rekey,
         }
     }
 
@@ -344,6 +361,11 @@ impl Config {
             verify_reads: self.verify_reads,
             min_free_bytes: self.min_free_bytes.0,
             clock: if self.test_clock { crate::clock::Clock::manual_from_now() } else { crate::clock::Clock::system() },
+            keys: crate::pack::KeySource {
+                encrypt: self.encrypt_packs,
+                master_key: self.master_key.clone(),
+                master_key_file: self.master_key_file.clone(),
+            },
         }
     }
 }

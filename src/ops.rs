@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::{fsck, Engine, GcOptions, GcReport, Stats};
-use crate::http::admin::{GcBody, PlanBody};
+use crate::http::admin::{GcBody, KeyRotated, PlanBody};
 use crate::metrics::Metrics;
 use crate::quota::PlanChange;
 
@@ -82,6 +82,7 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
                 grace_seconds: Some(opts.grace_secs),
                 compact_below: Some(opts.compact_below),
                 copy_mib_per_sec: opts.copy_rate.map(|r| r.as_mib_per_sec()),
+                rekey: Some(opts.rekey),
             };
             server_call(&url, &token, reqwest::Method::POST, "/admin/gc", Some(&body))?
         }
@@ -95,9 +96,27 @@ pub fn gc(target: Target, opts: GcOptions, as_json: bool) -> anyhow::Result<Exit
     bar.finish_and_clear();
     print(&v, as_json, |r: &GcReport| {
         println!(
-            "freed {} chunks and {} bytes; rewrote {} packs, deleted {}",
-            r.chunks_freed, r.bytes_freed, r.packs_rewritten, r.packs_deleted
+            "freed {} chunks and {} bytes; rewrote {} packs ({} for their keys), deleted {}; retired {} keys",
+            r.chunks_freed, r.bytes_freed, r.packs_rewritten, r.packs_rekeyed, r.packs_deleted, r.keys_retired
         )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rotate_key(target: Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let v = match target {
+        Target::Server { url, token } => {
+            server_call(&url, &token, reqwest::Method::POST, "/admin/keys/rotate", NO_BODY)?
+        }
+        Target::DataDir(config) => {
+            let engine = open_offline(&config)?;
+            let id = engine.rotate_key()?;
+            engine.close()?;
+            KeyRotated::new(id)
+        }
+    };
+    print(&v, as_json, |v: &KeyRotated| {
+        println!("new data key {}; run `cairn gc --rekey` to move old packs to it", v.key)
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -138,6 +157,9 @@ pub fn fsck(target: Target, flags: FsckFlags) -> anyhow::Result<ExitCode> {
         println!("{}", if ok { "ok".to_string() } else { format!("{} problems", r.problems.len()) });
         if r.repaired > 0 {
             println!("repaired {} records", r.repaired);
+        }
+        if r.plaintext_bytes > 0 {
+            println!("{} bytes of packs still plaintext (`cairn gc --rekey` seals them)", r.plaintext_bytes);
         }
     });
     // After a repair the books are right even if problems were found on the way.

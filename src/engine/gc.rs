@@ -51,11 +51,14 @@ pub struct GcOptions {
     pub compact_below: f64,
     /// Ceiling on compaction's copies (`None`: as fast as the disk goes, e.g. offline).
     pub copy_rate: Option<CopyRate>,
+    /// Also rewrite every pack that is plaintext or sealed under a key other than the current
+    /// one, whatever its live share, then retire the keys no pack uses any more.
+    pub rekey: bool,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { grace_secs: 3600, compact_below: 0.5, copy_rate: None }
+        GcOptions { grace_secs: 3600, compact_below: 0.5, copy_rate: None, rekey: false }
     }
 }
 
@@ -67,6 +70,12 @@ pub struct GcReport {
     pub bytes_freed: u64,
     pub packs_rewritten: u64,
     pub packs_deleted: u64,
+    /// Of `packs_rewritten`, those rewritten for their keys' sake (`rekey`).
+    #[serde(default)]
+    pub packs_rekeyed: u64,
+    /// Data keys retired because no pack used them any more.
+    #[serde(default)]
+    pub keys_retired: u64,
 }
 
 /// Share of a pack's entry bytes that are live. A pack's header, table and trailer are not
@@ -101,6 +110,9 @@ impl Engine {
         if let Some(p) = sealed? {
             self.record_sealed(&p)?;
         }
+        if opts.rekey {
+            report.keys_retired = self.packs().retire_keys()?.len() as u64;
+        }
         tracing::info!(?report, secs = started.elapsed().as_secs_f64(), "gc finished");
         self.record_gc(&report, started.elapsed());
         Ok(report)
@@ -125,11 +137,14 @@ impl Engine {
         let (records, live) = self.pack_liveness(&quiet)?;
         for (pack, rec) in &records {
             let entries = live.get(pack).map(Vec::as_slice).unwrap_or_default();
-            if entries.is_empty() || live_share(rec) < opts.compact_below {
+            let sparse = entries.is_empty() || live_share(rec) < opts.compact_below;
+            let stale = !sparse && opts.rekey && self.packs().stale(*pack)?;
+            if sparse || stale {
                 let copied = self.rewrite_pack(*pack, entries, &mut pace)?;
                 if !entries.is_empty() {
                     report.packs_rewritten += 1;
                 }
+                report.packs_rekeyed += u64::from(stale);
                 report.packs_deleted += 1;
                 report.bytes_freed += rec.size.saturating_sub(copied);
             }
@@ -253,11 +268,10 @@ impl Engine {
         let mut batch = WriteBatch::default();
         let (mut copied, mut unsynced) = (0, 0);
         for e in group {
-            // Copy the stored form as it is (no recompression), after checking it.
-            let stored = self.packs().read_stored(pack, e)?;
-            let raw = crate::pack::unseal_checked(pack, e, stored.clone(), true)?;
-            let sealed = crate::codec::SealedChunk { id: e.id, raw, compression: e.compression, stored };
-            let (a, sealed_pack) = self.packs().append(Lane::Compaction, &sealed)?;
+            // Copy the stored form as it is (no recompression), after checking it; the store
+            // seals it anew if it is not under the current key.
+            let chunk = self.packs().copy_out(pack, e)?;
+            let (a, sealed_pack) = self.packs().append(Lane::Compaction, &chunk)?;
             appended.push(a.clone());
             if let Some(p) = sealed_pack {
                 self.record_sealed(&p)?;
@@ -270,8 +284,13 @@ impl Engine {
                 self.packs().sync(&a)?;
                 unsynced = 0;
             }
-            let op =
-                ChunkOp::Move { from_pack: pack, from_offset: e.offset, to_pack: a.pack_id, to_offset: a.entry.offset };
+            let op = ChunkOp::Move {
+                from_pack: pack,
+                from_offset: e.offset,
+                to_pack: a.pack_id,
+                to_offset: a.entry.offset,
+                stored_len: (a.entry.stored_len != e.stored_len).then_some(a.entry.stored_len),
+            };
             batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
         }
         // Copies durable before the index points at them: every one, since a group may span

@@ -181,10 +181,10 @@ impl Engine {
         let aborted = Arc::new(AtomicBool::new(false));
 
         let cutter = self.inner.cutter.clone();
-        let level = self.config().zstd_level;
+        let seal = Seal { level: self.config().zstd_level, keyring: self.keyring().clone() };
         let cut_aborted = aborted.clone();
         let cut =
-            tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, level, &cut_aborted, ending));
+            tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, seal, &cut_aborted, ending));
         let engine = self.clone();
         let write_aborted = aborted.clone();
         let write =
@@ -305,6 +305,27 @@ impl Engine {
     }
 }
 
+/// What a worker does to each chunk: hash and compress it, then encrypt it under the current
+/// data key, so that the writer, the one serial stage, only writes.
+#[derive(Clone)]
+struct Seal {
+    level: i32,
+    keyring: Arc<crate::pack::Keyring>,
+}
+
+impl Seal {
+    /// A chunk that cannot be encrypted here goes on plain; the pack layer seals it (or
+    /// reports why it cannot) at append.
+    fn run(&self, raw: Bytes) -> SealedChunk {
+        let chunk = codec::seal(raw, self.level);
+        let keys = self.keyring.keys();
+        match crate::pack::encrypt(&keys, chunk.clone()) {
+            Ok(sealed) => sealed,
+            Err(_) => chunk,
+        }
+    }
+}
+
 /// Cut the body into chunks and hand each to a rayon worker to seal. Returns the BLAKE3 of
 /// everything it was given and the uncut tail (empty unless `ending` keeps one), or `None` if it
 /// stopped before the end (an aborted whole body, a writer that quit).
@@ -312,7 +333,7 @@ fn cut_stage(
     mut frames: mpsc::Receiver<Bytes>,
     out: SyncSender<oneshot::Receiver<SealedChunk>>,
     cutter: Cutter,
-    level: i32,
+    seal: Seal,
     aborted: &AtomicBool,
     ending: Ending,
 ) -> Option<(blake3::Hash, Bytes)> {
@@ -339,8 +360,9 @@ fn cut_stage(
         while let Some(n) = cutter.next_cut(&buf, final_cut) {
             let raw = buf.split_to(n).freeze();
             let (tx, rx) = oneshot::channel();
+            let seal = seal.clone();
             rayon::spawn(move || {
-                let _ = tx.send(codec::seal(raw, level));
+                let _ = tx.send(seal.run(raw));
             });
             if out.send(rx).is_err() {
                 return None;

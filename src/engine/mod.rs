@@ -33,9 +33,9 @@ pub use txn::{item_cost, AccountTxn, ITEM_BYTES, MAX_ITEM_COST};
 
 use crate::chunk::{ChunkingParams, Cutter};
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::pack::{PackStore, Packs, SealedPack};
+use crate::pack::{KeySource, Keyring, PackStore, Packs, SealedPack};
 use crate::store::keys::{self, AccountId, PackRecord};
 use crate::store::{decode_u64, Db, CF_META, CF_PACKS, META_LAST_VERSION};
 
@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub min_free_bytes: u64,
     /// What time it is: the system's, or a test's hand-moved one.
     pub clock: Clock,
+    /// Encryption at rest: whether new packs are sealed, and where the master key is.
+    pub keys: KeySource,
 }
 
 /// Room for the database's flushes and compaction's copies, when the disk is nearly full.
@@ -70,6 +72,7 @@ impl EngineConfig {
             verify_reads: true,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             clock: Clock::system(),
+            keys: KeySource { encrypt: true, master_key: None, master_key_file: None },
         }
     }
 }
@@ -90,6 +93,8 @@ struct Inner {
     db: Db,
     /// Where packs live; local disk (`Packs`) is the one home today.
     packs: Box<dyn PackStore>,
+    /// The data keys, shared with `packs`: ingest's workers seal chunks ahead of the writer.
+    keyring: Arc<Keyring>,
     table: ChunkTable,
     metrics: Arc<Metrics>,
     /// std Mutex: held on blocking threads for one read-modify-write and its synced batch.
@@ -110,18 +115,21 @@ impl Engine {
         let id_floor = last_pack_id(&db);
         let last_version = db.get(CF_META, META_LAST_VERSION)?.as_deref().and_then(decode_u64).unwrap_or(0);
         let waits = metrics.lock_waits.clone();
+        let keyring = Keyring::open(&config.data_dir, &config.keys).map_err(|e| Error::Internal(e.to_string()))?;
         let (packs, recovered) = Packs::open(
             &config.data_dir.join("packs"),
             config.pack_target_size,
             config.min_free_bytes,
             id_floor,
             waits.clone(),
+            keyring.clone(),
         )?;
         let inner = Inner {
             config,
             cutter,
             db,
             packs: Box::new(packs),
+            keyring,
             table: ChunkTable::new(waits),
             metrics,
             account_locks: (0..ACCOUNT_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -199,6 +207,18 @@ impl Engine {
 
     fn record_all_sealed(&self, sealed: &[SealedPack]) -> Result<()> {
         sealed.iter().try_for_each(|p| self.record_sealed(p))
+    }
+
+    /// Make a new data key current at once (new packs are sealed under it); older packs move
+    /// to it as GC rewrites them (`GcOptions::rekey`). Blocking. Returns the key's id.
+    pub fn rotate_key(&self) -> Result<u32> {
+        let (id, sealed) = self.packs().rotate_key()?;
+        self.record_all_sealed(&sealed)?;
+        Ok(id)
+    }
+
+    pub(crate) fn keyring(&self) -> &Arc<Keyring> {
+        &self.inner.keyring
     }
 
     /// Seal idle packs once a second until the returned task is aborted.

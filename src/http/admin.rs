@@ -24,6 +24,9 @@ pub struct GcBody {
     /// 0: no ceiling; absent: the server's `gc_copy_mib_per_sec`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_mib_per_sec: Option<u64>,
+    /// Rewrite packs not under the current data key, then retire unused keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<bool>,
 }
 
 /// `default_rate` is the server's configured ceiling on compaction copies.
@@ -37,6 +40,7 @@ pub fn gc_options(body: &GcBody, default_rate: u64) -> Result<GcOptions, ApiErro
         grace_secs: body.grace_seconds.unwrap_or(defaults.grace_secs),
         compact_below,
         copy_rate: CopyRate::mib_per_sec(body.copy_mib_per_sec.unwrap_or(default_rate)),
+        rekey: body.rekey.unwrap_or(defaults.rekey),
     })
 }
 
@@ -57,6 +61,25 @@ pub async fn fsck(State(app): State<AppState>, _: Admin) -> Result<Json<fsck::Re
     let report = blocking(move || fsck::check(&engine)).await?;
     app.metrics.fsck_problems.set(report.problems.len() as i64);
     Ok(Json(report))
+}
+
+/// `POST /admin/keys/rotate`: a new data key, current at once.
+pub async fn rotate_key(State(app): State<AppState>, _: Admin) -> Result<Json<KeyRotated>, ApiError> {
+    let engine = app.engine.clone();
+    let id = blocking(move || engine.rotate_key()).await?;
+    Ok(Json(KeyRotated::new(id)))
+}
+
+/// `POST /admin/keys/rotate`'s answer and `cairn rotate-key`'s report: the new key's id.
+#[derive(Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub key: String,
+}
+
+impl KeyRotated {
+    pub fn new(id: u32) -> Self {
+        KeyRotated { key: format!("{id:08x}") }
+    }
 }
 
 pub async fn stats(State(app): State<AppState>, _: Admin) -> Result<Json<Stats>, ApiError> {

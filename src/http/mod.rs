@@ -184,6 +184,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))
         .route("/admin/gc", post(admin::gc))
         .route("/admin/fsck", post(admin::fsck))
+        .route("/admin/keys/rotate", post(admin::rotate_key))
         .route("/admin/stats", get(admin::stats))
         .route("/admin/accounts/{id}/plan", put(admin::set_plan))
         .route("/admin/clock", post(admin::clock))

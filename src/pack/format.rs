@@ -25,6 +25,8 @@ pub const PACK_MAGIC: [u8; 8] = *b"CAIRNPK\0";
 pub const END_MAGIC: [u8; 8] = *b"CAIRNEND";
 pub const ENTRY_MAGIC: [u8; 4] = *b"CHNK";
 pub const VERSION: u32 = 1;
+/// Version 2: entries and table sealed (see `pack::sealed`); the header names the table's key.
+pub const VERSION_SEALED: u32 = 2;
 pub const HEADER_LEN: usize = 24;
 pub const ENTRY_HEADER_LEN: usize = 48;
 pub const TABLE_RECORD_LEN: usize = 56;
@@ -56,6 +58,8 @@ pub enum FormatError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackHeader {
     pub pack_id: u64,
+    /// Version 2: the data key that seals the table. `None`: a version 1 (plaintext) pack.
+    pub table_key: Option<u32>,
 }
 
 /// Where one chunk sits in a pack and how to read it back.
@@ -87,7 +91,7 @@ pub struct Trailer {
     pub table_hash: [u8; 32],
 }
 
-fn need(buf: &[u8], n: usize) -> Result<(), FormatError> {
+pub(crate) fn need(buf: &[u8], n: usize) -> Result<(), FormatError> {
     if buf.len() < n {
         Err(FormatError::Truncated { need: n, have: buf.len() })
     } else {
@@ -95,15 +99,15 @@ fn need(buf: &[u8], n: usize) -> Result<(), FormatError> {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn id_at(b: &[u8], at: usize) -> ChunkId {
+pub(crate) fn id_at(b: &[u8], at: usize) -> ChunkId {
     ChunkId(b[at..at + 32].try_into().expect("32 bytes"))
 }
 
@@ -115,22 +119,31 @@ pub fn encode_header(pack_id: u64) -> [u8; HEADER_LEN] {
     b
 }
 
+/// The header of a version 2 pack: bytes 12..16 name the key of its table.
+pub fn encode_sealed_header(pack_id: u64, table_key: u32) -> [u8; HEADER_LEN] {
+    let mut b = encode_header(pack_id);
+    b[8..12].copy_from_slice(&VERSION_SEALED.to_le_bytes());
+    b[12..16].copy_from_slice(&table_key.to_le_bytes());
+    b
+}
+
+/// Either version's header.
 pub fn parse_header(b: &[u8]) -> Result<PackHeader, FormatError> {
     need(b, HEADER_LEN)?;
     if b[..8] != PACK_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    let version = u32_at(b, 8);
-    if version != VERSION {
-        return Err(FormatError::Version(version));
-    }
-    if u32_at(b, 12) != 0 {
-        return Err(FormatError::BadMagic); // flags: none defined in version 1
-    }
-    Ok(PackHeader { pack_id: u64_at(b, 16) })
+    let (version, field) = (u32_at(b, 8), u32_at(b, 12));
+    let table_key = match (version, field) {
+        (VERSION, 0) => None,
+        (VERSION_SEALED, key) if key != 0 => Some(key),
+        (VERSION | VERSION_SEALED, _) => return Err(FormatError::BadMagic), // flags / key id
+        _ => return Err(FormatError::Version(version)),
+    };
+    Ok(PackHeader { pack_id: u64_at(b, 16), table_key })
 }
 
-fn check_lengths(compression: Compression, raw: u32, stored: u32) -> Result<(), FormatError> {
+pub(crate) fn check_lengths(compression: Compression, raw: u32, stored: u32) -> Result<(), FormatError> {
     let plausible = raw > 0
         && raw <= MAX_CHUNK_LEN
         && stored > 0
@@ -239,6 +252,9 @@ pub fn parse_table(table: &[u8], trailer: &Trailer) -> Result<Vec<EntryInfo>, Fo
 /// knows how to decompress.) The fuzz target `pack_parse` drives this.
 pub fn parse_sealed(pack: &[u8]) -> Result<(PackHeader, Vec<EntryInfo>), FormatError> {
     let header = parse_header(pack)?;
+    if header.table_key.is_some() {
+        return Err(FormatError::Version(VERSION_SEALED)); // `sealed::parse_pack` reads those
+    }
     need(pack, HEADER_LEN + TRAILER_LEN)?;
     let trailer = parse_trailer(pack)?;
     let table_end = (pack.len() - TRAILER_LEN) as u64;

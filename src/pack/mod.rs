@@ -5,16 +5,20 @@
 //! sealed; reads would become ranged GETs.)
 
 pub mod format;
+pub mod keyring;
 mod open;
 mod readers;
+pub mod sealed;
 mod space;
 mod store;
 
-pub use store::{overhead, stored_cost, PackStore};
+pub use keyring::{KeySet, KeySource, Keyring};
+pub use store::{overhead, stored_cost, PackKeys, PackStore};
 
 pub use space::Low as LowSpace;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -26,7 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use format::{EntryInfo, FormatError, ENTRY_HEADER_LEN, TRAILER_LEN};
-use open::{Durability, OpenPack};
+use open::{Durability, OpenPack, SealFailed};
+use sealed::SealError;
 
 use crate::chunk::ChunkId;
 use crate::codec::{self, SealedChunk};
@@ -87,6 +92,8 @@ pub struct Packs {
     /// Uploads stop short of filling the disk.
     space: space::Space,
     waits: LockWaits,
+    /// Data keys: new entries and tables are sealed under the current one (if sealing is on).
+    keyring: Arc<Keyring>,
 }
 
 fn pack_name(id: u64) -> String {
@@ -112,19 +119,21 @@ impl Packs {
         min_free: u64,
         id_floor: u64,
         waits: LockWaits,
+        keyring: Arc<Keyring>,
     ) -> Result<(Self, Vec<SealedPack>)> {
         fs::create_dir_all(dir)?;
         remove_torn_creations(dir)?;
         let ids = list_ids(dir)?;
         let mut recovered = Vec::new();
+        let keys = keyring.keys();
         for &id in &ids {
             let path = dir.join(pack_name(id));
-            if read_sealed(&path).is_ok() {
+            if read_sealed(&path, &keys).is_ok() {
                 continue;
             }
             // A pack whose very header is unreadable is left alone for fsck to report: refusing
             // to start would make one bad file take every account offline.
-            match recover(&path, id) {
+            match recover(&path, id, &keys) {
                 Ok(p) => recovered.push(p),
                 Err(e) => tracing::error!(pack = id, error = %e, "cannot recover pack; leaving it for fsck"),
             }
@@ -140,6 +149,7 @@ impl Packs {
             unindexed: Mutex::new(HashMap::new()),
             space: space::Space::new(dir, min_free),
             waits,
+            keyring,
         };
         Ok((packs, recovered))
     }
@@ -162,7 +172,23 @@ impl Packs {
         }
     }
 
+    /// The chunk as the current key wants it: sealed under that key (reusing a seal made
+    /// ahead, on a worker thread, if it is under that key), or plain if sealing is off.
+    fn sealed_for<'c>(&self, chunk: &'c SealedChunk) -> Result<Cow<'c, SealedChunk>> {
+        let keys = self.keyring.keys();
+        match keys.current() {
+            None if chunk.cipher.is_none() => Ok(Cow::Borrowed(chunk)),
+            None => Ok(Cow::Owned(SealedChunk { cipher: None, ..chunk.clone() })),
+            Some(key) if chunk.cipher.as_ref().is_some_and(|c| c.key_id == key) => Ok(Cow::Borrowed(chunk)),
+            Some(_) => Ok(Cow::Owned(encrypt(&keys, chunk.clone())?)),
+        }
+    }
+
     fn append_in(&self, lane: Lane, slot: &mut Option<OpenPack>, chunk: &SealedChunk) -> Result<Appended> {
+        // Checked again under the lane's lock: a rotation since the caller's check must not let
+        // an entry under the old key in after `retire_keys` looked at this lane.
+        let chunk = self.sealed_for(chunk)?;
+        let chunk = chunk.as_ref();
         if lane == Lane::Uploads {
             self.space.admit(OpenPack::entry_cost(chunk)).map_err(|low| Error::DiskFull { reserve: low.reserve })?;
         }
@@ -181,10 +207,19 @@ impl Packs {
     /// The spare pack, or a new one if there is none (the first pack, or a refill failed or is
     /// still under way).
     fn take_spare(&self) -> Result<OpenPack> {
+        let current = self.keyring.keys().current();
         match self.spare.lock().expect("spare lock poisoned").take() {
-            Some(mut p) => {
+            Some(mut p) if p.table_key == current => {
                 p.last_append = Instant::now();
                 Ok(p)
+            }
+            Some(stale) => {
+                // Made before a rotation (or before sealing was turned off): sealed empty,
+                // for GC to delete.
+                if let Err(e) = self.seal(stale) {
+                    tracing::warn!(error = %e, "cannot seal a stale spare pack");
+                }
+                self.create()
             }
             None => self.create(),
         }
@@ -215,7 +250,7 @@ impl Packs {
     fn create(&self) -> Result<OpenPack> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.hold(id, 1);
-        OpenPack::create(&self.path(id), id).map_err(|e| {
+        OpenPack::create(&self.path(id), id, self.keyring.keys().current()).map_err(|e| {
             self.hold(id, -1);
             e.into()
         })
@@ -226,9 +261,9 @@ impl Packs {
     /// recovers).
     fn seal(&self, p: OpenPack) -> Result<SealedPack> {
         let id = p.id;
-        let sealed = p.seal().map(|(id, entries, size)| SealedPack { id, size, entries });
+        let sealed = p.seal(&self.keyring.keys()).map(|(id, entries, size)| SealedPack { id, size, entries });
         self.hold(id, -1);
-        Ok(sealed?)
+        sealed.map_err(|e| sealing_failed(id, e))
     }
 
     /// Count holds on a pack; see `unindexed`.
@@ -283,17 +318,91 @@ impl PackStore for Packs {
     }
 
     fn table(&self, pack_id: u64) -> Result<Vec<EntryInfo>> {
-        read_sealed(&self.path(pack_id))
+        read_sealed(&self.path(pack_id), &self.keyring.keys())
     }
 
     fn verify(&self, pack_id: u64, bad: &mut dyn FnMut(EntryInfo, String)) -> Result<(Vec<EntryInfo>, u64)> {
-        verified_entries(&self.path(pack_id), bad)
+        let (entries, end) = verified_entries(&self.path(pack_id), &self.keyring.keys(), bad)?;
+        Ok((entries.into_iter().map(|(e, _)| e).collect(), end))
+    }
+
+    fn keys_of(&self, pack_id: u64) -> Result<PackKeys> {
+        let (header, entries) = table_entries(&self.path(pack_id), &self.keyring.keys())?;
+        Ok(PackKeys { table: header.table_key, entries: entries.iter().filter_map(|(_, k)| *k).collect() })
+    }
+
+    fn stale(&self, pack_id: u64) -> Result<bool> {
+        let Some(current) = self.keyring.keys().current() else {
+            return Ok(false); // sealing is off: nothing is rewritten for its key's sake
+        };
+        let used = self.keys_of(pack_id)?;
+        Ok(used.table != Some(current) || used.entries.iter().any(|k| *k != current))
+    }
+
+    /// Read an entry for compaction: opened, decompressed and verified. The copy keeps the
+    /// entry's sealed bytes when they are under the current key (copied byte for byte);
+    /// otherwise `append` seals it anew.
+    fn copy_out(&self, pack_id: u64, e: &EntryInfo) -> Result<SealedChunk> {
+        let file = self.reader(pack_id)?;
+        let mut buf = vec![0u8; (e.end() - e.offset) as usize];
+        file.read_exact_at(&mut buf, e.offset)?;
+        let cipher = sealed::is_sealed_entry(&buf).then(|| codec::Ciphered {
+            key_id: format::u32_at(&buf, 8),
+            header: buf[..ENTRY_HEADER_LEN].try_into().expect("48 bytes"),
+            body: Bytes::copy_from_slice(&buf[ENTRY_HEADER_LEN..]),
+        });
+        let stored = self.open_run(pack_id, std::slice::from_ref(e), e.offset, buf)?.pop().expect("one entry");
+        let raw = unseal_checked(pack_id, e, stored.clone(), true)?;
+        let cipher = cipher.filter(|c| Some(c.key_id) == self.keyring.keys().current());
+        Ok(SealedChunk { id: e.id, raw, compression: e.compression, stored, cipher })
+    }
+
+    /// A new data key, current at once: the open packs are sealed (returned, for recording)
+    /// and the spare dropped, so that every pack made from now on is under the new key.
+    fn rotate_key(&self) -> Result<(u32, Vec<SealedPack>)> {
+        let id = self.keyring.rotate().map_err(|e| Error::Internal(e.to_string()))?;
+        let mut sealed = Vec::new();
+        for lane in Lane::ALL {
+            sealed.extend(self.seal_lane(lane)?);
+        }
+        let spare = self.spare.lock().expect("spare lock poisoned").take();
+        if let Some(p) = spare {
+            sealed.push(self.seal(p)?);
+        }
+        Ok((id, sealed))
+    }
+
+    /// Drop the data keys no pack uses. The lanes and the spare are locked meanwhile, so no
+    /// entry under an old key can be appended between the look and the drop.
+    fn retire_keys(&self) -> Result<Vec<u32>> {
+        let lanes = Lane::ALL.map(|lane| self.lane(lane));
+        let spare = self.spare.lock().expect("spare lock poisoned");
+        let mut in_use: BTreeSet<u32> = lanes.iter().filter_map(|l| l.as_ref()).flat_map(|p| p.keys_used()).collect();
+        let mut open: BTreeSet<u64> = lanes.iter().filter_map(|l| l.as_ref()).map(|p| p.id).collect();
+        if let Some(p) = spare.as_ref() {
+            in_use.extend(p.keys_used());
+            open.insert(p.id);
+        }
+        let keys = self.keyring.keys();
+        for id in self.list()?.into_iter().filter(|id| !open.contains(id)) {
+            let path = self.path(id);
+            match table_entries(&path, &keys) {
+                Ok((header, entries)) => {
+                    in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1)))
+                }
+                Err(_) => in_use.extend(keys_in_file(&path)?),
+            }
+        }
+        self.keyring.retire(&in_use).map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
     /// chunk would take it past the target size. Returns the pack this sealed, if any, for the
     /// caller to record.
     fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
+        // Sealed before the lane's lock is taken, when the caller did not already.
+        let chunk = self.sealed_for(chunk)?;
+        let chunk = chunk.as_ref();
         let mut slot = self.lane(lane);
         let mut full = None;
         if let Some(p) = slot.as_ref() {
@@ -402,19 +511,7 @@ impl PackStore for Packs {
         let file = self.reader(pack_id)?;
         let mut buf = vec![0u8; (last.end() - first.offset) as usize];
         file.read_exact_at(&mut buf, first.offset)?;
-        let buf = Bytes::from(buf);
-        let mut out = Vec::with_capacity(run.len());
-        for want in run {
-            let at = (want.offset - first.offset) as usize;
-            let header = &buf[at..at + ENTRY_HEADER_LEN];
-            let found = format::parse_entry_header(header, want.offset)
-                .map_err(|e| Error::corrupt(format!("pack {pack_id} at {}: {e}", want.offset)))?;
-            if found != *want {
-                return Err(Error::corrupt(format!("pack {pack_id} at {}: entry is not {}", want.offset, want.id)));
-            }
-            out.push(buf.slice(at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + want.stored_len as usize));
-        }
-        Ok(out)
+        self.open_run(pack_id, run, first.offset, buf)
     }
 
     /// Read, decompress and verify one chunk. A chunk that does not hash to its id is an error,
@@ -430,6 +527,61 @@ impl PackStore for Packs {
         open::sync_parent(&self.path(pack_id))?;
         Ok(())
     }
+}
+
+impl Packs {
+    /// The stored bytes of each entry of `run`, read into `buf` (which starts at `start`):
+    /// plain entries as they are, sealed ones opened in place. Each entry must be the one the
+    /// index says: same chunk, lengths and compression (for a sealed entry, as its sealed
+    /// bytes say, after they authenticate).
+    fn open_run(&self, pack_id: u64, run: &[EntryInfo], start: u64, mut buf: Vec<u8>) -> Result<Vec<Bytes>> {
+        let bad = |at: u64, why: String| Error::corrupt(format!("pack {pack_id} at {at}: {why}"));
+        let keys = self.keyring.keys();
+        let mut ranges = Vec::with_capacity(run.len());
+        for want in run {
+            let at = (want.offset - start) as usize;
+            let (head, rest) = buf[at..].split_at_mut(ENTRY_HEADER_LEN);
+            let (found, range) = if sealed::is_sealed_entry(head) {
+                let body =
+                    rest.get_mut(..want.stored_len as usize).ok_or_else(|| bad(want.offset, "truncated".into()))?;
+                let (found, r) =
+                    sealed::open_entry(&keys, head, want.offset, body).map_err(|e| bad(want.offset, e.to_string()))?;
+                (found, r.start + at + ENTRY_HEADER_LEN..r.end + at + ENTRY_HEADER_LEN)
+            } else {
+                let found =
+                    format::parse_entry_header(head, want.offset).map_err(|e| bad(want.offset, e.to_string()))?;
+                (found, at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + want.stored_len as usize)
+            };
+            if found != *want {
+                return Err(bad(want.offset, format!("entry is not {}", want.id)));
+            }
+            ranges.push(range);
+        }
+        let buf = Bytes::from(buf);
+        Ok(ranges.into_iter().map(|r| buf.slice(r)).collect())
+    }
+}
+
+/// Seal a chunk under the current key (on whatever thread calls it: ingest's workers do, so
+/// the writer only writes). Unchanged if sealing is off.
+pub fn encrypt(keys: &KeySet, mut chunk: SealedChunk) -> Result<SealedChunk> {
+    if let Some(key) = keys.current() {
+        let c = sealed::seal_entry(keys, key, &chunk.id, chunk.raw_len(), chunk.compression, &chunk.stored)
+            .map_err(|e| Error::Internal(format!("sealing chunk {}: {e}", chunk.id)))?;
+        chunk.cipher = Some(c);
+    }
+    Ok(chunk)
+}
+
+fn sealing_failed(pack: u64, e: SealFailed) -> Error {
+    match e {
+        SealFailed::Io(e) => Error::Io(e),
+        SealFailed::Key(e) => Error::Internal(format!("sealing the table of pack {pack}: {e}")),
+    }
+}
+
+fn sealed_err(path: &Path, e: SealError) -> Error {
+    Error::corrupt(format!("{}: {e}", path.display()))
 }
 
 /// Decompress stored bytes read from `pack_id` and, if asked, check them against their id.
@@ -463,8 +615,16 @@ fn list_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Entries, each with the key it is sealed under (`None`: a plain entry).
+type Keyed = Vec<(EntryInfo, Option<u32>)>;
+
 /// The table of a sealed pack, read from its tail without reading the entries.
-pub fn read_sealed(path: &Path) -> Result<Vec<EntryInfo>> {
+pub fn read_sealed(path: &Path, keys: &KeySet) -> Result<Vec<EntryInfo>> {
+    Ok(table_entries(path, keys)?.1.into_iter().map(|(e, _)| e).collect())
+}
+
+/// A sealed pack's header and table, each entry with its key (`None`: a plain entry).
+fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Keyed)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let bad = |e: FormatError| Error::corrupt(format!("{}: {e}", path.display()));
@@ -473,24 +633,56 @@ pub fn read_sealed(path: &Path) -> Result<Vec<EntryInfo>> {
     }
     let mut header = [0u8; format::HEADER_LEN];
     file.read_exact_at(&mut header, 0)?;
-    format::parse_header(&header).map_err(bad)?;
+    let parsed = format::parse_header(&header).map_err(bad)?;
     let mut tail = [0u8; TRAILER_LEN];
     file.read_exact_at(&mut tail, len - TRAILER_LEN as u64)?;
-    let trailer = format::parse_trailer(&tail).map_err(bad)?;
+    let table_offset = match parsed.table_key {
+        Some(_) => sealed::parse_trailer(&tail).map_err(bad)?.table_offset,
+        None => format::parse_trailer(&tail).map_err(bad)?.table_offset,
+    };
     let table_end = len - TRAILER_LEN as u64;
-    if trailer.table_offset > table_end || table_end - trailer.table_offset > (64 << 30) {
+    if table_offset > table_end || table_end - table_offset > (64 << 30) {
         return Err(bad(FormatError::Layout));
     }
-    let mut table = vec![0u8; (table_end - trailer.table_offset) as usize];
-    file.read_exact_at(&mut table, trailer.table_offset)?;
-    format::parse_table(&table, &trailer).map_err(bad)
+    let mut table = vec![0u8; (table_end - table_offset) as usize];
+    file.read_exact_at(&mut table, table_offset)?;
+    let entries = match parsed.table_key {
+        Some(_) => sealed::open_table(keys, &header, &tail, &mut table)
+            .map_err(|e| sealed_err(path, e))?
+            .into_iter()
+            .map(|t| (t.info, Some(t.key)))
+            .collect(),
+        None => {
+            let trailer = format::parse_trailer(&tail).map_err(bad)?;
+            format::parse_table(&table, &trailer).map_err(bad)?.into_iter().map(|e| (e, None)).collect()
+        }
+    };
+    Ok((parsed, entries))
 }
 
-/// Every entry in a pack file whose bytes hash to its id, sealed or not. Used by recovery, by
-/// fsck and by index rebuilds; damaged entries are reported through `bad`.
-pub fn verified_entries(path: &Path, mut bad: impl FnMut(EntryInfo, String)) -> Result<(Vec<EntryInfo>, u64)> {
+/// Every key a pack file uses: from its table if it is sealed, else from its entries' frames
+/// (which name their key in the clear), so that no key is retired from under a pack whose
+/// table is damaged or not yet written.
+fn keys_in_file(path: &Path) -> Result<BTreeSet<u32>> {
     let bytes = fs::read(path)?;
-    format::parse_header(&bytes).map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
+    let Ok(header) = format::parse_header(&bytes) else {
+        return Err(Error::corrupt(format!("{}: unreadable header; no key is retired while it is", path.display())));
+    };
+    let mut keys: BTreeSet<u32> = header.table_key.into_iter().collect();
+    let (frames, _) = sealed::scan_frames(&bytes);
+    keys.extend(frames.iter().map(|f| f.key_id));
+    Ok(keys)
+}
+
+/// Every entry in a pack file whose bytes open and hash to its id, sealed or not, with its key.
+/// Used by recovery, by fsck and by index rebuilds; damaged entries are reported through `bad`
+/// (a sealed entry that fails authentication names no chunk: its id is sealed too).
+pub fn verified_entries(path: &Path, keys: &KeySet, mut bad: impl FnMut(EntryInfo, String)) -> Result<(Keyed, u64)> {
+    let bytes = fs::read(path)?;
+    let header = format::parse_header(&bytes).map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
+    if header.table_key.is_some() {
+        return Ok(verified_sealed(&bytes, keys, bad));
+    }
     let (entries, end) = match format::parse_sealed(&bytes) {
         Ok((_, entries)) => {
             let end = entries.last().map_or(format::HEADER_LEN as u64, |e| e.end());
@@ -502,7 +694,7 @@ pub fn verified_entries(path: &Path, mut bad: impl FnMut(EntryInfo, String)) -> 
     for e in entries {
         let stored = bytes[e.data_offset() as usize..e.end() as usize].to_vec();
         match codec::unseal(e.compression, stored, e.raw_len as usize) {
-            Ok(raw) if ChunkId::of(&raw) == e.id => good.push(e),
+            Ok(raw) if ChunkId::of(&raw) == e.id => good.push((e, None)),
             Ok(_) => bad(e, "content does not hash to its id".into()),
             Err(err) => bad(e, err.to_string()),
         }
@@ -510,15 +702,71 @@ pub fn verified_entries(path: &Path, mut bad: impl FnMut(EntryInfo, String)) -> 
     Ok((good, end))
 }
 
+/// `verified_entries` of a version 2 pack: its frames, from the table if that opens, else by
+/// walking them; each opened, decompressed and hashed.
+fn verified_sealed(bytes: &[u8], keys: &KeySet, mut bad: impl FnMut(EntryInfo, String)) -> (Keyed, u64) {
+    let (frames, end): (Vec<(u64, Option<EntryInfo>)>, u64) = match sealed::parse_pack(bytes, keys) {
+        Ok((_, entries)) => {
+            let end = entries.last().map_or(format::HEADER_LEN as u64, |e| e.info.end());
+            (entries.into_iter().map(|e| (e.info.offset, Some(e.info))).collect(), end)
+        }
+        Err(_) => {
+            let (frames, end) = sealed::scan_frames(bytes);
+            (frames.into_iter().map(|f| (f.offset, None)).collect(), end)
+        }
+    };
+    let unknown = |offset| EntryInfo {
+        id: ChunkId([0; 32]),
+        offset,
+        raw_len: 0,
+        stored_len: 0,
+        compression: codec::Compression::Raw,
+    };
+    let mut good = Vec::with_capacity(frames.len());
+    for (offset, listed) in frames {
+        let at = offset as usize;
+        let head = &bytes[at..at + ENTRY_HEADER_LEN];
+        let key = format::u32_at(head, 8);
+        let Ok(frame) = sealed::parse_frame(head, offset) else {
+            bad(listed.unwrap_or(unknown(offset)), "unreadable entry frame".into());
+            continue;
+        };
+        let mut body = bytes[at + ENTRY_HEADER_LEN..frame.end() as usize].to_vec();
+        let opened = sealed::open_entry(keys, head, offset, &mut body);
+        match opened {
+            Ok((e, _)) if listed.is_some_and(|l| l != e) => bad(e, "entry is not what the table says".into()),
+            Ok((e, range)) => match codec::unseal(e.compression, body[range].to_vec(), e.raw_len as usize) {
+                Ok(raw) if ChunkId::of(&raw) == e.id => good.push((e, Some(key))),
+                Ok(_) => bad(e, "content does not hash to its id".into()),
+                Err(err) => bad(e, err.to_string()),
+            },
+            Err(err) => bad(listed.unwrap_or(unknown(offset)), err.to_string()),
+        }
+    }
+    (good, end)
+}
+
 /// Bring an unsealed pack back to a sealed one: keep what verifies, drop the torn tail.
 /// An entry in the middle that fails verification is left as dead bytes rather than cutting
 /// off the good entries after it, which the index may point at.
-fn recover(path: &Path, id: u64) -> Result<SealedPack> {
-    let (entries, end) = verified_entries(path, |e, why| {
+fn recover(path: &Path, id: u64, keys: &KeySet) -> Result<SealedPack> {
+    let mut header = [0u8; format::HEADER_LEN];
+    File::open(path)?.read_exact_at(&mut header, 0)?;
+    let table_key = format::parse_header(&header).ok().and_then(|h| h.table_key);
+    // Without its key nothing in the pack can be verified: cutting it would only destroy what
+    // the right key (a master key put back, say) could still read.
+    if let Some(key) = table_key.filter(|k| keys.cipher(*k).is_none()) {
+        return Err(Error::corrupt(format!(
+            "{}: sealed under data key {key:08x}, which this server does not have",
+            path.display()
+        )));
+    }
+    let (entries, end) = verified_entries(path, keys, |e, why| {
         tracing::warn!(pack = id, offset = e.offset, %why, "dropping a damaged entry while recovering a pack");
     })?;
     tracing::info!(pack = id, entries = entries.len(), "recovered an unsealed pack");
-    let (id, entries, size) = OpenPack::reopen(path, id, entries, end)?.seal()?;
+    let (id, entries, size) =
+        OpenPack::reopen(path, id, table_key, entries, end)?.seal(keys).map_err(|e| sealing_failed(id, e))?;
     Ok(SealedPack { id, size, entries })
 }
 
@@ -533,8 +781,15 @@ mod tests {
         codec::seal(raw.into(), 3)
     }
 
+    /// Sealing on, with its keys in a directory of their own beside the packs'.
+    fn keyring(dir: &Path) -> Arc<Keyring> {
+        let keys = dir.join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        Keyring::open(&keys, &KeySource { encrypt: true, ..Default::default() }).unwrap()
+    }
+
     fn packs(dir: &Path, target: u64) -> Packs {
-        Packs::open(dir, target, 0, 0, LockWaits::unregistered()).expect("open").0
+        Packs::open(&dir.join("packs"), target, 0, 0, LockWaits::unregistered(), keyring(dir)).expect("open").0
     }
 
     #[test]
@@ -573,7 +828,16 @@ mod tests {
     #[test]
     fn uploads_stop_at_the_free_space_reserve_and_compaction_does_not() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Packs::open(dir.path(), 1 << 20, u64::MAX / 2, 0, LockWaits::unregistered()).unwrap().0;
+        let p = Packs::open(
+            &dir.path().join("packs"),
+            1 << 20,
+            u64::MAX / 2,
+            0,
+            LockWaits::unregistered(),
+            keyring(dir.path()),
+        )
+        .unwrap()
+        .0;
         let refused = p.append(Lane::Uploads, &chunk(1, 1000)).err().expect("refused");
         assert!(refused.is_disk_full(), "{refused}");
         let (copy, _) = p.append(Lane::Compaction, &chunk(2, 1000)).unwrap();
@@ -638,7 +902,9 @@ mod tests {
         p.sync(&a).unwrap();
         let spare = p.spare.lock().unwrap().as_ref().map(|s| s.id).unwrap();
         drop(p); // no close: as after a SIGKILL
-        let (p, recovered) = Packs::open(dir.path(), 1 << 20, 0, 0, LockWaits::unregistered()).unwrap();
+        let (p, recovered) =
+            Packs::open(&dir.path().join("packs"), 1 << 20, 0, 0, LockWaits::unregistered(), keyring(dir.path()))
+                .unwrap();
         let empty = recovered.iter().find(|r| r.id == spare).expect("the spare was recovered");
         assert!(empty.entries.is_empty());
         let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");

@@ -16,6 +16,8 @@ use std::time::Instant;
 use prometheus::Histogram;
 
 use super::format::{self, EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
+use super::keyring::KeySet;
+use super::sealed::{self, SealError, TableEntry};
 use crate::codec::SealedChunk;
 use crate::metrics::timed;
 
@@ -24,7 +26,20 @@ pub(crate) struct OpenPack {
     pub durable: Arc<Durability>,
     pub len: u64,
     pub entries: Vec<EntryInfo>,
+    /// Version 2: the key sealing the table, and each entry's key (parallel to `entries`).
+    /// Invariant: a version 2 pack holds sealed entries only, a version 1 pack plain ones.
+    pub table_key: Option<u32>,
+    pub entry_keys: Vec<u32>,
     pub last_append: Instant,
+}
+
+/// Why a seal failed: the disk, or the table's key went missing (retired under us: a bug).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SealFailed {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Key(#[from] SealError),
 }
 
 /// What making an append durable needs, shared by the pack and every append into it, so that
@@ -93,10 +108,14 @@ impl OpenPack {
     /// The header is written and synced under a temporary name and the file renamed into
     /// place, so a pack file under its real name always has a durable header: a crash during
     /// creation leaves only a `.tmp` file, which the next start removes.
-    pub fn create(path: &Path, id: u64) -> io::Result<Self> {
+    pub fn create(path: &Path, id: u64, table_key: Option<u32>) -> io::Result<Self> {
         let tmp = path.with_extension("tmp");
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all_at(&format::encode_header(id), 0)?;
+        let header = match table_key {
+            Some(key) => format::encode_sealed_header(id, key),
+            None => format::encode_header(id),
+        };
+        file.write_all_at(&header, 0)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         sync_parent(path)?;
@@ -105,34 +124,67 @@ impl OpenPack {
             durable: Durability::new(file, HEADER_LEN as u64),
             len: HEADER_LEN as u64,
             entries: Vec::new(),
+            table_key,
+            entry_keys: Vec::new(),
             last_append: Instant::now(),
         })
     }
 
     /// Reopen a pack left unsealed by a crash with the entries that survived verification and
     /// the offset where the verified prefix ends.
-    pub fn reopen(path: &Path, id: u64, entries: Vec<EntryInfo>, len: u64) -> io::Result<Self> {
+    pub fn reopen(
+        path: &Path,
+        id: u64,
+        table_key: Option<u32>,
+        entries: Vec<(EntryInfo, Option<u32>)>,
+        len: u64,
+    ) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         file.set_len(len)?;
         file.sync_all()?;
-        Ok(OpenPack { id, durable: Durability::new(file, len), len, entries, last_append: Instant::now() })
+        let entry_keys = entries.iter().filter_map(|(_, k)| *k).collect();
+        let entries = entries.into_iter().map(|(e, _)| e).collect();
+        Ok(OpenPack {
+            id,
+            durable: Durability::new(file, len),
+            len,
+            entries,
+            table_key,
+            entry_keys,
+            last_append: Instant::now(),
+        })
     }
 
     pub fn entry_cost(chunk: &SealedChunk) -> u64 {
-        (ENTRY_HEADER_LEN + chunk.stored.len()) as u64
+        (ENTRY_HEADER_LEN + chunk.body_len()) as u64
     }
 
+    /// Append a chunk: sealed (`chunk.cipher`) into a version 2 pack, plain into a version 1
+    /// pack; the caller (`Packs::append`) makes sure it is the right kind.
     pub fn append(&mut self, chunk: &SealedChunk) -> io::Result<EntryInfo> {
+        let sealed = chunk.cipher.as_ref().filter(|_| self.table_key.is_some());
         let e = EntryInfo {
             id: chunk.id,
             offset: self.len,
             raw_len: chunk.raw_len(),
-            stored_len: chunk.stored.len() as u32,
+            stored_len: sealed.map_or(chunk.stored.len(), |c| c.body.len()) as u32,
             compression: chunk.compression,
         };
+        if self.table_key.is_some() != sealed.is_some() {
+            return Err(io::Error::other("a plain entry for a sealed pack, or a sealed one for a plain pack"));
+        }
         let file = &self.durable.file;
-        file.write_all_at(&format::encode_entry_header(&e), e.offset)?;
-        file.write_all_at(&chunk.stored, e.data_offset())?;
+        match sealed {
+            Some(c) => {
+                file.write_all_at(&c.header, e.offset)?;
+                file.write_all_at(&c.body, e.data_offset())?;
+                self.entry_keys.push(c.key_id);
+            }
+            None => {
+                file.write_all_at(&format::encode_entry_header(&e), e.offset)?;
+                file.write_all_at(&chunk.stored, e.data_offset())?;
+            }
+        }
         self.len = e.end();
         self.durable.written.store(self.len, Ordering::Release);
         self.entries.push(e);
@@ -140,18 +192,38 @@ impl OpenPack {
         Ok(e)
     }
 
+    /// Every key this pack's table and entries use.
+    pub fn keys_used(&self) -> impl Iterator<Item = u32> + '_ {
+        self.table_key.into_iter().chain(self.entry_keys.iter().copied())
+    }
+
     /// Size the pack would have once sealed; rotation keeps this under the target.
     pub fn sealed_size(&self) -> u64 {
-        self.len + (self.entries.len() * format::TABLE_RECORD_LEN + TRAILER_LEN) as u64
+        let tag = if self.table_key.is_some() { sealed::TAG_LEN } else { 0 };
+        self.len + (self.entries.len() * format::TABLE_RECORD_LEN + tag + TRAILER_LEN) as u64
     }
 
     /// Append table and trailer and make the whole file durable. After this the pack is
     /// immutable.
-    pub fn seal(self) -> io::Result<(u64, Vec<EntryInfo>, u64)> {
-        let table = format::encode_table(&self.entries);
+    pub fn seal(self, keys: &KeySet) -> Result<(u64, Vec<EntryInfo>, u64), SealFailed> {
+        let (table, trailer) = match self.table_key {
+            Some(key) => {
+                let records: Vec<TableEntry> = self
+                    .entries
+                    .iter()
+                    .zip(&self.entry_keys)
+                    .map(|(info, key)| TableEntry { info: *info, key: *key })
+                    .collect();
+                sealed::seal_table(keys, &format::encode_sealed_header(self.id, key), self.len, &records)?
+            }
+            None => {
+                let table = format::encode_table(&self.entries);
+                let trailer = format::encode_trailer(self.len, &table);
+                (table, trailer)
+            }
+        };
         let file = &self.durable.file;
         file.write_all_at(&table, self.len)?;
-        let trailer = format::encode_trailer(self.len, &table);
         let size = self.len + table.len() as u64;
         file.write_all_at(&trailer, size)?;
         self.durable.checked(file.sync_all())?;
@@ -175,7 +247,7 @@ mod tests {
     #[test]
     fn after_one_failed_sync_every_later_sync_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = OpenPack::create(&dir.path().join("1.pack"), 1).unwrap();
+        let mut p = OpenPack::create(&dir.path().join("1.pack"), 1, None).unwrap();
         let chunk = crate::codec::seal(bytes::Bytes::from_static(b"some bytes"), 3);
         let e = p.append(&chunk).unwrap();
         p.durable.sync_to(e.end(), None).unwrap();
@@ -183,6 +255,6 @@ mod tests {
         // As if the kernel had reported a writeback error to this sync.
         assert!(p.durable.checked(Err(io::Error::other("EIO"))).is_err());
         assert!(p.durable.sync_to(e.end(), None).is_err(), "a later fsync's success must not count");
-        assert!(p.seal().is_err(), "nor may the pack be sealed as if whole");
+        assert!(p.seal(&KeySet::none()).is_err(), "nor may the pack be sealed as if whole");
     }
 }

@@ -8,7 +8,13 @@
 //! readable at once and durable once `sync` returns; `quiet` packs take no more appends and
 //! have no entry waiting to be indexed, so GC and fsck may judge them from the index; `table`
 //! and `verify` read a pack without the index (the index can be rebuilt from them).
+//!
+//! Sealing (encryption at rest) happens below this interface: what goes in and comes out is
+//! a chunk's stored (compressed) form in the clear; a store seals entries and tables under its
+//! current data key and opens them on the way out. A sealed entry that fails authentication
+//! is a `Corrupt` error like any other damage, never data.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +57,24 @@ pub trait PackStore: Send + Sync {
     fn read_chunk(&self, pack_id: u64, want: &EntryInfo, verify: bool) -> Result<Bytes>;
     /// Delete a pack (compaction moved its live entries out first).
     fn remove(&self, pack_id: u64) -> Result<()>;
+    /// Which data keys a sealed pack uses (its table says).
+    fn keys_of(&self, pack_id: u64) -> Result<PackKeys>;
+    /// Whether a sealed pack should be rewritten for its keys' sake: plaintext, or sealed
+    /// under a key that is no longer current (never, while sealing is off).
+    fn stale(&self, pack_id: u64) -> Result<bool>;
+    /// An entry read out for compaction: opened, verified, in a form `append` takes.
+    fn copy_out(&self, pack_id: u64, e: &EntryInfo) -> Result<SealedChunk>;
+    /// Make a new data key current at once; returns its id and the packs sealed to that end.
+    fn rotate_key(&self) -> Result<(u32, Vec<SealedPack>)>;
+    /// Drop every data key no pack uses (but the current one); returns those dropped.
+    fn retire_keys(&self) -> Result<Vec<u32>>;
+}
+
+/// The data keys of one pack. `table: None` is a plaintext (version 1) pack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackKeys {
+    pub table: Option<u32>,
+    pub entries: BTreeSet<u32>,
 }
 
 /// Bytes an entry takes in its pack: its header and stored bytes.
@@ -58,7 +82,10 @@ pub fn stored_cost(e: &EntryInfo) -> u64 {
     ENTRY_HEADER_LEN as u64 + u64::from(e.stored_len)
 }
 
-/// Bytes of a sealed pack of `entries` entries that are not entries: header, table, trailer.
+/// Bytes of a sealed pack of `entries` entries that are not entries: header, table, trailer,
+/// and the table's authentication tag. A plaintext (version 1) table has no tag, so this is 16
+/// bytes high for it: a whole plaintext pack then has a live share just over 1, which is as
+/// good as 1 (no entry is as small as 16 bytes, so no dead entry can hide in them).
 pub fn overhead(entries: u32) -> u64 {
-    (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(entries) * TABLE_RECORD_LEN as u64
+    (HEADER_LEN + TRAILER_LEN + super::sealed::TAG_LEN) as u64 + u64::from(entries) * TABLE_RECORD_LEN as u64
 }

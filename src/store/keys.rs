@@ -145,7 +145,9 @@ pub enum ChunkOp {
     /// An account started (+1) or stopped (-1) holding the chunk, at unix time `at`.
     Refs { delta: i64, at: u64 },
     /// Compaction copied the chunk; applies only if it is still where compaction found it.
-    Move { from_pack: u64, from_offset: u64, to_pack: u64, to_offset: u64 },
+    /// `stored_len`: the copy's, when it differs (a plaintext entry rewritten sealed); `None`
+    /// in operands written before encryption, which copied entries unchanged.
+    Move { from_pack: u64, from_offset: u64, to_pack: u64, to_offset: u64, stored_len: Option<u32> },
     /// GC: drop the record if it is still unreferenced and has been since `before` or earlier.
     Forget { before: u64 },
 }
@@ -162,10 +164,13 @@ pub fn encode_op(op: &ChunkOp) -> Vec<u8> {
             b.extend_from_slice(&delta.to_le_bytes());
             b.extend_from_slice(&at.to_le_bytes());
         }
-        ChunkOp::Move { from_pack, from_offset, to_pack, to_offset } => {
-            b.push(3);
+        ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len } => {
+            b.push(if stored_len.is_some() { 5 } else { 3 });
             for v in [from_pack, from_offset, to_pack, to_offset] {
                 b.extend_from_slice(&v.to_le_bytes());
+            }
+            if let Some(len) = stored_len {
+                b.extend_from_slice(&len.to_le_bytes());
             }
         }
         ChunkOp::Forget { before } => {
@@ -181,7 +186,20 @@ pub fn decode_op(id: ChunkId, v: &[u8]) -> Option<ChunkOp> {
     let op = match r.u8()? {
         1 => return decode_chunk(id, r.take(CHUNK_RECORD_LEN)?).filter(|_| r.done()).map(ChunkOp::Insert),
         2 => ChunkOp::Refs { delta: r.i64()?, at: r.u64()? },
-        3 => ChunkOp::Move { from_pack: r.u64()?, from_offset: r.u64()?, to_pack: r.u64()?, to_offset: r.u64()? },
+        3 => ChunkOp::Move {
+            from_pack: r.u64()?,
+            from_offset: r.u64()?,
+            to_pack: r.u64()?,
+            to_offset: r.u64()?,
+            stored_len: None,
+        },
+        5 => ChunkOp::Move {
+            from_pack: r.u64()?,
+            from_offset: r.u64()?,
+            to_pack: r.u64()?,
+            to_offset: r.u64()?,
+            stored_len: Some(r.u32()?),
+        },
         4 => ChunkOp::Forget { before: r.u64()? },
         _ => return None,
     };
@@ -203,10 +221,11 @@ pub fn apply_op(rec: Option<ChunkRecord>, op: ChunkOp) -> Option<ChunkRecord> {
             r.refs = refs;
             Some(r)
         }
-        (Some(mut r), ChunkOp::Move { from_pack, from_offset, to_pack, to_offset }) => {
+        (Some(mut r), ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len }) => {
             if r.pack == from_pack && r.entry.offset == from_offset {
                 r.pack = to_pack;
                 r.entry.offset = to_offset;
+                r.entry.stored_len = stored_len.unwrap_or(r.entry.stored_len);
             }
             Some(r)
         }
@@ -556,7 +575,8 @@ mod tests {
         for op in [
             ChunkOp::Insert(r),
             ChunkOp::Refs { delta: -1, at: 9 },
-            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4 },
+            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4, stored_len: None },
+            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4, stored_len: Some(99) },
             ChunkOp::Forget { before: 77 },
         ] {
             assert_eq!(decode_op(r.entry.id, &encode_op(&op)), Some(op));
@@ -600,11 +620,17 @@ mod tests {
     #[test]
     fn moves_apply_only_from_where_they_were_planned() {
         let r = rec(1);
-        let moved =
-            apply_op(Some(r), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24 }).unwrap();
+        let moved = apply_op(
+            Some(r),
+            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24, stored_len: None },
+        )
+        .unwrap();
         assert_eq!(moved.pack, 8);
-        let stale =
-            apply_op(Some(moved), ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1 }).unwrap();
+        let stale = apply_op(
+            Some(moved),
+            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1, stored_len: None },
+        )
+        .unwrap();
         assert_eq!(stale.pack, 8);
     }
 
