@@ -151,22 +151,6 @@ impl Engine {
         limit: u64,
         pre: Precondition,
     ) -> Result<std::result::Result<Put, PreconditionFailed>> {
-        self.put_object_with(account, ns, name, ingested, limit, pre, |_, _| Ok(()))
-    }
-
-    /// `put_object`, with `also` adding its own changes to the same transaction once the
-    /// precondition holds (a resumable upload retiring its pieces as its file is committed).
-    #[allow(clippy::too_many_arguments)]
-    pub fn put_object_with(
-        &self,
-        account: &AccountId,
-        ns: Namespace,
-        name: &[u8],
-        ingested: Ingested,
-        limit: u64,
-        pre: Precondition,
-        also: impl FnOnce(&mut super::AccountTxn, &ObjectRecord) -> Result<()>,
-    ) -> Result<std::result::Result<Put, PreconditionFailed>> {
         let mut txn = self.begin(account)?;
         let old = txn.object(ns, name)?;
         if !pre.check(old.as_ref()) {
@@ -179,7 +163,6 @@ impl Engine {
         if ns != Namespace::Staged {
             txn.unstage(&ingested.manifest.chunks)?;
         }
-        also(&mut txn, &record)?;
         txn.commit(limit)?;
         drop(ingested); // unpin only once the references are durable
         Ok(Ok(Put { record, replaced: old.is_some() }))
