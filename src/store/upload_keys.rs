@@ -7,7 +7,7 @@
 //!
 //! Decoders take untrusted bytes and return `None`, never panic (fuzz target `stored_records`).
 
-use super::keys::{hex_id, AccountId};
+use super::keys::{hex_id, AccountId, Reader};
 use crate::engine::Precondition;
 
 hex_id!(
@@ -108,41 +108,17 @@ pub fn encode_upload(r: &UploadRecord) -> Vec<u8> {
     b
 }
 
-struct Reader<'a>(&'a [u8]);
+fn text(r: &mut Reader<'_>) -> Option<String> {
+    String::from_utf8(r.bytes()?.to_vec()).ok()
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn text(&mut self) -> Option<String> {
-        String::from_utf8(self.bytes()?.to_vec()).ok()
-    }
-    fn opt(&mut self) -> Option<Option<u64>> {
-        let flag = self.u8()?;
-        let v = self.u64()?;
-        match flag {
-            0 => Some(None),
-            1 => Some(Some(v)),
-            _ => None,
-        }
+fn opt(r: &mut Reader<'_>) -> Option<Option<u64>> {
+    let flag = r.u8()?;
+    let v = r.u64()?;
+    match flag {
+        0 => Some(None),
+        1 => Some(Some(v)),
+        _ => None,
     }
 }
 
@@ -151,14 +127,14 @@ pub fn decode_upload(v: &[u8]) -> Option<UploadRecord> {
     if r.u8()? != UPLOAD_V1 {
         return None;
     }
-    let path = r.text()?;
-    let length = r.opt()?;
+    let path = text(&mut r)?;
+    let length = opt(&mut r)?;
     let offset = r.u64()?;
     let pieces = r.u32()?;
     let expires_ms = r.u64()? as i64;
     let pre = decode_pre(r.u8()?, r.u64()?)?;
-    let metadata = r.text()?;
-    let done = r.opt()?;
+    let metadata = text(&mut r)?;
+    let done = opt(&mut r)?;
     let tail = r.bytes()?.to_vec();
     r.0.is_empty().then_some(UploadRecord { path, length, offset, pieces, expires_ms, pre, metadata, done, tail })
 }
