@@ -228,24 +228,29 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_after_deletes_and_gc
     }
     assert_eq!(full.as_deref(), Some("insufficient_storage"), "the disk never filled");
     assert!(!stored.is_empty());
+    // The server closes a connection whose upload it refused before reading the body; a
+    // pooled connection can be closed under the next request (the keep-alive race any HTTP/1.1
+    // client meets). Reads from here on take a fresh connection each, as a retrying client would.
+    let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     // Everything acknowledged reads back; the refused file does not exist.
     for (i, hash) in &stored {
-        let got = get_as(&s, &u.token, &format!("/v1/files/f{i}")).await.bytes().await.unwrap();
+        let got =
+            c.get(s.url(&format!("/v1/files/f{i}"))).bearer_auth(&u.token).send().await.unwrap().bytes().await.unwrap();
         assert_eq!(blake3::hash(&got), *hash, "f{i}");
     }
     // Deletes work on a full disk, GC gives the space back, and uploads work again.
     for (i, _) in &stored {
-        let r = s.client.delete(s.url(&format!("/v1/files/f{i}"))).bearer_auth(&u.token).send().await.unwrap();
+        let r = c.delete(s.url(&format!("/v1/files/f{i}"))).bearer_auth(&u.token).send().await.unwrap();
         assert_eq!(r.status(), 204);
     }
-    let r = s.client.delete(s.url("/v1/trash")).bearer_auth(&u.token).send().await.unwrap();
+    let r = c.delete(s.url("/v1/trash")).bearer_auth(&u.token).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let gc = s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN);
+    let gc = c.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN);
     let v: Value =
         gc.json(&json!({"grace_seconds": 0, "compact_below": 1.0})).send().await.unwrap().json().await.unwrap();
     assert!(v["packs_deleted"].as_u64().unwrap() > 0, "{v}");
     let again = noise(16 << 20, 999);
-    let r = s.client.put(s.url("/v1/files/again")).bearer_auth(&u.token).body(again.clone()).send().await.unwrap();
+    let r = c.put(s.url("/v1/files/again")).bearer_auth(&u.token).body(again.clone()).send().await.unwrap();
     assert_eq!(r.status(), 201);
     s.stop();
     let s = Server::start_in(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
