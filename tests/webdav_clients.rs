@@ -34,7 +34,9 @@ async fn litmus_passes_every_suite() {
     let s = Server::start();
     let u = signed_in(&s).await;
     let pw = app_password(&s, &u).await;
+    let logs = tempfile::tempdir().unwrap(); // litmus writes debug.log and child.log where it runs
     let out = Command::new("litmus")
+        .current_dir(logs.path())
         .arg("-k")
         .arg(s.url("/dav/files/"))
         .arg(&u.identifier)
