@@ -9,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
+    let _ = cairn::http::dav::if_header_is_safe(data);
     if let Some((id, pw)) = cairn::http::dav::parse_basic(s) {
         assert!(!id.is_empty() && !pw.is_empty() && !id.contains(':'));
     }

@@ -32,3 +32,54 @@ mod tests {
         assert_eq!(parse_basic("Basic !!!"), None);
     }
 }
+
+/// Whether dav-server may be given this `If` header (RFC 4918 10.4). Its parser (0.11) reads
+/// past the end of a `<...>` or `[...]` token that is never closed and panics; such a header is
+/// malformed anyway, so the front answers 400 before it gets there. Scans as that parser does:
+/// from an opening bracket to its closing one, quotes toggling, whitespace ending the token (the
+/// parser refuses that itself).
+pub fn if_header_is_safe(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        let close = match h[i] {
+            b'<' => b'>',
+            b'[' => b']',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let mut j = i + 1;
+        let mut quote = false;
+        loop {
+            let Some(&b) = h.get(j) else { return false };
+            if !quote && b == close {
+                break;
+            }
+            if b" \t\r\n".contains(&b) {
+                return true;
+            }
+            if b == b'"' {
+                quote = !quote;
+            }
+            j += 1;
+        }
+        i = j + 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod if_tests {
+    use super::*;
+
+    #[test]
+    fn unterminated_tokens_are_caught() {
+        assert!(if_header_is_safe(b"(<opaquelocktoken:abc> [\"7\"])"));
+        assert!(if_header_is_safe(b"<http://h/a> (Not <urn:x>)"));
+        assert!(!if_header_is_safe(b"[1WWWWWW"));
+        assert!(!if_header_is_safe(b"(<urn:x"));
+        assert!(!if_header_is_safe(b"([\"a]\")"));
+        assert!(if_header_is_safe(b"(<urn:x y>)"), "whitespace: the parser refuses it without panicking");
+    }
+}

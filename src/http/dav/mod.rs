@@ -22,7 +22,7 @@ use axum::routing::any;
 use axum::Router;
 use dav_server::{DavConfig, DavHandler, DavMethodSet};
 
-pub use basic::parse_basic;
+pub use basic::{if_header_is_safe, parse_basic};
 
 use super::auth::ClientIp;
 use super::error::ApiError;
@@ -30,6 +30,8 @@ use super::AppState;
 use crate::drive::DriveError;
 use crate::error::{Error, Refusal};
 use crate::identity::Session;
+use crate::store::identity_keys::DeviceId;
+use crate::store::keys::AccountId;
 
 pub const PREFIX: &str = "/dav/files";
 
@@ -59,8 +61,9 @@ async fn handle(State(app): State<AppState>, ClientIp(ip): ClientIp, req: Reques
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    match serve(&app, session, req).await {
-        Ok(resp) | Err(resp) => resp,
+    match app.plan_and_limit(&session.account).await {
+        Ok((_, limit)) => serve_as(&app, session.account, session.device_id, limit, req).await,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -84,11 +87,26 @@ async fn authenticate(app: &AppState, headers: &HeaderMap, ip: std::net::IpAddr)
         .map_err(|e| challenge(ApiError::from(e).into_response()))
 }
 
-async fn serve(app: &AppState, session: Session, req: Request) -> Result<Response, Response> {
-    let account = session.account;
+/// A request of `account` (signed in on `device`, its plan allowing `limit` bytes), once
+/// authenticated: public for the fuzz target `dav_requests`, which drives it without accounts.
+pub async fn serve_as(app: &AppState, account: AccountId, device: DeviceId, limit: u64, req: Request) -> Response {
+    match serve(app, account, device, limit, req).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn serve(
+    app: &AppState,
+    account: AccountId,
+    device: DeviceId,
+    limit: u64,
+    req: Request,
+) -> Result<Response, Response> {
     let api = |e: ApiError| e.into_response();
-    let (_, limit) = app.plan_and_limit(&account).await.map_err(api)?;
     let method = req.method().clone();
+    if req.headers().get("if").is_some_and(|v| !if_header_is_safe(v.as_bytes())) {
+        return Err(api(ApiError::new(super::error::ErrorCode::BadRequest, "the If header is malformed")));
+    }
     if method == "PROPFIND" && depth_infinity(req.headers()) {
         return Err(dav_error(StatusCode::FORBIDDEN, "propfind-finite-depth"));
     }
@@ -102,7 +120,7 @@ async fn serve(app: &AppState, session: Session, req: Request) -> Result<Respons
         drive: app.drive.clone(),
         engine: app.engine.clone(),
         account,
-        device: session.device_id,
+        device,
         limit,
         pre: super::files::write_precondition(req.headers()),
         failure: failure.clone(),
