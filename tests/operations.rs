@@ -216,8 +216,8 @@ async fn last_login_ip(s: &Server, token: &str) -> String {
     let r = s.client.get(s.url("/v1/account/activity")).bearer_auth(token).send().await.unwrap();
     let v = body_of(r, 200).await;
     let events = v["events"].as_array().unwrap();
-    let newest = events.iter().filter(|e| e["kind"] == "sign_in").max_by_key(|e| e["at"].as_str().unwrap().to_string());
-    newest.unwrap_or_else(|| panic!("no sign_in in {v}"))["ip"].as_str().unwrap().to_string()
+    let newest = events.iter().filter(|e| e["kind"] == "login").max_by_key(|e| e["at"].as_str().unwrap().to_string());
+    newest.unwrap_or_else(|| panic!("no login in {v}"))["ip"].as_str().unwrap().to_string()
 }
 
 async fn login_via(client: &reqwest::Client, s: &Server, who: &str, password: &str, headers: &[(&str, &str)]) -> reqwest::Response {

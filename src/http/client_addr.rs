@@ -287,6 +287,9 @@ pub fn parse_forwarded(value: &str) -> Result<Vec<Hop>, BadForwarding> {
         loop {
             rest = rest.trim_start_matches([' ', '\t']);
             if rest.starts_with(',') || rest.is_empty() {
+                if any_pair {
+                    return Err(BadForwarding); // a `;` with no pair after it
+                }
                 break;
             }
             let (name, after) = take_token(rest).ok_or(BadForwarding)?;
