@@ -247,7 +247,8 @@ fn restore_snapshot(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(a.config.as_deref(), std::env::vars())?;
     config.data_dir = a.data_dir;
     let config = config.finish()?;
-    let from = ops::RestoreFrom { snapshot: &a.snapshot, packs: &a.packs, master_key_file: a.master_key_file.as_deref() };
+    let from =
+        ops::RestoreFrom { snapshot: &a.snapshot, packs: &a.packs, master_key_file: a.master_key_file.as_deref() };
     ops::restore_snapshot(&config, from, a.json)
 }
 

@@ -215,7 +215,12 @@ pub struct Restored {
 
 /// Make `config.data_dir` (new, or an empty directory) a data directory again from a snapshot
 /// and a directory of pack files, then check it. Offline: no server may run on either.
-pub fn restore(config: &Config, snapshot: &Path, packs_from: &Path, master_key_file: Option<&Path>) -> Result<Restored> {
+pub fn restore(
+    config: &Config,
+    snapshot: &Path,
+    packs_from: &Path,
+    master_key_file: Option<&Path>,
+) -> Result<Restored> {
     let manifest_path = snapshot.join(MANIFEST_FILE);
     let manifest: Manifest = fs::read(&manifest_path)
         .map_err(|e| e.to_string())
@@ -254,7 +259,9 @@ fn check_packs(manifest: &Manifest, dir: &Path) -> Result<()> {
             Ok(m) if p.sealed_size.is_some_and(|s| m.len() != s) => {
                 bad.push(format!("{} is {} bytes, sealed at {}", p.file, m.len(), p.sealed_size.unwrap_or(0)))
             }
-            Ok(m) if m.len() < p.needed_bytes => bad.push(format!("{} is {} bytes, needs {}", p.file, m.len(), p.needed_bytes)),
+            Ok(m) if m.len() < p.needed_bytes => {
+                bad.push(format!("{} is {} bytes, needs {}", p.file, m.len(), p.needed_bytes))
+            }
             Ok(_) => {}
             Err(_) => bad.push(format!("{} missing", p.file)),
         }

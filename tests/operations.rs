@@ -45,7 +45,8 @@ fn write_pair(dir: &Path, c: &TestCert) {
 
 /// A client that trusts only `roots`; a new connection for every request when `fresh`.
 fn tls_client(roots: &[&TestCert], fresh: bool) -> reqwest::Client {
-    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).timeout(Duration::from_secs(30));
+    let mut b =
+        reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).timeout(Duration::from_secs(30));
     for r in roots {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(r.cert_pem.as_bytes()).unwrap());
     }
@@ -116,9 +117,9 @@ async fn tls_speaks_http2_and_http1_and_takes_new_certificates_without_a_restart
     write_pair(certs.path(), &b);
     sighup(&s);
     s.wait_for_metric("cairn_tls_reloads_total{result=\"ok\"}", |n| n >= 1.0).await;
+    // Some handshakes after the swap too (bounded: the pounder stops itself on a failure).
     let before = served.load(Ordering::Relaxed);
-    while served.load(Ordering::Relaxed) < before + 20 {
-        tokio::task::yield_now().await;
+    while served.load(Ordering::Relaxed) < before + 20 && !pounder.is_finished() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Release);
@@ -220,7 +221,13 @@ async fn last_login_ip(s: &Server, token: &str) -> String {
     newest.unwrap_or_else(|| panic!("no login in {v}"))["ip"].as_str().unwrap().to_string()
 }
 
-async fn login_via(client: &reqwest::Client, s: &Server, who: &str, password: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn login_via(
+    client: &reqwest::Client,
+    s: &Server,
+    who: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client.post(s.url("/v1/sessions")).json(&json!({
         "identifier": who, "password": password, "device": { "name": "via proxy", "model": "x", "os": "y" }
     }));
@@ -241,7 +248,8 @@ async fn a_trusted_proxy_names_the_client_and_a_spoofed_header_changes_nothing()
     let r = login_via(&proxy, &s, &u.identifier, PASSWORD, &[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]).await;
     let token = body_of(r, 201).await["token"].as_str().unwrap().to_string();
     assert_eq!(last_login_ip(&s, &token).await, "198.51.100.7");
-    let r = login_via(&proxy, &s, &u.identifier, PASSWORD, &[("forwarded", "for=\"[2001:db8::7]:443\";proto=https")]).await;
+    let r =
+        login_via(&proxy, &s, &u.identifier, PASSWORD, &[("forwarded", "for=\"[2001:db8::7]:443\";proto=https")]).await;
     let token = body_of(r, 201).await["token"].as_str().unwrap().to_string();
     assert_eq!(last_login_ip(&s, &token).await, "2001:db8::7");
 
@@ -266,7 +274,8 @@ async fn a_trusted_proxy_names_the_client_and_a_spoofed_header_changes_nothing()
     // A spoofed header cannot put the failures on someone else: they stay with the peer.
     let w = signed_up(&s, &new_email()).await;
     for _ in 0..3 {
-        let r = login_via(&s.client, &s, &w.identifier, "wrong password!", &[("x-forwarded-for", "198.51.100.22")]).await;
+        let r =
+            login_via(&s.client, &s, &w.identifier, "wrong password!", &[("x-forwarded-for", "198.51.100.22")]).await;
         assert_eq!(r.status(), 401);
     }
     let r = login_via(&proxy, &s, &u.identifier, PASSWORD, &[("x-forwarded-for", "198.51.100.22")]).await;
@@ -306,7 +315,12 @@ async fn a_snapshot_taken_during_uploads_restores_every_acknowledged_file() {
                     break;
                 }
                 let (path, seed, len) = (format!("w{w}/f{i}"), w * 1000 + i, 20_000 + (i as usize % 7) * 37_000);
-                let r = client.put(format!("{base}/v1/files/{path}")).bearer_auth(&token).body(noise(len, seed)).send().await;
+                let r = client
+                    .put(format!("{base}/v1/files/{path}"))
+                    .bearer_auth(&token)
+                    .body(noise(len, seed))
+                    .send()
+                    .await;
                 let r = r.unwrap();
                 assert_eq!(r.status(), 201);
                 if !asked.load(Ordering::Acquire) {
@@ -398,4 +412,93 @@ async fn a_snapshot_taken_during_uploads_restores_every_acknowledged_file() {
         assert!(got.bytes().await.unwrap() == noise(*len, *seed), "{path} differs");
     }
     r.fsck_ok().await;
+}
+
+/// nginx (Debian's, installed by tools/setup) as a reverse proxy on a loopback port, in front
+/// of `upstream`; killed when dropped.
+struct Nginx {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_in_front_of(upstream: &str) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port: bound, then released for nginx (the window is a few microseconds).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = dir.path().display();
+    let upstream = upstream.trim_start_matches("http://");
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{}}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n \
+         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n \
+         server {{\n  listen 127.0.0.1:{port};\n  client_max_body_size 0;\n  location / {{\n   \
+         proxy_pass http://{upstream};\n   proxy_http_version 1.1;\n   proxy_request_buffering off;\n   \
+         proxy_buffering off;\n   proxy_set_header Host $host;\n   \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n   \
+         proxy_set_header X-Forwarded-Proto $scheme;\n  }}\n }}\n}}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let bin = if Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (tools/setup installs it)");
+    // Ready when it accepts connections.
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Nginx { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nginx did not start: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+}
+
+#[tokio::test]
+async fn behind_nginx_the_client_is_the_one_nginx_saw_and_big_uploads_stream_through() {
+    let (s, _tmp) = start_configured("[proxy]\ntrusted = [\"127.0.0.1\"]\n");
+    let nginx = nginx_in_front_of(&s.base);
+    // The client comes from 127.0.0.2; nginx reaches cairn from 127.0.0.1 (trusted).
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let u = signed_in(&s).await;
+    let via = |path: &str| format!("{}{path}", nginx.base);
+    let login = |headers: &'static [(&'static str, &'static str)]| {
+        let mut req = client.post(via("/v1/sessions")).json(&json!({
+            "identifier": u.identifier, "password": PASSWORD, "device": { "name": "n", "model": "m", "os": "o" }
+        }));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let r = login(&[]).await.unwrap();
+    let token = body_of(r, 201).await["token"].as_str().unwrap().to_string();
+    assert_eq!(last_login_ip(&s, &token).await, "127.0.0.2");
+    // A header the client forged is kept by nginx in front of what it saw, and ignored.
+    let r = login(&[("x-forwarded-for", "6.6.6.6")]).await.unwrap();
+    let token = body_of(r, 201).await["token"].as_str().unwrap().to_string();
+    assert_eq!(last_login_ip(&s, &token).await, "127.0.0.2");
+
+    // 64 MiB up and down through the proxy, streamed (no buffering in nginx).
+    let data = noise(64 << 20, 64);
+    let r = client.put(via("/v1/files/big.bin")).bearer_auth(&token).body(data.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let got = client.get(via("/v1/files/big.bin")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap() == data, "the file came back whole through nginx");
 }

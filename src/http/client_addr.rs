@@ -63,7 +63,9 @@ impl<'de> Deserialize<'de> for Cidr {
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(u128::from(u32::from(net)) << 96, u128::from(u32::from(ip)) << 96, self.bits),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u128::from(u32::from(net)) << 96, u128::from(u32::from(ip)) << 96, self.bits)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), self.bits),
             _ => false,
         }
@@ -218,13 +220,7 @@ pub fn parse_x_forwarded_for(value: &str) -> Result<Vec<Option<IpAddr>>, BadForw
     let items = list_items(value)?;
     items
         .into_iter()
-        .map(|item| {
-            if item.eq_ignore_ascii_case("unknown") {
-                Ok(None)
-            } else {
-                parse_node_addr(item).map(Some)
-            }
-        })
+        .map(|item| if item.eq_ignore_ascii_case("unknown") { Ok(None) } else { parse_node_addr(item).map(Some) })
         .collect()
 }
 

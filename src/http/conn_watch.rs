@@ -151,7 +151,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_response_nobody_reads_ends_the_connection_and_a_finished_one_does_not() {
         let watch = ConnWatch::new();
-        let stream = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"a")), Ok(Bytes::from_static(b"b"))]);
+        let stream =
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"a")), Ok(Bytes::from_static(b"b"))]);
         let mut body = watch.track(Body::from_stream(stream), watch.begin());
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "a");
@@ -163,7 +164,8 @@ mod tests {
         let mut s = body.into_data_stream();
         while s.next().await.is_some() {}
         // Still held (kept alive, not dropped), but ended: idle only once it is dropped.
-        let ended = tokio::time::timeout(Duration::from_secs(30), watch.ended(Duration::from_secs(5), Duration::from_secs(60)));
+        let ended =
+            tokio::time::timeout(Duration::from_secs(30), watch.ended(Duration::from_secs(5), Duration::from_secs(60)));
         assert!(ended.await.is_err(), "a finished body is not a stalled client");
         drop(s);
         assert_eq!(watch.ended(Duration::from_secs(5), Duration::from_secs(60)).await, Ended::Idle);
@@ -173,7 +175,10 @@ mod tests {
     async fn a_request_in_flight_is_not_idle() {
         let watch = ConnWatch::new();
         let held = watch.begin();
-        let ended = tokio::time::timeout(Duration::from_secs(120), watch.ended(Duration::from_secs(5), Duration::from_secs(10)));
+        let ended = tokio::time::timeout(
+            Duration::from_secs(120),
+            watch.ended(Duration::from_secs(5), Duration::from_secs(10)),
+        );
         assert!(ended.await.is_err());
         drop(held);
         assert_eq!(watch.ended(Duration::from_secs(5), Duration::from_secs(10)).await, Ended::Idle);

@@ -126,11 +126,9 @@ impl Certificates {
             "When the served certificate expires (unix seconds)",
         )
         .expect("valid metric");
-        let reloads = IntCounterVec::new(
-            Opts::new("cairn_tls_reloads_total", "Certificate reloads, by result"),
-            &["result"],
-        )
-        .expect("valid metric");
+        let reloads =
+            IntCounterVec::new(Opts::new("cairn_tls_reloads_total", "Certificate reloads, by result"), &["result"])
+                .expect("valid metric");
         // A second registration (tests that build several servers on one registry) is harmless.
         let _ = registry.register(Box::new(expiry.clone()));
         let _ = registry.register(Box::new(reloads.clone()));
@@ -212,11 +210,11 @@ fn load_pair(
     provider: &CryptoProvider,
 ) -> Result<(CertifiedKey, Option<i64>), TlsError> {
     let read = |path: &Path| fs::read(path).map_err(|source| TlsError::Io { path: path.into(), source });
-    let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem { path: path.into(), message: e.to_string() };
+    let pem_err =
+        |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem { path: path.into(), message: e.to_string() };
     let cert_pem = read(cert_file)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(cert_file, e))?;
+    let chain =
+        CertificateDer::pem_slice_iter(&cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| pem_err(cert_file, e))?;
     let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate(cert_file.into()))?;
     let not_after = not_after(leaf.as_ref());
     let key_pem = read(key_file)?;
