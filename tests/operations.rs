@@ -455,14 +455,17 @@ fn nginx_in_front_of(upstream: &str) -> Nginx {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("nginx (tools/setup installs it)");
+    let log = dir.path().join("error.log");
+    // Owned at once, so that a failure below still kills it.
+    let nginx = Nginx { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
     // Ready when it accepts connections.
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Nginx { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+            return nginx;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("nginx did not start: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+    panic!("nginx did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
 }
 
 #[tokio::test]
