@@ -125,32 +125,44 @@ pub fn take(engine: &Engine, to: &Path) -> Result<Manifest> {
     for _ in 0..TRIES {
         let keys_before = read_optional(&data_dir.join(DATA_KEYS_FILE))?;
         fs::create_dir(to).map_err(io_at(to))?;
-        let taken_at = engine.clock().now_secs();
-        rocksdb::checkpoint::Checkpoint::new(engine.db().raw())?.create_checkpoint(to.join(DB_DIR))?;
-        let keys_after = read_optional(&data_dir.join(DATA_KEYS_FILE))?;
-        if keys_before != keys_after {
-            tracing::warn!("the data keys changed while the snapshot was taken; taking it again");
-            fs::remove_dir_all(to).map_err(io_at(to))?;
-            continue;
+        // A failed try leaves nothing behind: the next may use the same name.
+        match take_into(engine, &data_dir, to, keys_before) {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => tracing::warn!("the data keys changed while the snapshot was taken; taking it again"),
+            Err(e) => {
+                let _ = fs::remove_dir_all(to);
+                return Err(e);
+            }
         }
-        let mut key_files = Vec::new();
-        if let Some(bytes) = keys_after {
-            write_private(&to.join(DATA_KEYS_FILE), &bytes)?;
-            key_files.push(DATA_KEYS_FILE.to_string());
-        }
-        if let Some(bytes) = read_optional(&data_dir.join(IDENTITY_KEY_FILE))? {
-            write_private(&to.join(IDENTITY_KEY_FILE), &bytes)?;
-            key_files.push(IDENTITY_KEY_FILE.to_string());
-        }
-        let (packs, chunks) = referenced_packs(&to.join(DB_DIR))?;
-        let manifest =
-            Manifest { format: FORMAT, taken_at, dir: to.into(), key_files, master_key_included: false, packs, chunks };
-        let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-        write_private(&to.join(MANIFEST_FILE), &text)?;
-        sync_dir(to)?;
-        return Ok(manifest);
+        fs::remove_dir_all(to).map_err(io_at(to))?;
     }
     Err(SnapshotError::KeysKeptChanging)
+}
+
+/// One try into the new directory `to`; `None` if the data keys changed meanwhile.
+fn take_into(engine: &Engine, data_dir: &Path, to: &Path, keys_before: Option<Vec<u8>>) -> Result<Option<Manifest>> {
+    let taken_at = engine.clock().now_secs();
+    rocksdb::checkpoint::Checkpoint::new(engine.db().raw())?.create_checkpoint(to.join(DB_DIR))?;
+    let keys_after = read_optional(&data_dir.join(DATA_KEYS_FILE))?;
+    if keys_before != keys_after {
+        return Ok(None);
+    }
+    let mut key_files = Vec::new();
+    if let Some(bytes) = keys_after {
+        write_private(&to.join(DATA_KEYS_FILE), &bytes)?;
+        key_files.push(DATA_KEYS_FILE.to_string());
+    }
+    if let Some(bytes) = read_optional(&data_dir.join(IDENTITY_KEY_FILE))? {
+        write_private(&to.join(IDENTITY_KEY_FILE), &bytes)?;
+        key_files.push(IDENTITY_KEY_FILE.to_string());
+    }
+    let (packs, chunks) = referenced_packs(&to.join(DB_DIR))?;
+    let manifest =
+        Manifest { format: FORMAT, taken_at, dir: to.into(), key_files, master_key_included: false, packs, chunks };
+    let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    write_private(&to.join(MANIFEST_FILE), &text)?;
+    sync_dir(to)?;
+    Ok(Some(manifest))
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -231,6 +243,29 @@ pub fn restore(
         return Err(SnapshotError::TargetNotEmpty(target.clone()));
     }
     check_packs(&manifest, packs_from)?;
+    let existed = target.exists();
+    restore_into(config, snapshot, packs_from, master_key_file, &manifest).inspect_err(|_| {
+        // Leave the target as it was found (absent or empty), so that a retry can start over.
+        if existed {
+            if let Ok(entries) = fs::read_dir(target) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+                }
+            }
+        } else {
+            let _ = fs::remove_dir_all(target);
+        }
+    })
+}
+
+fn restore_into(
+    config: &Config,
+    snapshot: &Path,
+    packs_from: &Path,
+    master_key_file: Option<&Path>,
+    manifest: &Manifest,
+) -> Result<Restored> {
+    let target = &config.data_dir;
     crate::datadir::make_private(target).map_err(io_at(target))?;
     copy_tree(&snapshot.join(DB_DIR), &target.join("db"))?;
     for name in &manifest.key_files {
