@@ -505,3 +505,19 @@ async fn behind_nginx_the_client_is_the_one_nginx_saw_and_big_uploads_stream_thr
     assert_eq!(got.status(), 200);
     assert!(got.bytes().await.unwrap() == data, "the file came back whole through nginx");
 }
+
+#[test]
+fn a_data_directory_of_a_newer_format_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("FORMAT"), "999\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("newer cairn (data format 999)"), "{err}");
+    assert!(!dir.path().join("db").exists(), "it stopped before opening the database");
+}
