@@ -34,6 +34,42 @@ enum Command {
     Plan(PlanArgs),
     /// Make a new data key current (encryption at rest); `gc --rekey` moves old packs to it.
     RotateKey(StatsArgs),
+    /// Copy the database, the identity key and the data keys consistently into a new directory
+    /// (on the server's host), with a manifest of the packs they refer to; uploads go on.
+    Snapshot(SnapshotArgs),
+    /// Make a new data directory from a snapshot and the pack files, then fsck it (offline).
+    RestoreSnapshot(RestoreArgs),
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// A new directory for the snapshot; with --server, an absolute path on the server's host.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The snapshot directory (`cairn snapshot --to`).
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// A directory holding the pack files (a copy of DATA_DIR/packs taken after the snapshot).
+    #[arg(long)]
+    packs: PathBuf,
+    /// The new data directory (absent or empty).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The master key file to put in the new data directory (snapshots never hold it). Without
+    /// it, the configuration's master_key / master_key_file must provide the key.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
+    /// The server's configuration file (engine settings, identity and master key sources).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where an operator command runs: a running server, or a stopped one's data directory.
@@ -195,6 +231,8 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => a.target.target().and_then(|t| ops::stats(t, a.target.json)),
         Command::RotateKey(a) => a.target.target().and_then(|t| ops::rotate_key(t, a.target.json)),
         Command::Plan(a) => a.target.target().and_then(|t| ops::plan(t, &a.account, &a.plan, a.target.json)),
+        Command::Snapshot(a) => a.target.target().and_then(|t| ops::snapshot(t, &a.to, a.target.json)),
+        Command::RestoreSnapshot(a) => restore_snapshot(a),
     };
     match result {
         Ok(code) => code,
@@ -203,6 +241,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn restore_snapshot(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(a.config.as_deref(), std::env::vars())?;
+    config.data_dir = a.data_dir;
+    let config = config.finish()?;
+    let from =
+        ops::RestoreFrom { snapshot: &a.snapshot, packs: &a.packs, master_key_file: a.master_key_file.as_deref() };
+    ops::restore_snapshot(&config, from, a.json)
 }
 
 fn init_logging() {
@@ -225,6 +272,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let metrics = Arc::new(Metrics::new());
+        crate::host_metrics::HostGauges::register(&config.data_dir, &metrics.registry)?;
         let engine_config = config.engine();
         let m = metrics.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, m)).await??;
@@ -232,6 +280,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let identity = tokio::task::spawn_blocking(move || Identity::open(e, &c.identity, &c.notifier)).await??;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let (tls, reloader) = tls_listener(&config, &metrics).await?;
+        let tls_addr = tls.as_ref().map(|t| t.listener.local_addr()).transpose()?;
         let app = Arc::new(App::new(config.http(), engine.clone(), metrics, identity));
         let sealer = engine.spawn_idle_sealer();
         let housekeeping =
@@ -240,9 +290,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Handlers go in before anyone learns the address, so an early SIGTERM is graceful too.
         let shutdown = shutdown_signal()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "cairn is serving");
-        // One line on stdout, for scripts and tests that asked for port 0.
+        // One line on stdout per listener, for scripts and tests that asked for port 0; the
+        // plain one last.
+        if let Some(tls_addr) = tls_addr {
+            tracing::info!(%tls_addr, "serving TLS");
+            println!("cairn listening on https://{tls_addr}");
+        }
         println!("cairn listening on http://{addr}");
-        http::serve(app, listener, shutdown).await;
+        let listeners = http::Listeners { plain: listener, plain_h2c: config.h2c, tls };
+        http::serve(app, listeners, shutdown).await;
+        reloader.abort();
         sealer.abort();
         housekeeping.iter().for_each(|t| t.abort());
         sweeper.abort();
@@ -250,6 +307,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("open pack sealed, database flushed; bye");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The TLS listener if `[tls]` names a certificate, and the task that reloads it (on a change
+/// of its files, and on SIGHUP). Without TLS, SIGHUP is logged and ignored rather than ending
+/// the process, so an operator's habitual reload signal is harmless.
+async fn tls_listener(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Option<http::TlsListener>, tokio::task::JoinHandle<()>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some((cert, key)) = config.tls.files() else {
+        let mut hup = signal(SignalKind::hangup())?;
+        let ignorer = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: no TLS certificate to reload");
+            }
+        });
+        return Ok((None, ignorer));
+    };
+    let certs = http::tls::Certificates::load(&cert, &key, &metrics.registry)?;
+    let acceptor = certs.acceptor(config.tls.http2)?;
+    let listener = tokio::net::TcpListener::bind(config.tls.listen).await?;
+    let reloader = certs.spawn_reloader(std::time::Duration::from_secs(config.tls.reload_check_secs))?;
+    Ok((Some(http::TlsListener { listener, acceptor }), reloader))
 }
 
 /// Take the hard limit on open files as the soft one: every connection, pack reader and

@@ -134,6 +134,13 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The trash and old versions of drive files: `[drive]`.
     pub drive: DriveConfig,
+    /// A TLS listener beside the plain one: `[tls]`.
+    pub tls: crate::http::tls::TlsConfig,
+    /// Reverse proxies in front of the server: `[proxy]`.
+    pub proxy: ProxyConfig,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener, for proxies that speak
+    /// HTTP/2 upstream; HTTP/1.1 is always accepted.
+    pub h2c: bool,
     /// For tests only: time stands still until `POST /admin/clock` moves it, so a test passes
     /// a code's lifetime or a rate-limit window without sleeping. Needs `admin_token`.
     pub test_clock: bool,
@@ -146,6 +153,18 @@ pub struct DriveConfig {
     pub trash_days: u64,
     /// Old versions kept per file at most (0: overwriting keeps none).
     pub versions_kept: usize,
+}
+
+/// `[proxy]`: who may tell us the client's address, and whether they terminate TLS.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Addresses or CIDRs (`"10.0.0.0/8"`, `"::1"`) whose `Forwarded` / `X-Forwarded-For` /
+    /// `X-Forwarded-Proto` headers are believed. Empty: nobody's.
+    pub trusted: crate::http::client_addr::TrustedProxies,
+    /// The trusted proxies terminate TLS: their requests may carry passwords and cookies over
+    /// the plain listener unless they report `http`.
+    pub terminates_tls: bool,
 }
 
 impl Default for DriveConfig {
@@ -202,6 +221,9 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             test_clock: false,
             drive: DriveConfig::default(),
+            tls: Default::default(),
+            proxy: ProxyConfig::default(),
+            h2c: true,
         }
     }
 }
@@ -244,8 +266,8 @@ pub enum ConfigError {
 const NOT_SETTINGS: [&str; 4] = ["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_ROCKSDB"];
 /// The sections a `CAIRN_SECTION_NAME` variable may name, longest first (`notifier_smtp_host`
 /// is `[notifier.smtp] host`, not `[notifier] smtp_host`).
-const SECTIONS: [&str; 7] =
-    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive"];
+const SECTIONS: [&str; 9] =
+    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive", "tls", "proxy"];
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -301,6 +323,7 @@ impl Config {
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.tls.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
     }
 
@@ -348,6 +371,8 @@ impl Config {
             gc_copy_mib_per_sec: self.gc_copy_mib_per_sec,
             drive: self.drive.policy(),
             uploads: self.upload_settings(),
+            proxies: self.proxy.trusted.clone(),
+            credentials: crate::http::credentials::CredentialPolicy { proxy_terminates_tls: self.proxy.terminates_tls },
         }
     }
 
@@ -412,6 +437,10 @@ mod tests {
         assert_eq!((c.limits.uploads_per_account, c.identity.code_ttl_secs), (3, 120));
         assert_eq!(c.notifier.smtp.as_ref().map(|s| s.host.as_str()), Some("mail.example.com"));
         assert_eq!(c.plans["pro"].0, 50 << 30);
+        let proxy = [("CAIRN_PROXY_TRUSTED", "[\"10.0.0.0/8\", \"::1\"]"), ("CAIRN_TLS_RELOAD_CHECK_SECS", "5")];
+        let c = Config::load(None, proxy.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert!(c.proxy.trusted.contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(c.tls.reload_check_secs, 5);
         let typo = Config::load(None, std::iter::once(("CAIRN_GC_INTERVAL".into(), "1".into())));
         assert!(typo.is_err(), "a variable that names no setting is refused");
     }

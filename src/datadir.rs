@@ -26,6 +26,47 @@ pub fn make_private(dir: &Path) -> io::Result<()> {
     restrict_tree(dir)
 }
 
+/// The on-disk format this binary writes and reads: the layout of the data directory, the
+/// database's records and the packs. Raised by a release whose data an older binary would
+/// misread; the upgrade path is stop, replace the binary, start (docs/operations.md).
+pub const DATA_FORMAT: u32 = 1;
+/// The file under the data directory that holds the format number.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// Refuse a data directory written by a newer binary, and stamp one that has no stamp yet (new,
+/// or made before the stamp existed: format 1 by definition). An older binary started after an
+/// upgrade must stop here, before it opens the database, rather than misread what it finds.
+pub fn check_format(dir: &Path) -> io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: u32 = text.trim().parse().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a format number: {text:?}", path.display()))
+            })?;
+            if found > DATA_FORMAT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} was written by a newer cairn (data format {found}); this binary reads format {DATA_FORMAT} \
+                         at most. Run the newer binary again, or restore a snapshot taken before the upgrade",
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            let mut f = fs::File::create(&tmp)?;
+            io::Write::write_all(&mut f, format!("{DATA_FORMAT}\n").as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(dir)?.sync_all()
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn restrict_tree(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.file_type().is_symlink() {
@@ -50,6 +91,17 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_a_missing_stamp_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        check_format(tmp.path()).unwrap();
+        assert_eq!(fs::read_to_string(tmp.path().join(FORMAT_FILE)).unwrap().trim(), DATA_FORMAT.to_string());
+        check_format(tmp.path()).unwrap();
+        fs::write(tmp.path().join(FORMAT_FILE), format!("{}\n", DATA_FORMAT + 1)).unwrap();
+        let e = check_format(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("newer cairn"), "{e}");
     }
 
     #[test]

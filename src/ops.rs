@@ -1,4 +1,4 @@
-//! The operators' commands (`cairn gc|fsck|stats|plan`), against a running server over its
+//! The operators' commands (`cairn gc|fsck|stats|plan|snapshot|restore-snapshot`), against a running server over its
 //! admin API or offline against a stopped server's data directory. Both ways print the same
 //! report: human lines by default, the API's JSON with `--json`.
 
@@ -212,4 +212,58 @@ pub fn plan(target: Target, account: &str, plan: &str, as_json: bool) -> anyhow:
     };
     print(&v, as_json, |p: &PlanChange| println!("account {account} is on plan {} ({} bytes)", p.plan, p.limit));
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn snapshot(target: Target, to: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let bar = spinner("taking a metadata snapshot");
+    let v: crate::snapshot::Manifest = match target {
+        Target::Server { url, token } => {
+            let body = crate::http::SnapshotBody { to: to.to_path_buf() };
+            server_call(&url, &token, reqwest::Method::POST, "/admin/snapshot", Some(&body))?
+        }
+        Target::DataDir(config) => {
+            let to = std::path::absolute(to)?;
+            let engine = open_offline(&config)?;
+            let m = crate::snapshot::take(&engine, &to)?;
+            engine.close()?;
+            m
+        }
+    };
+    bar.finish_and_clear();
+    print(&v, as_json, |m: &crate::snapshot::Manifest| {
+        println!(
+            "snapshot in {}: database, {}; it refers to {} packs ({} chunks). The master key is not in it: keep it apart.",
+            m.dir.display(),
+            if m.key_files.is_empty() { "no key files".to_string() } else { m.key_files.join(", ") },
+            m.packs.len(),
+            m.chunks
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `restore-snapshot` finds what it needs.
+pub struct RestoreFrom<'a> {
+    pub snapshot: &'a std::path::Path,
+    pub packs: &'a std::path::Path,
+    pub master_key_file: Option<&'a std::path::Path>,
+}
+
+pub fn restore_snapshot(config: &Config, from: RestoreFrom<'_>, as_json: bool) -> anyhow::Result<ExitCode> {
+    let bar = spinner("restoring the snapshot and checking it");
+    let r = crate::snapshot::restore(config, from.snapshot, from.packs, from.master_key_file)?;
+    bar.finish_and_clear();
+    let ok = r.fsck.ok;
+    print(&r, as_json, |r: &crate::snapshot::Restored| {
+        for p in &r.fsck.problems {
+            println!("problem: {p}");
+        }
+        println!(
+            "restored {} with {} packs; fsck: {}",
+            r.data_dir.display(),
+            r.packs_copied,
+            if ok { "ok".to_string() } else { format!("{} problems", r.fsck.problems.len()) }
+        );
+    });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -260,3 +260,15 @@ async fn quota_properties_and_a_put_past_the_quota() {
     let v: Value = body_of(get_as(&s, &u.0.token, "/v1/files").await, 200).await;
     assert_eq!(v["files"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn app_passwords_never_cross_a_network_in_clear() {
+    let (s, _dir) = start_configured("[proxy]\ntrusted = [\"127.0.0.1\"]\n");
+    let u = dav_user(&s).await;
+    let through =
+        |proto: &'static str| dav(&s, &u, "PROPFIND", "").header("Depth", "0").header("X-Forwarded-Proto", proto);
+    let plain = through("http").header("X-Forwarded-For", "203.0.113.9").send().await.unwrap();
+    assert_eq!(error_code(plain, 403).await, "tls_required", "a proxy that says the client came in clear");
+    let tls = through("https").header("X-Forwarded-For", "203.0.113.9").send().await.unwrap();
+    assert_eq!(tls.status(), 207);
+}

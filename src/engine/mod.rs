@@ -111,6 +111,7 @@ impl Engine {
     pub fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let cutter = Cutter::new(config.chunking).map_err(|e| crate::error::Error::corrupt(e.to_string()))?;
         crate::datadir::make_private(&config.data_dir)?;
+        crate::datadir::check_format(&config.data_dir)?;
         let db = Db::open(&config.data_dir.join("db"))?;
         let id_floor = last_pack_id(&db);
         let last_version = db.get(CF_META, META_LAST_VERSION)?.as_deref().and_then(decode_u64).unwrap_or(0);

@@ -77,8 +77,9 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The peer's address (what `serve` saw), IPv4-mapped addresses shown as IPv4. Without one
-/// (a router driven in-process) it is `0.0.0.0`.
+/// The client's address: the peer's, or behind a trusted proxy the one it forwarded
+/// (`client_addr`), IPv4-mapped addresses shown as IPv4. Without either (a router driven
+/// in-process) it is `0.0.0.0`.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 
@@ -86,6 +87,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        if let Some(client) = parts.extensions.get::<super::client_addr::Client>() {
+            return Ok(ClientIp(client.ip));
+        }
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -51,6 +51,7 @@ pub enum ErrorCode {
     BadCredentials,
     WrongPassword,
     BadCode,
+    TlsRequired,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -116,6 +117,7 @@ impl ErrorCode {
             ErrorCode::BadCredentials => StatusCode::UNAUTHORIZED,
             ErrorCode::WrongPassword => StatusCode::UNAUTHORIZED,
             ErrorCode::BadCode => StatusCode::FORBIDDEN,
+            ErrorCode::TlsRequired => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -181,6 +183,7 @@ impl ErrorCode {
             ErrorCode::BadCredentials => "bad_credentials",
             ErrorCode::WrongPassword => "wrong_password",
             ErrorCode::BadCode => "bad_code",
+            ErrorCode::TlsRequired => "tls_required",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -316,6 +319,21 @@ impl From<Error> for ApiError {
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
                 ApiError::new(ErrorCode::Internal, "the server could not complete the request")
+            }
+        }
+    }
+}
+
+impl From<crate::snapshot::SnapshotError> for ApiError {
+    fn from(e: crate::snapshot::SnapshotError) -> Self {
+        use crate::snapshot::SnapshotError as S;
+        match e {
+            S::NotAbsolute(_) | S::NoParent(_) => ApiError::new(ErrorCode::BadRequest, e.to_string()),
+            S::Exists(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            S::Store(inner) => inner.into(),
+            other => {
+                tracing::error!(error = %other, "snapshot failed");
+                ApiError::new(ErrorCode::Internal, format!("the snapshot failed: {other}"))
             }
         }
     }

@@ -4,6 +4,9 @@ pub mod admin;
 pub mod auth;
 mod backups;
 mod chunks;
+pub mod client_addr;
+mod conn_watch;
+pub mod credentials;
 pub mod dav;
 pub mod error;
 mod files;
@@ -12,9 +15,11 @@ pub mod json;
 pub mod limits;
 mod quota;
 mod serve;
+mod snapshots;
 mod sync;
 mod system;
 mod timeouts;
+pub mod tls;
 mod trash;
 mod tus;
 pub mod views;
@@ -25,7 +30,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-pub use serve::serve;
+pub use serve::{serve, Listeners, TlsListener};
+pub use snapshots::SnapshotBody;
 
 use crate::engine::Engine;
 use crate::identity::Identity;
@@ -50,6 +56,10 @@ pub struct Settings {
     pub drive: crate::drive::Policy,
     /// Resumable uploads' limits and expiry.
     pub uploads: crate::uploads::Settings,
+    /// Peers whose forwarding headers name the client (`client_addr`).
+    pub proxies: client_addr::TrustedProxies,
+    /// Where passwords and cookies may be read (`credentials`).
+    pub credentials: credentials::CredentialPolicy,
 }
 
 /// Everything a request handler may touch. Shared as one `Arc`; each part is itself cheap to
@@ -192,6 +202,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/fsck", post(admin::fsck))
         .route("/admin/keys/rotate", post(admin::rotate_key))
         .route("/admin/stats", get(admin::stats))
+        .route("/admin/snapshot", post(snapshots::create))
         .route("/admin/accounts/{id}/plan", put(admin::set_plan))
         .route("/admin/clock", post(admin::clock))
         .layer(DefaultBodyLimit::max(json::MAX_JSON_BODY))

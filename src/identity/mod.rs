@@ -40,6 +40,8 @@ pub use codes::Purpose;
 pub use error::{IdentityError, Result};
 pub use identifiers::{Identifier, Kind};
 pub use profile::{Patch, ProfileChanges, ProfileView};
+/// Where the identity key lives in the data directory when not configured (snapshots copy it).
+pub use secrets::KEY_FILE as IDENTITY_KEY_FILE;
 pub use sessions::{DeviceInfo, DeviceView, NewSession, Session};
 pub use settings::{IdentityConfig, NotifierConfig, SmtpConfig, SmtpTls, WebhookConfig};
 pub use signup::Registration;

@@ -12,6 +12,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// `https://127.0.0.1:PORT` when `[tls]` is configured.
+    pub tls_base: Option<String>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
@@ -37,15 +39,25 @@ impl Server {
         cmd.args(["serve", "--data-dir"]).arg(dir).args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN]);
         cmd.args(extra).env("CAIRN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start cairn serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("cairn listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        // One line per listener, the TLS one (if any) first and the plain one last.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut tls_base = None;
+        let base = loop {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let addr = line
+                .trim()
+                .strip_prefix("cairn listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_string();
+            if addr.starts_with("https://") {
+                tls_base = Some(addr);
+            } else {
+                break addr;
+            }
+        };
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-        Server { child, base, dir: dir.to_path_buf(), _tmp: None, client }
+        Server { child, base, tls_base, dir: dir.to_path_buf(), _tmp: None, client }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -25,6 +25,7 @@ use dav_server::{DavConfig, DavHandler, DavMethodSet};
 pub use basic::{if_header_is_safe, parse_basic};
 
 use super::auth::ClientIp;
+use super::credentials::CredentialsAllowed;
 use super::error::ApiError;
 use super::AppState;
 use crate::drive::DriveError;
@@ -56,7 +57,8 @@ pub fn routes() -> Router<AppState> {
     Router::new().route(PREFIX, any(handle)).route("/dav/files/", any(handle)).route("/dav/files/{*path}", any(handle))
 }
 
-async fn handle(State(app): State<AppState>, ClientIp(ip): ClientIp, req: Request) -> Response {
+/// `CredentialsAllowed` first: an app password never crosses a network in clear.
+async fn handle(State(app): State<AppState>, _: CredentialsAllowed, ClientIp(ip): ClientIp, req: Request) -> Response {
     let session = match authenticate(&app, req.headers(), ip).await {
         Ok(s) => s,
         Err(resp) => return resp,
