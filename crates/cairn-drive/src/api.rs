@@ -23,7 +23,9 @@ pub const MISSING_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("the server no longer accepts this sign-in (expired, revoked or signed out): run `cairn-drive login` again")]
+    #[error(
+        "the server no longer accepts this sign-in (expired, revoked or signed out): run `cairn-drive login` again"
+    )]
     Unauthorized,
     #[error("over quota: {used} bytes used of the {limit} the plan allows")]
     Quota { used: u64, limit: u64 },
@@ -207,11 +209,6 @@ impl Api {
         self.send(|c| c.delete(self.url("/v1/sessions/current"))).await.map(drop)
     }
 
-    pub async fn account(&self) -> Result<Value> {
-        let r = self.send(|c| c.get(self.url("/v1/account"))).await?;
-        self.json(r).await
-    }
-
     pub async fn quota(&self) -> Result<Quota> {
         let r = self.send(|c| c.get(self.url("/v1/quota"))).await?;
         self.json(r).await
@@ -268,10 +265,8 @@ impl Api {
         let body = serde_json::to_vec(&json!({ "chunks": chunks })).expect("serializable");
         let r = self
             .send(|c| {
-                let req = c
-                    .put(&url)
-                    .header(header::CONTENT_TYPE, "application/vnd.cairn.manifest+json")
-                    .body(body.clone());
+                let req =
+                    c.put(&url).header(header::CONTENT_TYPE, "application/vnd.cairn.manifest+json").body(body.clone());
                 with_precondition(req, pre)
             })
             .await?;
@@ -295,12 +290,18 @@ impl Api {
         let body = serde_json::to_vec(&json!({ "device_id": device, "label": label, "entries": entries }))
             .expect("serializable");
         let r = self
-            .send(|c| c.post(self.url("/v1/backups")).header(header::CONTENT_TYPE, "application/json").body(body.clone()))
+            .send(|c| {
+                c.post(self.url("/v1/backups")).header(header::CONTENT_TYPE, "application/json").body(body.clone())
+            })
             .await?;
         let mut v: Value = self.json(r).await?;
         v["device_id"] = json!(device);
         v["label"] = json!(label);
-        serde_json::from_value(v).map_err(|e| ApiError::Server { status: 201, code: "bad_answer".into(), message: e.to_string() })
+        serde_json::from_value(v).map_err(|e| ApiError::Server {
+            status: 201,
+            code: "bad_answer".into(),
+            message: e.to_string(),
+        })
     }
 
     pub async fn backups(&self, device: Option<&str>) -> Result<Vec<BackupSummary>> {
@@ -323,13 +324,6 @@ impl Api {
     pub async fn get_path(&self, path: &str) -> Result<Response> {
         let url = self.url(path);
         self.send(|c| c.get(&url)).await
-    }
-
-    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Bytes> {
-        let url = self.url(&format!("/v1/chunks/{id}"));
-        let r = self.send(|c| c.get(&url)).await?;
-        let url = r.url().to_string();
-        r.bytes().await.map_err(|e| ApiError::Network { url, attempts: 1, cause: cause_of(&e) })
     }
 }
 
@@ -384,7 +378,10 @@ async fn refusal(r: Response) -> ApiError {
         }
         (507, _) => ApiError::ServerFull,
         (409, "missing_chunks") => ApiError::MissingChunks(
-            e["missing"].as_array().map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect()).unwrap_or_default(),
+            e["missing"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
         ),
         _ => ApiError::Server {
             status: status.as_u16(),
@@ -417,7 +414,9 @@ mod tests {
 
     #[test]
     fn chunking_mismatch_is_refused() {
-        assert!(check_chunking(&json!({"algorithm": "fastcdc-2020", "min": 16384, "avg": 65536, "max": 262144})).is_ok());
+        assert!(
+            check_chunking(&json!({"algorithm": "fastcdc-2020", "min": 16384, "avg": 65536, "max": 262144})).is_ok()
+        );
         assert!(check_chunking(&json!({"algorithm": "rabin", "min": 16384, "avg": 65536, "max": 262144})).is_err());
         assert!(check_chunking(&json!({"algorithm": "fastcdc-2020", "min": 10, "avg": 5, "max": 1})).is_err());
         assert!(check_chunking(&json!({"algorithm": "fastcdc-2020"})).is_err());

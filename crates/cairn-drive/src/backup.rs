@@ -54,7 +54,13 @@ pub async fn backup(t: &Transfer, root: &Path, device: &str, label: &str) -> Res
                 t.report.action("backup", rel, &format!("{} chunks sent", s.chunks));
             }
             sent.add(s);
-            entries.push(BackupEntry { path: rel.clone(), size: chunked.size, mode: S_IFREG | e.mode, mtime, chunks: chunked.refs() });
+            entries.push(BackupEntry {
+                path: rel.clone(),
+                size: chunked.size,
+                mode: S_IFREG | e.mode,
+                mtime,
+                chunks: chunked.refs(),
+            });
         }
         t.report.file_done();
     }

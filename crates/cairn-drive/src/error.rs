@@ -10,9 +10,9 @@ use crate::report::size;
 pub enum DriveError {
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("not enough space: {} used of the {} the plan allows; this needs {} more, so free at least {} (delete files, empty the trash) or move to a larger plan", size(*used), size(*limit), size(*need), size(to_free(*used, *limit, *need)))]
+    #[error("{}", quota_message(.used, .limit, .need))]
     Quota { used: u64, limit: u64, need: u64 },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: the file changed while it was being sent; run again", .0.display())]
     FileChanged(PathBuf),
@@ -20,11 +20,21 @@ pub enum DriveError {
     NotLoggedIn,
     #[error("{0}")]
     Usage(String),
-    #[error("the state database {}: {source}", path.display())]
+    #[error("the state database {}: {source}", .path.display())]
     State { path: PathBuf, source: rusqlite::Error },
 }
 
 pub type Result<T, E = DriveError> = std::result::Result<T, E>;
+
+fn quota_message(used: &u64, limit: &u64, need: &u64) -> String {
+    format!(
+        "not enough space: {} used of the {} the plan allows; this needs {} more, so free at least {} (delete files, empty the trash) or move to a larger plan",
+        size(*used),
+        size(*limit),
+        size(*need),
+        size(to_free(*used, *limit, *need))
+    )
+}
 
 /// How much to delete so that `need` more bytes fit under `limit`.
 pub fn to_free(used: u64, limit: u64, need: u64) -> u64 {

@@ -253,7 +253,13 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
             let c = ctx.creds()?;
             let q = ctx.api(&c).quota().await?;
             r.result(
-                &format!("{} used of {} (plan {}), {} available", size(q.used), size(q.limit), q.plan, size(q.available)),
+                &format!(
+                    "{} used of {} (plan {}), {} available",
+                    size(q.used),
+                    size(q.limit),
+                    q.plan,
+                    size(q.available)
+                ),
                 serde_json::to_value(&q).expect("serializable"),
             );
         }
@@ -295,7 +301,17 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
             let list = ctx.api(&c).backups(device.as_deref()).await?;
             let human: Vec<String> = list
                 .iter()
-                .map(|b| format!("{}  {}  {:<16} {:>10} {:>6} files  {}", b.backup_id, b.created_at, b.device_id, size(b.size), b.files, b.label))
+                .map(|b| {
+                    format!(
+                        "{}  {}  {:<16} {:>10} {:>6} files  {}",
+                        b.backup_id,
+                        b.created_at,
+                        b.device_id,
+                        size(b.size),
+                        b.files,
+                        b.label
+                    )
+                })
                 .collect();
             r.result(&human.join("\n"), json!({ "backups": list }));
         }
@@ -312,7 +328,13 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
                 e => e,
             })?;
             r.result(
-                &format!("restored {} files and {} folders ({}) into {}", done.files, done.folders, size(done.bytes), dir.display()),
+                &format!(
+                    "restored {} files and {} folders ({}) into {}",
+                    done.files,
+                    done.folders,
+                    size(done.bytes),
+                    dir.display()
+                ),
                 serde_json::to_value(&done).expect("serializable"),
             );
         }
@@ -320,8 +342,15 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
             let c = ctx.creds()?;
             let api = ctx.api(&c);
             let q = api.quota().await?;
-            let mut human =
-                format!("{} on {} as device {}\n{} used of {} (plan {})", c.identifier, c.server, c.device_name, size(q.used), size(q.limit), q.plan);
+            let mut human = format!(
+                "{} on {} as device {}\n{} used of {} (plan {})",
+                c.identifier,
+                c.server,
+                c.device_name,
+                size(q.used),
+                size(q.limit),
+                q.plan
+            );
             let mut data = json!({"server": c.server, "identifier": c.identifier, "device": c.device_name, "quota": q});
             if let Some(dir) = dir {
                 let t = ctx.transfer(&c).await?;

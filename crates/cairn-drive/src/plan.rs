@@ -31,20 +31,43 @@ pub struct RemoteFile {
 pub enum Action {
     /// Send the local file; `version` is the remote version it may replace (`None`: the remote
     /// must not exist).
-    Upload { path: String, version: Option<String> },
-    Download { path: String },
-    DeleteRemote { path: String, version: String },
-    DeleteLocal { path: String },
+    Upload {
+        path: String,
+        version: Option<String>,
+    },
+    Download {
+        path: String,
+    },
+    DeleteRemote {
+        path: String,
+        version: String,
+    },
+    DeleteLocal {
+        path: String,
+    },
     /// A local rename: commit `to` from the chunks the server holds, delete `from`.
-    RenameRemote { from: String, to: String, version: String },
+    RenameRemote {
+        from: String,
+        to: String,
+        version: String,
+    },
     /// A remote rename: rename the local file.
-    RenameLocal { from: String, to: String },
+    RenameLocal {
+        from: String,
+        to: String,
+    },
     /// Both sides changed differently: local content to a conflict copy, remote to the name.
-    Conflict { path: String },
+    Conflict {
+        path: String,
+    },
     /// Both sides hold the same content now: remember it.
-    Record { path: String },
+    Record {
+        path: String,
+    },
     /// Gone on both sides: forget it.
-    Forget { path: String },
+    Forget {
+        path: String,
+    },
 }
 
 impl Action {
@@ -121,7 +144,9 @@ pub fn reconcile(
             (Removed, Same) => Some(Action::DeleteRemote { path: p, version: b.unwrap().version.clone() }),
             (Removed | Absent, Changed | Added) => Some(Action::Download { path: p }),
             (Removed, Removed) => Some(Action::Forget { path: p }),
-            (Absent, _) | (_, Absent) => None,
+            // The rest cannot be: with a base row neither side is Added or Absent, without one
+            // neither is Same, Changed or Removed.
+            _ => None,
         };
         actions.extend(action);
     }
@@ -142,8 +167,10 @@ fn pair_renames(
     let mut remote_gone: HashMap<&str, Vec<String>> = HashMap::new();
     for a in &actions {
         match a {
-            Action::DeleteRemote { path, .. } => local_gone.entry(&base[path].hash).or_default().push(path.clone()),
-            Action::DeleteLocal { path } => remote_gone.entry(&base[path].hash).or_default().push(path.clone()),
+            Action::DeleteRemote { path, .. } => {
+                local_gone.entry(base[path].hash.as_str()).or_default().push(path.clone())
+            }
+            Action::DeleteLocal { path } => remote_gone.entry(base[path].hash.as_str()).or_default().push(path.clone()),
             _ => {}
         }
     }
@@ -196,7 +223,8 @@ mod tests {
 
     #[test]
     fn each_case() {
-        let local = m(&[("same", lf("a")), ("ledit", lf("b2")), ("both", lf("c2")), ("new", lf("n")), ("redit", lf("r"))]);
+        let local =
+            m(&[("same", lf("a")), ("ledit", lf("b2")), ("both", lf("c2")), ("new", lf("n")), ("redit", lf("r"))]);
         let remote = m(&[
             ("same", rf("a", "1")),
             ("ledit", rf("b", "2")),

@@ -32,10 +32,6 @@ impl Reporter {
         Reporter { mode, bar: Mutex::new(None), files_total: AtomicU64::new(0), files_done: AtomicU64::new(0) }
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// Starts a bar for `files` files of `bytes` bytes in all (a terminal in normal mode only).
     pub fn start(&self, files: u64, bytes: u64) {
         self.files_total.store(files, Ordering::Relaxed);
@@ -45,11 +41,9 @@ impl Reporter {
         }
         let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
         bar.set_message(format!("files 0/{files}"));
         bar.enable_steady_tick(Duration::from_millis(200));

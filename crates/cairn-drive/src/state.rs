@@ -82,7 +82,8 @@ impl State {
     }
 
     pub fn all(&self) -> Result<BTreeMap<String, Base>> {
-        let mut stmt = self.conn.prepare("SELECT path, size, mtime_ns, hash, version FROM files").map_err(self.err())?;
+        let mut stmt =
+            self.conn.prepare("SELECT path, size, mtime_ns, hash, version FROM files").map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((

@@ -121,12 +121,22 @@ impl Folder<'_> {
                 Some(b) if b.size == e.size && b.mtime_ns == e.mtime_ns => b.hash.clone(),
                 _ => {
                     let p = self.local_path(rel);
-                    match tokio::task::spawn_blocking(move || hash_file(&p)).await.expect("hashing does not panic") {
+                    let h = match tokio::task::spawn_blocking(move || hash_file(&p))
+                        .await
+                        .expect("hashing does not panic")
+                    {
                         Ok(h) => h,
                         // Removed since the scan: the next pass sees it gone.
                         Err(DriveError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(e),
+                    };
+                    // Touched but not changed: remember the new mtime, so it is not hashed again.
+                    if let Some(b) = base.get(rel).filter(|b| b.hash == h) {
+                        let mtime_ns = settled(e.mtime_ns);
+                        self.state
+                            .put(rel, &Base { size: e.size, mtime_ns, hash: h.clone(), version: b.version.clone() })?;
                     }
+                    h
                 }
             };
             local.insert(rel.clone(), plan::LocalFile { size: e.size, mtime_ns: e.mtime_ns, hash });
@@ -180,7 +190,9 @@ impl Folder<'_> {
         match a {
             Action::Record { path } => {
                 let (l, r) = (&c.local[path], &c.remote[path]);
-                self.state.put(path, &Base { size: l.size, mtime_ns: l.mtime_ns, hash: l.hash.clone(), version: r.version.clone() })?;
+                let mtime_ns = settled(l.mtime_ns);
+                self.state
+                    .put(path, &Base { size: l.size, mtime_ns, hash: l.hash.clone(), version: r.version.clone() })?;
             }
             Action::Forget { path } => self.state.remove(path)?,
             Action::Upload { path, version } => {
@@ -207,9 +219,10 @@ impl Folder<'_> {
             Action::DeleteLocal { path } => {
                 let p = self.local_path(path);
                 self.unchanged(path, c.scanned.get(path))?;
-                match std::fs::remove_file(&p) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(DriveError::io(&p)(e)),
-                    _ => {}
+                if let Err(e) = std::fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(DriveError::io(&p)(e));
+                    }
                 }
                 self.remove_empty_parents(&p);
                 self.state.remove(path)?;
@@ -219,14 +232,19 @@ impl Folder<'_> {
             Action::RenameRemote { from, to, version } => {
                 let sent = self.upload(to, &Precondition::IfAbsent, &c.scanned[to]).await?;
                 s.sent.add(sent);
-                let deleted = self.t.api.delete_file(&self.remote_path(from), &Precondition::IfMatch(version.clone())).await;
+                let deleted =
+                    self.t.api.delete_file(&self.remote_path(from), &Precondition::IfMatch(version.clone())).await;
                 // Forgotten either way: a remote edit of `from` (412) comes back as a new file.
                 self.state.remove(from)?;
                 match deleted {
                     Ok(()) | Err(ApiError::NotFound) | Err(ApiError::Precondition) => {}
                     Err(e) => return Err(e.into()),
                 }
-                report.action("rename", &format!("{from} -> {to}"), &format!("on the server, {} chunks sent", sent.chunks));
+                report.action(
+                    "rename",
+                    &format!("{from} -> {to}"),
+                    &format!("on the server, {} chunks sent", sent.chunks),
+                );
                 s.renamed_remote += 1;
             }
             Action::RenameLocal { from, to } => {
@@ -243,7 +261,9 @@ impl Folder<'_> {
                 let meta = std::fs::metadata(&dst).map_err(DriveError::io(&dst))?;
                 let e = local::entry_of(&meta);
                 let r = &c.remote[to];
-                self.state.put(to, &Base { size: e.size, mtime_ns: e.mtime_ns, hash: r.hash.clone(), version: r.version.clone() })?;
+                let mtime_ns = settled(e.mtime_ns);
+                self.state
+                    .put(to, &Base { size: e.size, mtime_ns, hash: r.hash.clone(), version: r.version.clone() })?;
                 self.state.remove(from)?;
                 report.action("rename", &format!("{from} -> {to}"), "locally");
                 s.renamed_local += 1;
@@ -272,7 +292,8 @@ impl Folder<'_> {
         let now = std::fs::metadata(&p).map(|m| local::entry_of(&m)).ok();
         // Changed while being sent: keep the sent content's hash but no mtime, so the next
         // pass hashes the file again and sends the newer content.
-        let mtime_ns = if now.as_ref() == Some(scanned) && chunked.size == scanned.size { scanned.mtime_ns } else { 0 };
+        let mtime_ns =
+            if now.as_ref() == Some(scanned) && chunked.size == scanned.size { settled(scanned.mtime_ns) } else { 0 };
         self.state.put(rel, &Base { size: chunked.size, mtime_ns, hash: chunked.hash, version: file.version })?;
         Ok(sent)
     }
@@ -283,7 +304,7 @@ impl Folder<'_> {
         let p = self.local_path(rel);
         let (version, hash, size) = self.t.download(&self.remote_path(rel), &p).await?;
         let meta = std::fs::metadata(&p).map_err(DriveError::io(&p))?;
-        self.state.put(rel, &Base { size, mtime_ns: local::entry_of(&meta).mtime_ns, hash, version })
+        self.state.put(rel, &Base { size, mtime_ns: settled(local::entry_of(&meta).mtime_ns), hash, version })
     }
 
     /// Fails with `FileChanged` unless `rel` still looks as scanned (`None`: not there).
@@ -351,6 +372,17 @@ impl Folder<'_> {
     }
 }
 
+/// An mtime to trust later, or 0 ("hash it again next time") for one so recent that another
+/// write within the filesystem's timestamp granularity could still share it (git's "racy" files).
+fn settled(mtime_ns: i64) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    if now - mtime_ns > 2_000_000_000 {
+        mtime_ns
+    } else {
+        0
+    }
+}
+
 /// The scan and listings one pass works from.
 struct Pass<'a> {
     scanned: &'a BTreeMap<String, LocalEntry>,
@@ -399,7 +431,10 @@ mod tests {
     #[test]
     fn conflict_names() {
         let date = time::OffsetDateTime::now_utc().date();
-        assert_eq!(conflict_name("a/report.txt", "laptop", |_| false), format!("a/report (conflicted copy laptop {date}).txt"));
+        assert_eq!(
+            conflict_name("a/report.txt", "laptop", |_| false),
+            format!("a/report (conflicted copy laptop {date}).txt")
+        );
         assert_eq!(conflict_name(".bashrc", "pc", |_| false), format!(".bashrc (conflicted copy pc {date})"));
         let first = conflict_name("x.tar.gz", "pc", |_| false);
         assert_eq!(conflict_name("x.tar.gz", "pc", |c| c == first), format!("x.tar (conflicted copy pc {date} 2).gz"));

@@ -130,7 +130,8 @@ impl Transfer {
     pub async fn upload(&self, local: &Path, remote: &str, pre: &Precondition) -> Result<(RemoteFile, Chunked, Sent)> {
         let chunked = self.chunk(local).await?;
         let sent = self.send_missing(local, &chunked).await?;
-        let file = self.api.put_manifest(remote, &chunked.refs(), pre).await.map_err(|e| DriveError::from(e).with_need(0))?;
+        let file =
+            self.api.put_manifest(remote, &chunked.refs(), pre).await.map_err(|e| DriveError::from(e).with_need(0))?;
         Ok((file, chunked, sent))
     }
 
@@ -144,9 +145,10 @@ impl Transfer {
     /// Writes a body stream to `dest` through a temporary file beside it.
     pub async fn write_stream(
         &self,
-        mut body: impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+        body: impl futures::Stream<Item = reqwest::Result<Bytes>>,
         dest: &Path,
     ) -> Result<(String, u64)> {
+        let mut body = std::pin::pin!(body);
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(DriveError::io(dir))?;
         let tmp = temp_beside(dest);

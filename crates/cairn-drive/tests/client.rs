@@ -35,7 +35,11 @@ fn commands_login_put_get_ls_rm_quota_logout() {
     d.json(&["put", work.path().join("small.txt").to_str().unwrap()]);
     assert_eq!(
         d.ls(),
-        vec![("docs/big.bin".to_string(), big.len() as u64), ("docs/copy.bin".to_string(), big.len() as u64), ("small.txt".to_string(), 5)]
+        vec![
+            ("docs/big.bin".to_string(), big.len() as u64),
+            ("docs/copy.bin".to_string(), big.len() as u64),
+            ("small.txt".to_string(), 5)
+        ]
     );
     let got = work.path().join("back.bin");
     d.json(&["get", "docs/big.bin", got.to_str().unwrap()]);
@@ -87,10 +91,7 @@ fn two_devices_converge() {
     write(ra, ".~lock.sheet.ods#", b"lock");
     let sa = a.sync(ra);
     assert_eq!(sa["uploaded"], 5, "{sa}");
-    assert_eq!(
-        a.paths(),
-        vec![".cairnignore", "a.txt", "empty.txt", "nested/deep/b.bin", "日本語/ファイル.txt"]
-    );
+    assert_eq!(a.paths(), vec![".cairnignore", "a.txt", "empty.txt", "nested/deep/b.bin", "日本語/ファイル.txt"]);
     let sb = b.sync(rb);
     assert_eq!(sb["downloaded"], 5, "{sb}");
     assert!(visible(ra) == tree(rb));
@@ -142,7 +143,10 @@ fn two_devices_converge() {
     assert_eq!(sa["sent"]["bytes"], 0, "{sa}");
     assert_eq!(s.metric("cairn_ingest_bytes_total"), ingested, "a rename sent bytes");
     let paths = a.paths();
-    assert!(paths.contains(&"moved/b2.bin".to_string()) && !paths.contains(&"nested/deep/b.bin".to_string()), "{paths:?}");
+    assert!(
+        paths.contains(&"moved/b2.bin".to_string()) && !paths.contains(&"nested/deep/b.bin".to_string()),
+        "{paths:?}"
+    );
     let sb = b.sync(rb);
     assert_eq!(sb["renamed_local"], 1, "{sb}");
     assert_eq!(sb["downloaded"], 0, "{sb}");
@@ -173,7 +177,8 @@ fn two_devices_converge() {
 
 /// What alpha's folder holds that syncs: not its ignored files and temporaries.
 fn visible(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let skip = |p: &str| p.ends_with(".log") || p.starts_with("build/") || p.ends_with(".swp") || p.starts_with(".~lock");
+    let skip =
+        |p: &str| p.ends_with(".log") || p.starts_with("build/") || p.ends_with(".swp") || p.starts_with(".~lock");
     tree(root).into_iter().filter(|(p, _)| !skip(p)).collect()
 }
 
@@ -257,19 +262,31 @@ fn quota_refusal_explains_and_an_interrupted_sync_resumes_without_resending() {
     let out = d.run(&["sync", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let msg = stderr(&out);
-    assert!(msg.contains("not enough space") && msg.contains("3.0 MiB the plan allows") && msg.contains("free at least"), "{msg}");
+    assert!(
+        msg.contains("not enough space") && msg.contains("3.0 MiB the plan allows") && msg.contains("free at least"),
+        "{msg}"
+    );
     assert!(d.paths().is_empty());
 
     // Room again: the re-run sends exactly the chunks the server lacks, none it holds.
     s.set_plan(&account, "free");
     let cutter = cairn_chunking::Cutter::new(Default::default()).unwrap();
     let ids: Vec<String> = cutter.chunks(&data).map(|c| cairn_chunking::ChunkId::of(c).to_hex()).collect();
-    let r = s.http.post(s.url("/v1/chunks/missing")).bearer_auth(&d.token).json(&serde_json::json!({"chunks": ids})).send().unwrap();
+    let r = s
+        .http
+        .post(s.url("/v1/chunks/missing"))
+        .bearer_auth(&d.token)
+        .json(&serde_json::json!({"chunks": ids}))
+        .send()
+        .unwrap();
     let missing: Vec<String> =
         r.json::<Value>().unwrap()["missing"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().into()).collect();
     assert!(!missing.is_empty() && missing.len() < ids.len(), "{} of {} missing", missing.len(), ids.len());
-    let missing_bytes: u64 =
-        cutter.chunks(&data).filter(|c| missing.contains(&cairn_chunking::ChunkId::of(c).to_hex())).map(|c| c.len() as u64).sum();
+    let missing_bytes: u64 = cutter
+        .chunks(&data)
+        .filter(|c| missing.contains(&cairn_chunking::ChunkId::of(c).to_hex()))
+        .map(|c| c.len() as u64)
+        .sum();
     let ingested = s.metric("cairn_ingest_bytes_total");
     let sum = d.sync(dir.path());
     assert_eq!(sum["sent"]["chunks"], missing.len() as u64, "{sum}");
@@ -288,10 +305,18 @@ fn network_loss_is_retried_then_reported() {
     let (id, _) = s.register();
     let d = Device::login(&s, &id, "desk");
     s.kill();
-    let out = d.command(&["--retries", "2", "ls"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-drive"))
+        .arg("--config-dir")
+        .arg(d.config.path())
+        .args(["--retries", "2", "ls"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let msg = stderr(&out);
-    assert!(msg.contains("cannot reach") && msg.contains("after 3 attempts") && msg.contains("check the network"), "{msg}");
+    assert!(
+        msg.contains("cannot reach") && msg.contains("after 3 attempts") && msg.contains("check the network"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -302,12 +327,14 @@ fn large_file_memory_stays_flat() {
     let dir = tempfile::tempdir().unwrap();
     let n = 160 << 20;
     write(dir.path(), "huge.bin", &noise(n, 21));
-    let child = d.command(&["--quiet", "put", dir.path().join("huge.bin").to_str().unwrap()]).spawn().unwrap();
+    let mut child = d.command(&["--quiet", "put", dir.path().join("huge.bin").to_str().unwrap()]).spawn().unwrap();
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
+    // Already reaped by wait4: this only tells std so (it answers ECHILD).
+    let _ = child.wait();
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     let peak = usage.ru_maxrss as u64 * 1024;
     assert!(peak < 64 << 20, "the client peaked at {peak} bytes for a {n}-byte file");
@@ -322,7 +349,7 @@ fn watch_syncs_on_filesystem_events() {
     let d = Device::login(&s, &id, "desk");
     let dir = tempfile::tempdir().unwrap();
     let mut child = d
-        .command(&["--json", "-v", "sync", "--watch", "--interval", "3600", dir.path().to_str().unwrap()])
+        .command(&["--json", "sync", "--watch", "--interval", "3600", dir.path().to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

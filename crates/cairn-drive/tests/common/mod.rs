@@ -56,7 +56,11 @@ impl Server {
         let mut child = cmd.spawn().expect("start cairn serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("cairn listening on ").unwrap_or_else(|| panic!("first line {line:?}")).to_string();
+        let base = line
+            .trim()
+            .strip_prefix("cairn listening on ")
+            .unwrap_or_else(|| panic!("first line {line:?}"))
+            .to_string();
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         Server { child, base, dir, _tmp: tmp, http }
     }
@@ -70,14 +74,19 @@ impl Server {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let id = format!("drive{}.{}@example.com", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let r = self.http.post(self.url("/v1/codes")).json(&json!({"identifier": id, "purpose": "register"})).send().unwrap();
+        let r = self
+            .http
+            .post(self.url("/v1/codes"))
+            .json(&json!({"identifier": id, "purpose": "register"}))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 202);
         let outbox = std::fs::read_to_string(self.dir.join("outbox.jsonl")).unwrap();
         let code = outbox
             .lines()
+            .rev()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|m| m["to"] == id.as_str())
-            .last()
+            .find(|m| m["to"] == id.as_str())
             .unwrap()["code"]
             .as_str()
             .unwrap()
@@ -140,7 +149,8 @@ impl Device {
             PASSWORD,
         );
         assert!(out.status.success(), "login: {}", String::from_utf8_lossy(&out.stderr));
-        let creds: Value = serde_json::from_slice(&std::fs::read(d.config.path().join("credentials.json")).unwrap()).unwrap();
+        let creds: Value =
+            serde_json::from_slice(&std::fs::read(d.config.path().join("credentials.json")).unwrap()).unwrap();
         d.token = creds["token"].as_str().unwrap().to_string();
         d
     }
@@ -158,7 +168,8 @@ impl Device {
 
     pub fn run_input(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let mut child = self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(format!("{input}\n").as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -181,7 +192,12 @@ impl Device {
     /// Drive paths and their sizes.
     pub fn ls(&self) -> Vec<(String, u64)> {
         let v = self.json(&["ls"]);
-        v["files"].as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap().to_string(), f["size"].as_u64().unwrap())).collect()
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["path"].as_str().unwrap().to_string(), f["size"].as_u64().unwrap()))
+            .collect()
     }
 
     pub fn paths(&self) -> Vec<String> {
