@@ -336,6 +336,7 @@ impl Folder<'_> {
 
     /// Runs passes forever: after filesystem events under the folder (gathered for a moment,
     /// so a save that writes several times is one pass) or every `interval` for remote changes.
+    /// A pass that loses the network is reported and the watch goes on; other errors end it.
     pub async fn watch(&self, interval: Duration, mut after_pass: impl FnMut(Summary)) -> Result<()> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -357,7 +358,12 @@ impl Folder<'_> {
             .watch(&self.root, notify::RecursiveMode::Recursive)
             .map_err(|e| DriveError::Usage(format!("cannot watch {}: {e}", self.root.display())))?;
         loop {
-            after_pass(self.sync(false).await?);
+            match self.sync(false).await {
+                Ok(s) => after_pass(s),
+                // A network outage outlasting the retries: keep watching, try again later.
+                Err(DriveError::Api(e @ ApiError::Network { .. })) => self.t.report.warn(&e.to_string()),
+                Err(e) => return Err(e),
+            }
             tokio::select! {
                 got = rx.recv() => {
                     if got.is_none() {

@@ -320,28 +320,6 @@ fn network_loss_is_retried_then_reported() {
 }
 
 #[test]
-fn large_file_memory_stays_flat() {
-    let s = Server::start(&[]);
-    let (id, _) = s.register();
-    let d = Device::login(&s, &id, "desk");
-    let dir = tempfile::tempdir().unwrap();
-    let n = 160 << 20;
-    write(dir.path(), "huge.bin", &noise(n, 21));
-    let mut child = d.command(&["--quiet", "put", dir.path().join("huge.bin").to_str().unwrap()]).spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    // Already reaped by wait4: this only tells std so (it answers ECHILD).
-    let _ = child.wait();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    let peak = usage.ru_maxrss as u64 * 1024;
-    assert!(peak < 64 << 20, "the client peaked at {peak} bytes for a {n}-byte file");
-    assert_eq!(d.ls(), vec![("huge.bin".to_string(), n as u64)]);
-}
-
-#[test]
 fn watch_syncs_on_filesystem_events() {
     use std::io::BufRead;
     let s = Server::start(&[]);
