@@ -55,6 +55,17 @@ fn commands_login_put_get_ls_rm_quota_logout() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("no such file"), "{}", stderr(&missing));
 
+    // A folder synced into a remote folder: its files land under it, the rest is left alone.
+    let photos = tempfile::tempdir().unwrap();
+    write(photos.path(), "2024/beach.jpg", &noise(100 << 10, 4));
+    let synced = d.json(&["sync", photos.path().to_str().unwrap(), "Pictures/"]);
+    assert_eq!(synced["uploaded"], 1, "{synced}");
+    assert_eq!(d.paths(), vec!["Pictures/2024/beach.jpg", "docs/big.bin", "small.txt"]);
+    // The folder stays bound to that remote folder.
+    let other = d.run(&["sync", photos.path().to_str().unwrap(), "Elsewhere"]);
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    d.json(&["rm", "Pictures/2024/beach.jpg"]);
+
     let status = d.json(&["status"]);
     assert_eq!(status["device"], "laptop");
 
