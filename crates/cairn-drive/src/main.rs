@@ -151,6 +151,12 @@ impl Ctx {
         Api::new(&c.server, Some(c.token.clone()), self.retries)
     }
 
+    /// A transfer that only downloads (so needs no chunking check).
+    fn downloads(&self, c: &Credentials) -> Transfer {
+        let cutter = Cutter::new(Default::default()).expect("default parameters are valid");
+        Transfer { api: self.api(c), cutter, parallel: self.parallel, report: self.report.clone() }
+    }
+
     /// A transfer for the signed-in account, after checking the server chunks as we do.
     async fn transfer(&self, c: &Credentials) -> Result<Transfer> {
         let api = self.api(c);
@@ -222,12 +228,7 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
         }
         Cmd::Get { remote, local } => {
             let c = ctx.creds()?;
-            let t = Transfer {
-                api: ctx.api(&c),
-                cutter: Cutter::new(Default::default()).expect("default parameters are valid"),
-                parallel: ctx.parallel,
-                report: report.clone(),
-            };
+            let t = ctx.downloads(&c);
             let dest = match local {
                 Some(p) if p.is_dir() => p.join(remote.rsplit('/').next().unwrap_or(&remote)),
                 Some(p) => p,
@@ -317,12 +318,7 @@ async fn run(cli: Cli, report: Arc<Reporter>) -> Result<()> {
         }
         Cmd::Restore { backup_id, dir } => {
             let c = ctx.creds()?;
-            let t = Transfer {
-                api: ctx.api(&c),
-                cutter: Cutter::new(Default::default()).expect("default parameters are valid"),
-                parallel: ctx.parallel,
-                report: report.clone(),
-            };
+            let t = ctx.downloads(&c);
             let done = backup::restore(&t, &backup_id, &dir).await.map_err(|e| match e {
                 DriveError::Api(api::ApiError::NotFound) => DriveError::Usage(format!("no backup {backup_id}")),
                 e => e,
