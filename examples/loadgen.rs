@@ -52,6 +52,9 @@ enum Cmd {
     Sync(SyncArgs),
     /// GC and compaction over many chunks, and upload latency while GC runs (engine).
     Gc(GcArgs),
+    /// WebDAV: MOVE of a folder of many files against one of one file, and downloads over DAV
+    /// against `/v1/files`.
+    Dav(DavArgs),
     /// Internal: collections on a store `gc` built, in a fresh process.
     #[command(hide = true)]
     GcChild {
@@ -82,6 +85,21 @@ struct DriveArgs {
     frame_kib: usize,
     /// Rounds of HTTP then engine, alternating which goes first.
     #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+#[derive(Args)]
+struct DavArgs {
+    #[arg(long)]
+    cairn: PathBuf,
+    /// Files in the folder that is moved.
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// Size of the file downloaded over both fronts, in MiB.
+    #[arg(long, default_value_t = 256)]
+    big_mib: u64,
+    /// Moves (and downloads) of each kind; medians are reported.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
 }
 
@@ -142,6 +160,7 @@ fn main() -> Result<()> {
         Cmd::Drive(a) => rt.block_on(drive(a)),
         Cmd::Sync(a) => rt.block_on(sync_bench(a)),
         Cmd::Gc(a) => gc_bench(&rt, a),
+        Cmd::Dav(a) => rt.block_on(dav_bench(a)),
         Cmd::GcChild { dir, runs } => gc_child(&dir, &runs),
     }
 }
@@ -656,7 +675,7 @@ fn payload(i: usize) -> Value {
         "title": format!("note {i}"),
         "body": "Buy milk, eggs and bread; call the plumber about the kitchen tap before Friday.",
         "tags": ["home", "todo"],
-        "pinned": i % 7 == 0,
+        "pinned": i.is_multiple_of(7),
     })
 }
 
@@ -1234,4 +1253,91 @@ async fn http_gc_latency(cairn: &Path, a: &GcArgs) -> Result<Vec<Vec<String>>> {
     server.stop()?;
     let store = format!("HTTP: {} MiB in 8 MiB files, default chunking", a.http_mib);
     Ok(latency_rows(&store, &quiet, &busy, gc_s))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: WebDAV
+
+async fn dav_bench(a: DavArgs) -> Result<()> {
+    let s = Server::start(&a.cairn, "")?;
+    let token = s.sign_up("dav-bench@example.com").await?;
+    let r =
+        s.client.post(s.url("/v1/app-passwords")).bearer_auth(&token).json(&json!({"name": "bench"})).send().await?;
+    ensure!(r.status() == 201, "POST /v1/app-passwords: {}", r.status());
+    let password = r.json::<Value>().await?["password"].as_str().context("no password")?.to_string();
+    let dav = |method: &str, path: &str| {
+        s.client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("a method"),
+                s.url(&format!("/dav/files/{path}")),
+            )
+            .basic_auth("dav-bench@example.com", Some(&password))
+    };
+    let put = |path: String, body: Vec<u8>| {
+        s.client.put(s.url(&format!("/v1/files/{path}"))).bearer_auth(&token).body(body).send()
+    };
+    let made = Instant::now();
+    let written: Vec<_> = futures::stream::iter(0..a.files)
+        .map(|i| put(format!("many/{:02}/f{i:06}", i % 50), i.to_le_bytes().to_vec()))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in written {
+        ensure_ok(r?.status())?;
+    }
+    put("one/f".into(), b"x".to_vec()).await?;
+    eprintln!("{} files written in {:.1} s", a.files, made.elapsed().as_secs_f64());
+    let (s, dav, rounds) = (&s, &dav, a.rounds);
+    let moves = |from: &'static str, to: &'static str| async move {
+        let mut lat = Lat(Vec::new());
+        for round in 0..rounds {
+            let (f, t) = if round % 2 == 0 { (from, to) } else { (to, from) };
+            let started = Instant::now();
+            let r = dav("MOVE", f).header("Destination", s.url(&format!("/dav/files/{t}"))).send().await?;
+            ensure!(r.status() == 201, "MOVE {f}: {}", r.status());
+            lat.add(started.elapsed());
+        }
+        Ok::<Lat, anyhow::Error>(lat)
+    };
+    let (one, many) = (moves("one", "one2").await?, moves("many", "many2").await?);
+    let big = noise((a.big_mib << 20) as usize, 9);
+    put("big.bin".into(), big).await?;
+    let (mut v1, mut dv) = (Lat(Vec::new()), Lat(Vec::new()));
+    for _ in 0..a.rounds {
+        let started = Instant::now();
+        let n = s.client.get(s.url("/v1/files/big.bin")).bearer_auth(&token).send().await?.bytes().await?.len();
+        v1.add(started.elapsed());
+        let started = Instant::now();
+        let m = dav("GET", "big.bin").send().await?.bytes().await?.len();
+        dv.add(started.elapsed());
+        ensure!(n == m && n as u64 == a.big_mib << 20, "downloads of {n} and {m} bytes");
+    }
+    let mbs = |l: &Lat| (a.big_mib << 20) as f64 / MB / (l.q(0.5) / 1000.0);
+    let rows = vec![
+        vec![
+            format!("MOVE a folder of {} files", a.files),
+            "ms".into(),
+            f1(many.q(0.5)),
+            f1(one.q(0.5)),
+            f2(many.q(0.5) / one.q(0.5)),
+        ],
+        vec![
+            format!("GET {} MiB, DAV vs /v1", a.big_mib),
+            "MB/s".into(),
+            f1(mbs(&dv)),
+            f1(mbs(&v1)),
+            f2(mbs(&dv) / mbs(&v1)),
+        ],
+    ];
+    print_table(
+        "WebDAV (issue 14): medians of the same run; baseline a 1-file folder's MOVE, and /v1/files",
+        &["workload", "unit", "measured", "baseline", "ratio"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn ensure_ok(status: reqwest::StatusCode) -> Result<()> {
+    ensure!(status.is_success(), "a PUT answered {status}");
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Text that arrives in requests and is parsed by our own code (not serde): drive paths,
 //! `Range` and entity-tag headers, listing cursors, sync collection names and record ids,
-//! backup ids, identifiers. Nothing may panic, and what parses must hold to the rules it promises.
+//! backup ids, identifiers, Basic credentials. Nothing may panic, and what parses must hold to the rules it promises.
 #![no_main]
 
 use cairn::drive::{self, RangeAsk};
@@ -9,6 +9,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Some((id, pw)) = cairn::http::dav::parse_basic(s) {
+        assert!(!id.is_empty() && !pw.is_empty() && !id.contains(':'));
+    }
     if drive::check_path(s).is_ok() {
         assert!(!s.is_empty() && s.len() <= drive::MAX_PATH_BYTES);
         assert!(s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));

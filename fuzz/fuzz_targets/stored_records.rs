@@ -5,11 +5,15 @@
 
 use cairn::store::backup_keys as bk;
 use cairn::store::identity_keys as ik;
+use cairn::store::prop_keys as pk;
 use cairn::store::sync_keys as sk;
 use cairn::store::upload_keys as uk;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(p) = pk::decode_props(data) {
+        assert_eq!(pk::encode_props(&p), data);
+    }
     if let Some(u) = uk::decode_upload(data) {
         assert_eq!(uk::decode_upload(&uk::encode_upload(&u)).as_ref(), Some(&u));
     }

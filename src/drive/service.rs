@@ -14,6 +14,7 @@ use futures::Stream;
 
 use super::history::{self, Policy, Room};
 use super::rules::{check_path, PathError};
+use super::{folders, props};
 use crate::chunk::ChunkId;
 use crate::engine::{AccountTxn, Adoption, ChunkList, Engine, Ingested, Listed, Precondition, Put};
 use crate::error::{Error, Refusal};
@@ -48,8 +49,22 @@ pub enum DriveError {
     BadPath(#[from] PathError),
     #[error("no such file")]
     NotFound,
-    #[error("a file already has that path")]
+    #[error("a file or folder already has that path")]
     Exists,
+    #[error("a folder has that path")]
+    IsFolder,
+    #[error("a file is where a folder of the path would be")]
+    UnderFile,
+    #[error("the folder to put it in does not exist")]
+    NoParent,
+    #[error("the source and destination are the same path")]
+    SamePath,
+    #[error("a folder cannot be moved or copied into itself or over its own parent")]
+    Nested,
+    #[error("the folder has more than {} entries", super::folders::MAX_CHILDREN)]
+    TooMany,
+    #[error("the properties of one path are limited to {} bytes", crate::store::prop_keys::MAX_PROPS_BYTES)]
+    PropsTooLarge,
     #[error("the file's current version does not match the request's precondition")]
     PreconditionFailed,
     #[error("some chunks must be uploaded first")]
@@ -136,6 +151,7 @@ impl Drive {
             if !pre.check(old.as_ref()) {
                 return Err(DriveError::PreconditionFailed);
             }
+            folders::check_file_room(&engine, &account, &path)?;
             if let Some(o) = &old {
                 history::keep_as_version(&mut txn, &path, o, keep)?;
             }
@@ -177,6 +193,7 @@ impl Drive {
             if !pre.check(Some(&old)) {
                 return Err(DriveError::PreconditionFailed);
             }
+            props::drop_all(&mut txn, &engine, &path)?;
             let id = history::trash(&mut txn, &path, &old, device.as_ref())?;
             txn.commit(u64::MAX)?;
             Ok((old, id))
@@ -184,20 +201,26 @@ impl Drive {
         .await?
     }
 
-    /// Files whose paths start with `prefix`, in byte order, after `after`, at most `limit`;
-    /// and whether there are more.
+    /// Files and made folders whose paths start with `prefix`, in byte order, after `after`, at
+    /// most `limit`; and whether there are more. Each is `(listed, is_folder)`.
     pub async fn list(
         &self,
         account: AccountId,
         prefix: &str,
         after: Option<Vec<u8>>,
         limit: usize,
-    ) -> Result<(Vec<Listed>, bool)> {
+    ) -> Result<(Vec<(Listed, bool)>, bool)> {
         let (engine, prefix) = (self.engine.clone(), prefix.as_bytes().to_vec());
-        let mut items = blocking(move || {
-            engine.list_objects(&account, Namespace::Drive, &prefix, after.as_deref(), limit.saturating_add(1))
+        let take = limit.saturating_add(1);
+        let (files, marks) = blocking(move || -> std::result::Result<_, Error> {
+            let files = engine.list_objects(&account, Namespace::Drive, &prefix, after.as_deref(), take)?;
+            let marks = engine.list_objects(&account, Namespace::Folder, &prefix, after.as_deref(), take)?;
+            Ok((files, marks))
         })
         .await??;
+        let mut items: Vec<(Listed, bool)> =
+            files.into_iter().map(|l| (l, false)).chain(marks.into_iter().map(|l| (l, true))).collect();
+        items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let more = items.len() > limit;
         items.truncate(limit);
         Ok((items, more))

@@ -173,7 +173,7 @@ fn scan_objects(
             }
             Namespace::Trash => u.trash += rec.size,
             Namespace::Versions => u.versions += rec.size,
-            Namespace::Staged | Namespace::Upload | Namespace::Scratch => {}
+            Namespace::Staged | Namespace::Upload | Namespace::Folder | Namespace::Scratch => {}
         }
         for (id, len) in &chunks {
             match index.get(id) {
@@ -218,6 +218,13 @@ pub(crate) fn metadata_truth(e: &Engine, snap: &Snapshot<'_>) -> Result<HashMap<
         let (k, v) = item?;
         if let (Some(0), Some(head)) = (k.get(16), bk::decode_head(&v)) {
             add(&k, crate::store::backup_keys::head_name_len(&head));
+        }
+    }
+    // Dead properties cost their stored bytes (`drive::props`).
+    for item in snap.iterator_cf(db.cf(crate::store::CF_PROPS), IteratorMode::Start) {
+        let (k, v) = item?;
+        if let Some(a) = k.get(..16).and_then(|a| a.try_into().ok()) {
+            *out.entry(AccountId(a)).or_default() += v.len() as u64;
         }
     }
     Ok(out)

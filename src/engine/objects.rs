@@ -19,7 +19,7 @@ use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, AccountId, ChunkOp, Namespace, ObjectRecord, Usage};
 use crate::store::{
-    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_SYNC, CF_SYNC_LOG, CF_UPLOADS, CF_USAGE,
+    CF_ACCOUNT_CHUNKS, CF_BACKUPS, CF_CHUNKS, CF_GONE, CF_OBJECTS, CF_PROPS, CF_SYNC, CF_SYNC_LOG, CF_UPLOADS, CF_USAGE,
 };
 
 /// What must hold of the current object for a write to go ahead (HTTP `If-Match` and
@@ -263,7 +263,8 @@ impl Engine {
         batch.delete_range_cf(db.cf(CF_SYNC), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_SYNC_LOG), account.0.to_vec(), end.clone());
         batch.delete_range_cf(db.cf(CF_BACKUPS), account.0.to_vec(), end.clone());
-        batch.delete_range_cf(db.cf(CF_UPLOADS), account.0.to_vec(), end);
+        batch.delete_range_cf(db.cf(CF_UPLOADS), account.0.to_vec(), end.clone());
+        batch.delete_range_cf(db.cf(CF_PROPS), account.0.to_vec(), end);
         batch.delete_cf(db.cf(CF_USAGE), account.0);
         batch.put_cf(db.cf(CF_GONE), account.0, now.to_le_bytes());
         more(&mut batch)?;

@@ -182,6 +182,12 @@ impl AccountTxn<'_> {
         self.usage.used = self.usage.used.saturating_add_signed(cost);
     }
 
+    /// Stored bytes that are the account's but no item's own (dead properties) come or go.
+    pub fn charge_metadata(&mut self, delta: i64) {
+        self.usage.metadata = self.usage.metadata.saturating_add_signed(delta);
+        self.usage.used = self.usage.used.saturating_add_signed(delta);
+    }
+
     /// Use a version in this transaction: the store's version floor rises with the commit.
     pub fn note_version(&mut self, version: u64) {
         self.batch.merge_cf(self.engine.db().cf(CF_META), META_LAST_VERSION, version.to_le_bytes());
@@ -233,7 +239,7 @@ impl AccountTxn<'_> {
             Namespace::Backup => &mut self.usage.backups,
             Namespace::Trash => &mut self.usage.trash,
             Namespace::Versions => &mut self.usage.versions,
-            Namespace::Staged | Namespace::Upload | Namespace::Scratch => return,
+            Namespace::Staged | Namespace::Upload | Namespace::Folder | Namespace::Scratch => return,
         };
         *field = field.saturating_add_signed(delta);
     }
@@ -301,11 +307,11 @@ fn over_quota(before: u64, after: u64, limit: u64) -> bool {
     after > before && after > limit
 }
 
-/// The user's own items: drive files and backup entries. Staged chunks are charged by their
+/// The user's own items: drive files, folders and backup entries. Staged chunks are charged by their
 /// bytes alone (and expire); so are the trash and old versions, which cost only chunks live
 /// files do not hold; scratch objects belong to tests.
 pub(crate) fn charged(ns: Namespace) -> bool {
-    matches!(ns, Namespace::Drive | Namespace::Backup)
+    matches!(ns, Namespace::Drive | Namespace::Folder | Namespace::Backup)
 }
 
 /// Whose size the usage's per-service fields count.

@@ -327,7 +327,13 @@ impl From<DriveError> for ApiError {
         match e {
             DriveError::BadPath(_) => ApiError::new(ErrorCode::BadPath, msg),
             DriveError::NotFound => ApiError::not_found(),
-            DriveError::Exists => ApiError::new(ErrorCode::Conflict, msg),
+            DriveError::Exists
+            | DriveError::IsFolder
+            | DriveError::UnderFile
+            | DriveError::NoParent
+            | DriveError::SamePath
+            | DriveError::Nested => ApiError::new(ErrorCode::Conflict, msg),
+            DriveError::TooMany | DriveError::PropsTooLarge => ApiError::new(ErrorCode::PayloadTooLarge, msg),
             DriveError::PreconditionFailed => ApiError::new(ErrorCode::PreconditionFailed, msg),
             DriveError::MissingChunks(ids) => ApiError::new(ErrorCode::MissingChunks, msg)
                 .with("missing", ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>()),
@@ -374,9 +380,12 @@ impl From<HeaderError> for ApiError {
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json =
-        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // JSON is ours already; XML is a WebDAV error body naming its precondition (RFC 4918).
+    let typed = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/json") || v.starts_with(b"application/xml") || v.starts_with(b"text/xml")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || typed {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

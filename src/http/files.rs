@@ -210,8 +210,20 @@ pub async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let (limit, after) = (page_limit(q.limit)?, cursor(q.after.as_deref(), drive::decode_cursor)?);
     let (items, more) = app.drive.list(authed.account, &q.prefix.unwrap_or_default(), after, limit).await?;
-    let next = if more { items.last().map(|l| drive::encode_cursor(&l.name)) } else { None };
-    let names: Vec<_> = items.iter().map(|l| String::from_utf8_lossy(&l.name)).collect();
-    let files = names.iter().zip(&items).map(|(name, l)| views::File::new(name, &l.record)).collect();
+    let next = if more { items.last().map(|(l, _)| drive::encode_cursor(&l.name)) } else { None };
+    let names: Vec<_> = items.iter().map(|(l, _)| String::from_utf8_lossy(&l.name)).collect();
+    let files = names
+        .iter()
+        .zip(&items)
+        .map(
+            |(name, (l, folder))| {
+                if *folder {
+                    views::File::folder(name, &l.record)
+                } else {
+                    views::File::new(name, &l.record)
+                }
+            },
+        )
+        .collect();
     Ok(Json(views::FileList { files, next }).into_response())
 }

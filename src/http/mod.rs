@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 mod backups;
 mod chunks;
+pub mod dav;
 pub mod error;
 mod files;
 mod identity;
@@ -72,6 +73,8 @@ pub struct App {
     /// Uploads and downloads in progress, per account and in all (`limits`).
     pub uploads: limits::Allowance,
     pub downloads: limits::Allowance,
+    /// The WebDAV front's protocol handler and locks.
+    pub dav: dav::Front,
 }
 
 /// How many manifest bodies may be in memory at once.
@@ -103,6 +106,7 @@ pub(crate) fn rfc3339_millis(ms: i64) -> String {
 
 impl App {
     pub fn new(settings: Settings, engine: Engine, metrics: Arc<Metrics>, identity: Identity) -> Self {
+        let engine_clock = engine.clock().clone();
         let sync = crate::sync::Sync::new(engine.clone());
         let backups = crate::backup::Backups::new(engine.clone(), settings.backup_retention);
         let manifest_permits = Arc::new(tokio::sync::Semaphore::new(MANIFESTS_AT_ONCE));
@@ -124,6 +128,7 @@ impl App {
             manifest_permits,
             uploads,
             downloads,
+            dav: dav::Front::new(engine_clock),
         }
     }
 
@@ -179,6 +184,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}/batch", post(sync::batch))
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
         .merge(tus::routes())
+        .merge(dav::routes())
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))

@@ -107,6 +107,10 @@ pub struct Services {
 #[derive(Serialize)]
 pub struct File<'a> {
     pub path: &'a str,
+    /// `"file"`, or `"folder"` for a folder made empty on purpose (WebDAV MKCOL), listed so
+    /// that it shows; folders that hold files are seen in their files' paths.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     pub size: u64,
     pub hash: String,
     pub version: String,
@@ -114,9 +118,14 @@ pub struct File<'a> {
 }
 
 impl<'a> File<'a> {
+    pub fn folder(path: &'a str, rec: &ObjectRecord) -> Self {
+        File { kind: "folder", ..File::new(path, rec) }
+    }
+
     pub fn new(path: &'a str, rec: &ObjectRecord) -> Self {
         File {
             path,
+            kind: "file",
             size: rec.size,
             hash: hex::encode(rec.hash),
             version: rec.version.to_string(),

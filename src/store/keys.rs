@@ -389,6 +389,9 @@ pub enum Namespace {
     /// The chunks of an unfinished resumable upload, one object per piece received
     /// (`upload_keys::piece_name`): held, so charged and safe from GC, until the upload ends.
     Upload = 6,
+    /// Folders made on purpose (WebDAV's MKCOL), each an empty record, so that an empty folder
+    /// exists (`drive::folders`). A folder that holds files exists without one.
+    Folder = 7,
     /// Engine-level objects of tests and benches.
     Scratch = 9,
 }
@@ -402,6 +405,7 @@ impl Namespace {
             4 => Some(Namespace::Trash),
             5 => Some(Namespace::Versions),
             6 => Some(Namespace::Upload),
+            7 => Some(Namespace::Folder),
             9 => Some(Namespace::Scratch),
             _ => None,
         }

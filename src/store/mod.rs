@@ -8,6 +8,7 @@
 pub mod backup_keys;
 pub mod identity_keys;
 pub mod keys;
+pub mod prop_keys;
 pub mod sync_keys;
 pub mod upload_keys;
 
@@ -37,6 +38,8 @@ pub const CF_USAGE: &str = "usage";
 pub const CF_BACKUPS: &str = "backups";
 /// Unfinished resumable uploads (tus): account ++ upload id -> `upload_keys::UploadRecord`.
 pub const CF_UPLOADS: &str = "uploads";
+/// Dead properties of drive paths (WebDAV): account ++ path -> `prop_keys` value.
+pub const CF_PROPS: &str = "props";
 /// Ids of deleted accounts (ids are never reused): a write that was under way when its account
 /// was deleted finds the id here under the account lock and stores nothing.
 pub const CF_GONE: &str = "gone_accounts";
@@ -46,7 +49,7 @@ pub const CF_META: &str = "meta";
 /// they stay unique even if the clock went back meanwhile.
 pub const META_LAST_VERSION: &[u8] = b"last_version";
 
-pub const ALL_CFS: [&str; 17] = [
+pub const ALL_CFS: [&str; 18] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -64,6 +67,7 @@ pub const ALL_CFS: [&str; 17] = [
     CF_META,
     CF_LIMITS,
     CF_UPLOADS,
+    CF_PROPS,
 ];
 
 pub struct Db {
