@@ -134,6 +134,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The trash and old versions of drive files: `[drive]`.
     pub drive: DriveConfig,
+    /// Where sealed packs live, local disk or an S3-compatible bucket: `[storage]`.
+    pub storage: crate::pack::StorageConfig,
     /// For tests only: time stands still until `POST /admin/clock` moves it, so a test passes
     /// a code's lifetime or a rate-limit window without sleeping. Needs `admin_token`.
     pub test_clock: bool,
@@ -202,6 +204,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             test_clock: false,
             drive: DriveConfig::default(),
+            storage: engine.storage,
         }
     }
 }
@@ -244,8 +247,8 @@ pub enum ConfigError {
 const NOT_SETTINGS: [&str; 4] = ["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_ROCKSDB"];
 /// The sections a `CAIRN_SECTION_NAME` variable may name, longest first (`notifier_smtp_host`
 /// is `[notifier.smtp] host`, not `[notifier] smtp_host`).
-const SECTIONS: [&str; 7] =
-    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive"];
+const SECTIONS: [&str; 8] =
+    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive", "storage"];
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -301,6 +304,7 @@ impl Config {
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
     }
 
@@ -366,6 +370,7 @@ impl Config {
                 master_key: self.master_key.clone(),
                 master_key_file: self.master_key_file.clone(),
             },
+            storage: self.storage.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ use cairn::store::keys::{AccountId, Namespace};
 fn open(dir: &std::path::Path) -> Engine {
     let mut cfg = EngineConfig::new(dir);
     cfg.pack_target_size = 1 << 20;
+    common::s3::configure(&mut cfg);
     Engine::open(cfg, Arc::new(Metrics::new())).unwrap()
 }
 
@@ -130,6 +131,7 @@ fn compaction_copying_more_than_one_sync_interval_keeps_everything_readable() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
     cfg.pack_target_size = 32 << 20;
+    common::s3::configure(&mut cfg);
     let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     let a = AccountId([7; 16]);
     let files: Vec<Vec<u8>> = (0..6).map(|i| noise(4 << 20, 100 + i)).collect();

@@ -33,9 +33,18 @@ impl Server {
 
     /// A server on an existing data directory (restarts).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// `start_in`, with these environment variables too.
+    pub fn start_in_env(dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
         cmd.args(["serve", "--data-dir"]).arg(dir).args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN]);
         cmd.args(extra).env("CAIRN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if let Some(moto) = s3::shared() {
+            cmd.envs(moto.server_env(&s3::prefix_for(dir)));
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("start cairn serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
@@ -162,3 +171,4 @@ pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
 }
 
 pub mod identity;
+pub mod s3;
