@@ -118,30 +118,29 @@ impl Moto {
         out
     }
 
+    /// A signed client of the bucket (moto refuses anonymous reads of objects).
+    fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap()
+    }
+
     /// Replace an object's bytes (as a disk or a provider might damage them).
-    pub fn overwrite(&self, key: &str, body: &[u8]) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "PUT /{BUCKET}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.port,
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    pub async fn overwrite(&self, key: &str, body: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        self.client().put(&key.into(), body.into()).await.unwrap();
     }
 
     /// An object's bytes.
-    pub fn get(&self, key: &str) -> Vec<u8> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "GET /{BUCKET}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port).unwrap();
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).unwrap();
-        let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        answer[head_end..].to_vec()
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        self.client().get(&key.into()).await.unwrap().bytes().await.unwrap().to_vec()
     }
 
     /// The environment a `cairn` process needs to keep its packs under `prefix` here. Small
@@ -151,13 +150,13 @@ impl Moto {
         [
             ("CAIRN_STORAGE_BACKEND", "s3".to_string()),
             ("CAIRN_STORAGE_BUCKET", BUCKET.to_string()),
-            ("CAIRN_STORAGE_PREFIX", format!("\"{prefix}\"")),
-            ("CAIRN_STORAGE_ENDPOINT", format!("\"{}\"", self.endpoint())),
+            ("CAIRN_STORAGE_PREFIX", prefix.to_string()),
+            ("CAIRN_STORAGE_ENDPOINT", self.endpoint()),
             ("CAIRN_STORAGE_ALLOW_HTTP", "true".to_string()),
             ("CAIRN_STORAGE_DISK_CACHE_SIZE", "0".to_string()),
             ("CAIRN_STORAGE_TIMEOUT_SECS", "5".to_string()),
             ("CAIRN_STORAGE_RETRY_MAX_SECS", "1".to_string()),
-            ("CAIRN_PACK_TARGET_SIZE", "\"1MiB\"".to_string()),
+            ("CAIRN_PACK_TARGET_SIZE", "1MiB".to_string()),
             ("CAIRN_PACK_IDLE_SEAL_SECS", "1".to_string()),
             ("AWS_ACCESS_KEY_ID", "testing".to_string()),
             ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
