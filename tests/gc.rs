@@ -119,7 +119,10 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = collector.join().unwrap();
-    assert!(runs >= 500, "only {runs} collections ran beside the uploads");
+    // With packs in a bucket each collection also lists it and reads tables by range, so fewer
+    // run in the same time; enough still interleave with every kind of step.
+    let enough = if common::s3::shared().is_some() { 50 } else { 500 };
+    assert!(runs >= enough, "only {runs} collections ran beside the uploads");
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }

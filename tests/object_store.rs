@@ -1,6 +1,6 @@
 //! Packs in an S3-compatible bucket (`[storage] backend = "s3"`), against a real one: moto's
 //! server on loopback (tools/setup installs it). The drive, backup and GC tests also run
-//! whole against it in the s3 pass of tools/test (`CAIRN_TEST_STORAGE=s3`); these are what
+//! whole against it in the s3 pass of tools/test (`TEST_PACK_STORAGE=s3`); these are what
 //! only a bucket has: uploads that outlive an outage, damage in the bucket, an index rebuilt
 //! from the bucket alone, and SIGKILL between seal, upload and switch.
 
@@ -321,7 +321,10 @@ fn sigkill_between_seal_upload_and_switch_loses_nothing_and_leaves_no_orphan() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.entries_checked, report.chunks_indexed, "after GC every pack entry is a live chunk");
     let quiet = engine.packs().quiet().unwrap();
-    for (key, _) in moto.list(&s3::prefix_for(tmp.path())) {
+    let objects = moto.list(&s3::prefix_for(tmp.path()));
+    assert!(!objects.is_empty(), "the children's packs went up to the bucket");
+    eprintln!("{} objects survived {rounds} kills; {} packs in the bucket", survivors.len(), objects.len());
+    for (key, _) in objects {
         let id = u64::from_str_radix(key.rsplit('/').next().unwrap().trim_end_matches(".pack"), 16).unwrap();
         assert!(quiet.contains(&id), "{key} is not a pack the store knows");
         assert!(!engine.packs().table(id).unwrap().is_empty(), "{key} is an empty pack GC left behind");

@@ -1,7 +1,7 @@
 //! A real S3-compatible server on loopback for the tests: moto's (`python3 -m moto.server`,
 //! installed by tools/setup), on a free port, with a bucket made for the test.
 //!
-//! `CAIRN_TEST_STORAGE=s3` runs every `Server` of a test binary with its packs in moto (the
+//! `TEST_PACK_STORAGE=s3` runs every `Server` of a test binary with its packs in moto (the
 //! s3 pass of tools/test): one moto per test process, each server under its own prefix.
 
 use std::io::{Read, Write};
@@ -184,12 +184,12 @@ pub fn prefix_for(dir: &Path) -> String {
     format!("t-{}", &h.to_hex()[..16])
 }
 
-/// The test process's shared moto, when `CAIRN_TEST_STORAGE=s3` asks for one. Started from a
+/// The test process's shared moto, when `TEST_PACK_STORAGE=s3` asks for one. Started from a
 /// thread that never ends, since moto dies with the thread that started it.
 pub fn shared() -> Option<&'static Moto> {
     static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
     MOTO.get_or_init(|| {
-        if std::env::var("CAIRN_TEST_STORAGE").as_deref() != Ok("s3") {
+        if std::env::var("TEST_PACK_STORAGE").as_deref() != Ok("s3") {
             return None;
         }
         let (tx, rx) = std::sync::mpsc::channel();
