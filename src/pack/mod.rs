@@ -116,16 +116,8 @@ pub fn open_store(
             (Box::new(p), recovered)
         }
         Backend::S3 => {
-            let (p, recovered) = remote::RemotePacks::open(
-                dir,
-                storage,
-                target_size,
-                min_free,
-                id_floor,
-                waits,
-                keyring,
-                registry,
-            )?;
+            let (p, recovered) =
+                remote::RemotePacks::open(dir, storage, target_size, min_free, id_floor, waits, keyring, registry)?;
             (Box::new(p), recovered)
         }
     })

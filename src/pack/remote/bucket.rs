@@ -170,8 +170,10 @@ impl Bucket {
                 return Ok(());
             }
             let mut upload = store.put_multipart(&path).await.map_err(store_err)?;
-            let futs: Vec<_> =
-                (0..bytes.len()).step_by(PART_SIZE).map(|at| upload.put_part(bytes.slice(at..(at + PART_SIZE).min(bytes.len())).into())).collect();
+            let futs: Vec<_> = (0..bytes.len())
+                .step_by(PART_SIZE)
+                .map(|at| upload.put_part(bytes.slice(at..(at + PART_SIZE).min(bytes.len())).into()))
+                .collect();
             let sent = futures::stream::iter(futs).buffer_unordered(PARTS_IN_FLIGHT).collect::<Vec<_>>().await;
             let done = match sent.into_iter().find_map(|r| r.err()) {
                 None => upload.complete().await.map(|_| ()),

@@ -110,9 +110,7 @@ impl Blocks {
             let mut lru = self.lru();
             (first..=last).map(|b| lru.get((pack, b))).collect()
         };
-        if let (Some(lo), Some(hi)) =
-            (have.iter().position(Option::is_none), have.iter().rposition(Option::is_none))
-        {
+        if let (Some(lo), Some(hi)) = (have.iter().position(Option::is_none), have.iter().rposition(Option::is_none)) {
             let start = (first + lo as u64) * BLOCK;
             let sequential = self.lru().last_miss_end.get(&pack) == Some(&start);
             let ahead = if sequential { READ_AHEAD } else { 0 };

@@ -220,7 +220,9 @@ impl RemotePacks {
         let base = dir.parent().unwrap_or(Path::new("."));
         let high_water_path = base.join("pack-ids");
         let high_water = match fs::read_to_string(&high_water_path) {
-            Ok(s) => s.trim().parse().map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?,
+            Ok(s) => {
+                s.trim().parse().map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e.into()),
         };
@@ -275,7 +277,12 @@ impl RemotePacks {
 
     /// `local` if the pack is in the pack directory, else `remote`; also `remote` if it left
     /// the directory between the look and the read (its switch: the bucket has it by then).
-    fn either<T>(&self, id: u64, local: impl FnOnce(&Packs) -> Result<T>, remote: impl FnOnce(&Shared) -> Result<T>) -> Result<T> {
+    fn either<T>(
+        &self,
+        id: u64,
+        local: impl FnOnce(&Packs) -> Result<T>,
+        remote: impl FnOnce(&Shared) -> Result<T>,
+    ) -> Result<T> {
         let s = &self.shared;
         if s.local.path(id).exists() {
             match local(&s.local) {
