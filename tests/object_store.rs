@@ -167,6 +167,7 @@ async fn the_index_is_rebuilt_from_the_bucket_alone() {
     s.stop();
     std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
     std::fs::remove_dir_all(dir.path().join("pack-cache")).unwrap();
+    std::fs::remove_file(dir.path().join("pack-ids")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["fsck", "--rebuild-index", "--data-dir"])
         .arg(dir.path())

@@ -266,6 +266,23 @@ impl Disk {
         Ok(())
     }
 
+    /// Empty the cache (the disk is full: uploads come before cached copies). Returns the
+    /// bytes given back.
+    pub fn clear(&self) -> io::Result<u64> {
+        let before = self.state().bytes;
+        let mut st = self.state();
+        while let Some((_, id)) = st.order.pop_first() {
+            if let Some((len, _)) = st.files.remove(&id) {
+                st.bytes -= len;
+                match fs::remove_file(self.path(id)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(before - st.bytes)
+    }
+
     /// Drop a removed pack.
     pub fn forget(&self, id: u64) -> io::Result<()> {
         let mut st = self.state();

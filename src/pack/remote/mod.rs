@@ -117,9 +117,15 @@ impl Shared {
 
     fn raise_high_water(&self, id: u64) -> Result<()> {
         let mut high = self.high_water.lock().expect("high water poisoned");
-        if id <= *high {
-            return Ok(());
+        if id > *high || !self.high_water_path.exists() {
+            let id = id.max(*high);
+            self.write_high_water(id)?;
+            *high = id;
         }
+        Ok(())
+    }
+
+    fn write_high_water(&self, id: u64) -> Result<()> {
         let tmp = self.high_water_path.with_extension("tmp");
         {
             let f = fs::File::create(&tmp)?;
@@ -128,7 +134,6 @@ impl Shared {
         }
         fs::rename(&tmp, &self.high_water_path)?;
         super::open::sync_parent(&self.high_water_path)?;
-        *high = id;
         Ok(())
     }
 
@@ -202,8 +207,8 @@ const UPLOADER_STOP_WAIT: Duration = Duration::from_secs(10);
 impl RemotePacks {
     /// Open the pack directory as `Packs::open` does (recovering what a crash left unsealed),
     /// connect to the bucket, and queue every sealed local pack for upload (those a crash left
-    /// before or during their upload). Pack ids continue above `id_floor`, the high-water mark
-    /// and, if the bucket answers now, every pack in it.
+    /// before or during their upload). Pack ids continue above `id_floor` and the high-water
+    /// mark (or every pack in the bucket, when there is no mark yet: see `uploader`).
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: &Path,
@@ -219,23 +224,26 @@ impl RemotePacks {
         let bucket = Bucket::open(cfg, fetched)?;
         let base = dir.parent().unwrap_or(Path::new("."));
         let high_water_path = base.join("pack-ids");
-        let high_water = match fs::read_to_string(&high_water_path) {
+        // The high-water mark, once written, covers every pack that ever left this disk. Without
+        // it (a new data directory, or one restored without it) the bucket alone can say which
+        // ids are taken: it must answer, or ids could be handed out again over packs in it.
+        let (high_water, listed) = match fs::read_to_string(&high_water_path) {
             Ok(s) => {
-                s.trim().parse().map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?
+                let n = s.trim().parse().map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?;
+                (n, Vec::new())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let found = bucket.list().map_err(|e| {
+                    Error::Io(io::Error::other(format!(
+                        "{} is missing and the bucket cannot be listed to rebuild it: {e}",
+                        high_water_path.display()
+                    )))
+                })?;
+                (found.iter().map(|(id, _)| *id).max().unwrap_or(0), found)
+            }
             Err(e) => return Err(e.into()),
         };
-        let listed = bucket.list();
-        let listed_ok = listed.is_ok();
-        let in_bucket = match &listed {
-            Ok(found) => found.iter().map(|(id, _)| *id).max().unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %e, "the object store does not answer; uploads wait for it");
-                0
-            }
-        };
-        let floor = id_floor.max(high_water).max(in_bucket);
+        let floor = id_floor.max(high_water);
         let (local, recovered) = Packs::open(dir, target_size, min_free, floor, waits, keyring)?;
         let disk = cache::Disk::open(&base.join("pack-cache"), cfg.disk_cache_size.0)?;
         let shared = Arc::new(Shared {
@@ -246,15 +254,16 @@ impl RemotePacks {
             uploads: Uploads::new(),
             metrics,
             retry_max: Duration::from_secs(cfg.retry_max_secs),
-            sizes: Mutex::new(listed.unwrap_or_default().into_iter().collect()),
+            sizes: Mutex::new(listed.into_iter().collect()),
             switching: Mutex::new(()),
             high_water: Mutex::new(high_water),
             high_water_path,
         });
+        shared.raise_high_water(floor)?;
         for id in shared.local.list()? {
             uploader::enqueue(&shared, id, shared.local.size(id)?);
         }
-        shared.metrics.up.set(i64::from(listed_ok));
+        shared.metrics.up.set(1);
         let worker = shared.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new().name("cairn-uploader".into()).spawn(move || {
@@ -301,8 +310,16 @@ impl Drop for RemotePacks {
 }
 
 impl PackStore for RemotePacks {
+    /// As on local disk; when the disk is too full for an upload, the disk cache goes first.
     fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
-        let (a, sealed) = self.shared.local.append(lane, chunk)?;
+        let appended = match self.shared.local.append(lane, chunk) {
+            Err(e) if e.is_disk_full() && self.shared.disk.clear()? > 0 => {
+                tracing::warn!("the disk is full: emptied the cache of uploaded packs");
+                self.shared.local.append(lane, chunk)
+            }
+            other => other,
+        };
+        let (a, sealed) = appended?;
         self.queue_all(sealed.as_slice());
         Ok((a, sealed))
     }
