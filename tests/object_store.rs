@@ -247,39 +247,15 @@ fn object_store_crash_child() {
     drop(collector);
 }
 
+/// Let the child acknowledge a few writes (so packs seal and go up), then kill it at a moment
+/// that differs from round to round.
 fn run_and_kill(dir: &Path, port: u16, round: u64) -> Vec<String> {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "object_store_crash_child", "--nocapture", "--test-threads=1"])
-        .env("CAIRN_CRASH_DIR", dir)
-        .env("CAIRN_CRASH_ROUND", round.to_string())
-        .env("CAIRN_CRASH_MOTO_PORT", port.to_string())
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ACK ") {
-                let _ = tx.send(());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    // Let it acknowledge a few writes (so packs seal and go up), then kill it at a moment
-    // that differs from round to round.
-    for _ in 0..3 {
-        let _ = rx.recv_timeout(Duration::from_secs(60));
-    }
-    std::thread::sleep(Duration::from_millis((round * 7919 % 29) * 25));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap()
+    let env = [
+        ("CAIRN_CRASH_DIR", dir.display().to_string()),
+        ("CAIRN_CRASH_ROUND", round.to_string()),
+        ("CAIRN_CRASH_MOTO_PORT", port.to_string()),
+    ];
+    common::run_and_kill("object_store_crash_child", &env, 3, Duration::from_millis((round * 7919 % 29) * 25))
 }
 
 #[test]

@@ -229,7 +229,10 @@ impl RemotePacks {
         // ids are taken: it must answer, or ids could be handed out again over packs in it.
         let (high_water, listed) = match fs::read_to_string(&high_water_path) {
             Ok(s) => {
-                let n = s.trim().parse().map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?;
+                let n = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::corrupt(format!("{}: not a pack id", high_water_path.display())))?;
                 (n, Vec::new())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
