@@ -196,6 +196,8 @@ fn crash_config(dir: &Path, moto: &Moto) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
     c.pack_target_size = 1 << 20; // many seals, uploads and switches a round
     c.storage = s3::storage(moto, &s3::prefix_for(dir));
+    // A disk cache of three packs: kills land in moves into it and evictions from it too.
+    c.storage.disk_cache_size = cairn::config::ByteSize(3 << 20);
     c
 }
 

@@ -339,4 +339,31 @@ mod tests {
             .unwrap();
         assert!(refetched);
     }
+
+    #[test]
+    fn the_disk_cache_keeps_the_newest_packs_within_its_size_and_finds_them_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (packs, cache) = (dir.path().join("packs"), dir.path().join("cache"));
+        fs::create_dir_all(&packs).unwrap();
+        let disk = Disk::open(&cache, 2500).unwrap();
+        for id in 1..=3u64 {
+            let from = packs.join(super::super::super::pack_name(id));
+            fs::write(&from, vec![id as u8; 1000]).unwrap();
+            disk.admit(id, &from, 1000).unwrap();
+            assert!(!from.exists(), "moved, not copied");
+        }
+        assert!(disk.open_pack(1).is_none(), "the oldest went to make room");
+        assert!(disk.open_pack(2).is_some() && disk.open_pack(3).is_some());
+        let too_big = packs.join("big");
+        fs::write(&too_big, vec![0u8; 3000]).unwrap();
+        disk.admit(9, &too_big, 3000).unwrap();
+        assert!(!too_big.exists() && disk.open_pack(9).is_none(), "deleted: it does not fit");
+        drop(disk);
+        let disk = Disk::open(&cache, 2500).unwrap();
+        assert!(disk.open_pack(3).is_some(), "found again after a restart");
+        disk.forget(3).unwrap();
+        assert!(disk.open_pack(3).is_none());
+        assert_eq!(disk.clear().unwrap(), 1000);
+        assert!(disk.open_pack(2).is_none());
+    }
 }

@@ -76,3 +76,25 @@ impl StorageConfig {
         self.prefix.trim_matches('/')
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_needs_a_bucket_and_local_needs_nothing() {
+        let mut c = StorageConfig::default();
+        assert!(c.validate().is_ok());
+        c.backend = Backend::S3;
+        assert!(c.validate().is_err(), "no bucket");
+        c.bucket = Some("b".into());
+        c.prefix = "/eu/1/".into();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.prefix(), "eu/1");
+        c.prefix = "eu/../x".into();
+        assert!(c.validate().is_err());
+        let parsed: StorageConfig = toml::from_str("backend = \"s3\"\nbucket = \"b\"\ncache_size = \"1GiB\"").unwrap();
+        assert_eq!((parsed.backend, parsed.cache_size.0), (Backend::S3, 1 << 30));
+        assert!(toml::from_str::<StorageConfig>("backend = \"ftp\"").is_err());
+    }
+}
