@@ -1,8 +1,8 @@
 //! Packfiles on local disk: appending, syncing, sealing, reading and crash recovery.
 //!
 //! Where packs live is this module's business alone; the engine speaks to it in pack ids and
-//! entries. (An object-store backend would keep the open pack on local disk and upload it when
-//! sealed; reads would become ranged GETs.)
+//! entries. `remote` keeps sealed packs in an S3-compatible bucket instead, around these same
+//! local packs for the open ones; `open_store` picks one from `[storage]`.
 
 pub mod format;
 pub mod keyring;
