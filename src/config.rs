@@ -141,6 +141,8 @@ pub struct Config {
     /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener, for proxies that speak
     /// HTTP/2 upstream; HTTP/1.1 is always accepted.
     pub h2c: bool,
+    /// Where sealed packs live, local disk or an S3-compatible bucket: `[storage]`.
+    pub storage: crate::pack::StorageConfig,
     /// For tests only: time stands still until `POST /admin/clock` moves it, so a test passes
     /// a code's lifetime or a rate-limit window without sleeping. Needs `admin_token`.
     pub test_clock: bool,
@@ -224,6 +226,7 @@ impl Default for Config {
             tls: Default::default(),
             proxy: ProxyConfig::default(),
             h2c: true,
+            storage: engine.storage,
         }
     }
 }
@@ -266,8 +269,18 @@ pub enum ConfigError {
 const NOT_SETTINGS: [&str; 4] = ["CAIRN_CONFIG", "CAIRN_LOG", "CAIRN_LOG_FORMAT", "CAIRN_ROCKSDB"];
 /// The sections a `CAIRN_SECTION_NAME` variable may name, longest first (`notifier_smtp_host`
 /// is `[notifier.smtp] host`, not `[notifier] smtp_host`).
-const SECTIONS: [&str; 9] =
-    ["notifier_smtp", "notifier_webhook", "notifier", "identity", "limits", "chunking", "drive", "tls", "proxy"];
+const SECTIONS: [&str; 10] = [
+    "notifier_smtp",
+    "notifier_webhook",
+    "notifier",
+    "identity",
+    "limits",
+    "chunking",
+    "drive",
+    "tls",
+    "proxy",
+    "storage",
+];
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -324,6 +337,7 @@ impl Config {
         self.identity.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.tls.validate().map_err(ConfigError::Invalid)?;
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         Ok(self)
     }
 
@@ -391,6 +405,7 @@ impl Config {
                 master_key: self.master_key.clone(),
                 master_key_file: self.master_key_file.clone(),
             },
+            storage: self.storage.clone(),
         }
     }
 }

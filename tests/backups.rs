@@ -253,7 +253,8 @@ async fn fsck_finds_a_backup_whose_records_disagree() {
     s.fsck_ok().await;
     s.stop();
 
-    let cfg = cairn::engine::EngineConfig::new(dir.path());
+    let mut cfg = cairn::engine::EngineConfig::new(dir.path());
+    common::s3::configure(&mut cfg);
     let e = cairn::engine::Engine::open(cfg, std::sync::Arc::new(cairn::metrics::Metrics::new())).unwrap();
     assert!(cairn::engine::fsck::check(&e).unwrap().ok(), "clean offline too, empty backup included");
     // Lose one entry record: the backup's head and objects now say two files, its entries one.

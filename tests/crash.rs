@@ -5,7 +5,6 @@
 
 mod common;
 use common::noise;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,35 +37,8 @@ fn config(dir: &std::path::Path) -> EngineConfig {
 /// SIGKILL it at a moment that differs from round to round. Returns the complete lines it
 /// printed.
 fn run_and_kill(name: &str, dir: &std::path::Path, round: u64) -> Vec<String> {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
-        .env("CAIRN_CRASH_DIR", dir)
-        .env("CAIRN_CRASH_ROUND", round.to_string())
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ACK ") && lines.iter().all(|l: &String| !l.starts_with("ACK ")) {
-                let _ = tx.send(());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    // Under load a child can take a while to start; what matters is that it is mid-work.
-    let _ = rx.recv_timeout(Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis((round * 7919 % 23) * 20));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // `lines()` only yields complete lines; a torn last line is dropped.
-    reader.join().unwrap()
+    let env = [("CAIRN_CRASH_DIR", dir.display().to_string()), ("CAIRN_CRASH_ROUND", round.to_string())];
+    common::run_and_kill(name, &env, 1, Duration::from_millis((round * 7919 % 23) * 20))
 }
 
 #[test]

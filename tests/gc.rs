@@ -13,6 +13,7 @@ use cairn::store::keys::{AccountId, Namespace};
 fn open(dir: &std::path::Path) -> Engine {
     let mut cfg = EngineConfig::new(dir);
     cfg.pack_target_size = 1 << 20;
+    common::s3::configure(&mut cfg);
     Engine::open(cfg, Arc::new(Metrics::new())).unwrap()
 }
 
@@ -118,7 +119,10 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = collector.join().unwrap();
-    assert!(runs >= 500, "only {runs} collections ran beside the uploads");
+    // With packs in a bucket each collection also lists it and reads tables by range, so fewer
+    // run in the same time; enough still interleave with every kind of step.
+    let enough = if common::s3::shared().is_some() { 50 } else { 500 };
+    assert!(runs >= enough, "only {runs} collections ran beside the uploads");
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
@@ -130,6 +134,7 @@ fn compaction_copying_more_than_one_sync_interval_keeps_everything_readable() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
     cfg.pack_target_size = 32 << 20;
+    common::s3::configure(&mut cfg);
     let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     let a = AccountId([7; 16]);
     let files: Vec<Vec<u8>> = (0..6).map(|i| noise(4 << 20, 100 + i)).collect();

@@ -35,7 +35,7 @@ use crate::chunk::{ChunkingParams, Cutter};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::pack::{KeySource, Keyring, PackStore, Packs, SealedPack};
+use crate::pack::{KeySource, Keyring, PackStore, SealedPack, StorageConfig};
 use crate::store::keys::{self, AccountId, PackRecord};
 use crate::store::{decode_u64, Db, CF_META, CF_PACKS, META_LAST_VERSION};
 
@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub clock: Clock,
     /// Encryption at rest: whether new packs are sealed, and where the master key is.
     pub keys: KeySource,
+    /// Where sealed packs live: local disk, or a bucket (`pack::remote`).
+    pub storage: StorageConfig,
 }
 
 /// Room for the database's flushes and compaction's copies, when the disk is nearly full.
@@ -73,6 +75,7 @@ impl EngineConfig {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             clock: Clock::system(),
             keys: KeySource { encrypt: true, master_key: None, master_key_file: None },
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -91,7 +94,7 @@ struct Inner {
     config: EngineConfig,
     cutter: Cutter,
     db: Db,
-    /// Where packs live; local disk (`Packs`) is the one home today.
+    /// Where packs live: local disk (`Packs`) or a bucket (`RemotePacks`), as configured.
     packs: Box<dyn PackStore>,
     /// The data keys, shared with `packs`: ingest's workers seal chunks ahead of the writer.
     keyring: Arc<Keyring>,
@@ -117,19 +120,21 @@ impl Engine {
         let last_version = db.get(CF_META, META_LAST_VERSION)?.as_deref().and_then(decode_u64).unwrap_or(0);
         let waits = metrics.lock_waits.clone();
         let keyring = Keyring::open(&config.data_dir, &config.keys).map_err(|e| Error::Internal(e.to_string()))?;
-        let (packs, recovered) = Packs::open(
+        let (packs, recovered) = crate::pack::open_store(
             &config.data_dir.join("packs"),
+            &config.storage,
             config.pack_target_size,
             config.min_free_bytes,
             id_floor,
             waits.clone(),
             keyring.clone(),
+            &metrics.registry,
         )?;
         let inner = Inner {
             config,
             cutter,
             db,
-            packs: Box::new(packs),
+            packs,
             keyring,
             table: ChunkTable::new(waits),
             metrics,

@@ -1,13 +1,14 @@
 //! Packfiles on local disk: appending, syncing, sealing, reading and crash recovery.
 //!
 //! Where packs live is this module's business alone; the engine speaks to it in pack ids and
-//! entries. (An object-store backend would keep the open pack on local disk and upload it when
-//! sealed; reads would become ranged GETs.)
+//! entries. `remote` keeps sealed packs in an S3-compatible bucket instead, around these same
+//! local packs for the open ones; `open_store` picks one from `[storage]`.
 
 pub mod format;
 pub mod keyring;
 mod open;
 mod readers;
+pub mod remote;
 pub mod sealed;
 mod space;
 mod store;
@@ -15,6 +16,7 @@ mod store;
 pub use keyring::{KeySet, KeySource, Keyring};
 pub use store::{overhead, stored_cost, PackKeys, PackStore};
 
+pub use remote::settings::{Backend, StorageConfig};
 pub use space::Low as LowSpace;
 
 use std::borrow::Cow;
@@ -31,7 +33,6 @@ use bytes::Bytes;
 
 use format::{EntryInfo, FormatError, ENTRY_HEADER_LEN, TRAILER_LEN};
 use open::{Durability, OpenPack, SealFailed};
-use sealed::SealError;
 
 use crate::chunk::ChunkId;
 use crate::codec::{self, SealedChunk};
@@ -94,6 +95,32 @@ pub struct Packs {
     waits: LockWaits,
     /// Data keys: new entries and tables are sealed under the current one (if sealing is on).
     keyring: Arc<Keyring>,
+}
+
+/// The pack store `storage` asks for, opened on `dir` (see `Packs::open` and
+/// `remote::RemotePacks::open`), with the packs a crash left unsealed, now recovered.
+#[allow(clippy::too_many_arguments)]
+pub fn open_store(
+    dir: &Path,
+    storage: &StorageConfig,
+    target_size: u64,
+    min_free: u64,
+    id_floor: u64,
+    waits: LockWaits,
+    keyring: Arc<Keyring>,
+    registry: &prometheus::Registry,
+) -> Result<(Box<dyn PackStore>, Vec<SealedPack>)> {
+    Ok(match storage.backend {
+        Backend::Local => {
+            let (p, recovered) = Packs::open(dir, target_size, min_free, id_floor, waits, keyring)?;
+            (Box::new(p), recovered)
+        }
+        Backend::S3 => {
+            let (p, recovered) =
+                remote::RemotePacks::open(dir, storage, target_size, min_free, id_floor, waits, keyring, registry)?;
+            (Box::new(p), recovered)
+        }
+    })
 }
 
 fn pack_name(id: u64) -> String {
@@ -346,15 +373,7 @@ impl PackStore for Packs {
         let file = self.reader(pack_id)?;
         let mut buf = vec![0u8; (e.end() - e.offset) as usize];
         file.read_exact_at(&mut buf, e.offset)?;
-        let cipher = sealed::is_sealed_entry(&buf).then(|| codec::Ciphered {
-            key_id: format::u32_at(&buf, 8),
-            header: buf[..ENTRY_HEADER_LEN].try_into().expect("48 bytes"),
-            body: Bytes::copy_from_slice(&buf[ENTRY_HEADER_LEN..]),
-        });
-        let stored = self.open_run(pack_id, std::slice::from_ref(e), e.offset, buf)?.pop().expect("one entry");
-        let raw = unseal_checked(pack_id, e, stored.clone(), true)?;
-        let cipher = cipher.filter(|c| Some(c.key_id) == self.keyring.keys().current());
-        Ok(SealedChunk { id: e.id, raw, compression: e.compression, stored, cipher })
+        self.copy_out_of(pack_id, e, buf)
     }
 
     /// A new data key, current at once: the open packs are sealed (returned, for recording)
@@ -375,25 +394,7 @@ impl PackStore for Packs {
     /// Drop the data keys no pack uses. The lanes and the spare are locked meanwhile, so no
     /// entry under an old key can be appended between the look and the drop.
     fn retire_keys(&self) -> Result<Vec<u32>> {
-        let lanes = Lane::ALL.map(|lane| self.lane(lane));
-        let spare = self.spare.lock().expect("spare lock poisoned");
-        let mut in_use: BTreeSet<u32> = lanes.iter().filter_map(|l| l.as_ref()).flat_map(|p| p.keys_used()).collect();
-        let mut open: BTreeSet<u64> = lanes.iter().filter_map(|l| l.as_ref()).map(|p| p.id).collect();
-        if let Some(p) = spare.as_ref() {
-            in_use.extend(p.keys_used());
-            open.insert(p.id);
-        }
-        let keys = self.keyring.keys();
-        for id in self.list()?.into_iter().filter(|id| !open.contains(id)) {
-            let path = self.path(id);
-            match table_entries(&path, &keys) {
-                Ok((header, entries)) => {
-                    in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1)))
-                }
-                Err(_) => in_use.extend(keys_in_file(&path)?),
-            }
-        }
-        self.keyring.retire(&in_use).map_err(|e| Error::Internal(e.to_string()))
+        self.retire_keys_beside(BTreeSet::new())
     }
 
     /// Append one chunk to the lane's open pack, first taking that pack out of the lane if the
@@ -530,11 +531,64 @@ impl PackStore for Packs {
 }
 
 impl Packs {
+    /// `retire_keys`, keeping also the keys in `elsewhere` (those of packs that are no longer
+    /// on this disk: see `remote`).
+    pub(crate) fn retire_keys_beside(&self, elsewhere: BTreeSet<u32>) -> Result<Vec<u32>> {
+        let lanes = Lane::ALL.map(|lane| self.lane(lane));
+        let spare = self.spare.lock().expect("spare lock poisoned");
+        let mut in_use: BTreeSet<u32> = lanes.iter().filter_map(|l| l.as_ref()).flat_map(|p| p.keys_used()).collect();
+        in_use.extend(elsewhere);
+        let mut open: BTreeSet<u64> = lanes.iter().filter_map(|l| l.as_ref()).map(|p| p.id).collect();
+        if let Some(p) = spare.as_ref() {
+            in_use.extend(p.keys_used());
+            open.insert(p.id);
+        }
+        let keys = self.keyring.keys();
+        for id in self.list()?.into_iter().filter(|id| !open.contains(id)) {
+            let path = self.path(id);
+            match table_entries(&path, &keys) {
+                Ok((header, entries)) => {
+                    in_use.extend(header.table_key.into_iter().chain(entries.iter().filter_map(|e| e.1)))
+                }
+                Err(_) => in_use.extend(keys_in_file(&path)?),
+            }
+        }
+        self.keyring.retire(&in_use).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Whether a pack is held (open, being sealed, or with entries waiting to be indexed): see
+    /// `unindexed`.
+    pub(crate) fn held(&self, pack_id: u64) -> bool {
+        self.unindexed.lock().expect("unindexed poisoned").contains_key(&pack_id)
+    }
+
+    /// Close the kept read handle of a pack that is leaving this directory.
+    pub(crate) fn forget_reader(&self, pack_id: u64) {
+        self.readers.forget(pack_id);
+    }
+
+    pub(crate) fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// `copy_out` of an entry's bytes (header included), however they were read.
+    pub(crate) fn copy_out_of(&self, pack_id: u64, e: &EntryInfo, buf: Vec<u8>) -> Result<SealedChunk> {
+        let cipher = sealed::is_sealed_entry(&buf).then(|| codec::Ciphered {
+            key_id: format::u32_at(&buf, 8),
+            header: buf[..ENTRY_HEADER_LEN].try_into().expect("48 bytes"),
+            body: Bytes::copy_from_slice(&buf[ENTRY_HEADER_LEN..]),
+        });
+        let stored = self.open_run(pack_id, std::slice::from_ref(e), e.offset, buf)?.pop().expect("one entry");
+        let raw = unseal_checked(pack_id, e, stored.clone(), true)?;
+        let cipher = cipher.filter(|c| Some(c.key_id) == self.keyring.keys().current());
+        Ok(SealedChunk { id: e.id, raw, compression: e.compression, stored, cipher })
+    }
+
     /// The stored bytes of each entry of `run`, read into `buf` (which starts at `start`):
     /// plain entries as they are, sealed ones opened in place. Each entry must be the one the
     /// index says: same chunk, lengths and compression (for a sealed entry, as its sealed
     /// bytes say, after they authenticate).
-    fn open_run(&self, pack_id: u64, run: &[EntryInfo], start: u64, mut buf: Vec<u8>) -> Result<Vec<Bytes>> {
+    pub(crate) fn open_run(&self, pack_id: u64, run: &[EntryInfo], start: u64, mut buf: Vec<u8>) -> Result<Vec<Bytes>> {
         let bad = |at: u64, why: String| Error::corrupt(format!("pack {pack_id} at {at}: {why}"));
         let keys = self.keyring.keys();
         let mut ranges = Vec::with_capacity(run.len());
@@ -580,10 +634,6 @@ fn sealing_failed(pack: u64, e: SealFailed) -> Error {
     }
 }
 
-fn sealed_err(path: &Path, e: SealError) -> Error {
-    Error::corrupt(format!("{}: {e}", path.display()))
-}
-
 /// Decompress stored bytes read from `pack_id` and, if asked, check them against their id.
 pub fn unseal_checked(pack_id: u64, want: &EntryInfo, stored: Bytes, verify: bool) -> Result<Bytes> {
     let raw = codec::unseal_bytes(want.compression, stored, want.raw_len as usize)
@@ -627,15 +677,27 @@ pub fn read_sealed(path: &Path, keys: &KeySet) -> Result<Vec<EntryInfo>> {
 fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Keyed)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    let bad = |e: FormatError| Error::corrupt(format!("{}: {e}", path.display()));
+    table_entries_at(&path.display().to_string(), len, &|buf, at| file.read_exact_at(buf, at), keys)
+}
+
+/// `table_entries` of a pack `len` bytes long that `read_at` reads (a file, or ranged reads of
+/// an object): three reads, of the header, the trailer and the table. `name` names the pack
+/// in errors.
+pub(crate) fn table_entries_at(
+    name: &str,
+    len: u64,
+    read_at: &dyn Fn(&mut [u8], u64) -> io::Result<()>,
+    keys: &KeySet,
+) -> Result<(format::PackHeader, Keyed)> {
+    let bad = |e: FormatError| Error::corrupt(format!("{name}: {e}"));
     if len < (format::HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(bad(FormatError::Truncated { need: format::HEADER_LEN + TRAILER_LEN, have: len as usize }));
     }
     let mut header = [0u8; format::HEADER_LEN];
-    file.read_exact_at(&mut header, 0)?;
+    read_at(&mut header, 0)?;
     let parsed = format::parse_header(&header).map_err(bad)?;
     let mut tail = [0u8; TRAILER_LEN];
-    file.read_exact_at(&mut tail, len - TRAILER_LEN as u64)?;
+    read_at(&mut tail, len - TRAILER_LEN as u64)?;
     let table_offset = match parsed.table_key {
         Some(_) => sealed::parse_trailer(&tail).map_err(bad)?.table_offset,
         None => format::parse_trailer(&tail).map_err(bad)?.table_offset,
@@ -645,10 +707,10 @@ fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Keye
         return Err(bad(FormatError::Layout));
     }
     let mut table = vec![0u8; (table_end - table_offset) as usize];
-    file.read_exact_at(&mut table, table_offset)?;
+    read_at(&mut table, table_offset)?;
     let entries = match parsed.table_key {
         Some(_) => sealed::open_table(keys, &header, &tail, &mut table)
-            .map_err(|e| sealed_err(path, e))?
+            .map_err(|e| Error::corrupt(format!("{name}: {e}")))?
             .into_iter()
             .map(|t| (t.info, Some(t.key)))
             .collect(),
@@ -664,12 +726,16 @@ fn table_entries(path: &Path, keys: &KeySet) -> Result<(format::PackHeader, Keye
 /// (which name their key in the clear), so that no key is retired from under a pack whose
 /// table is damaged or not yet written.
 fn keys_in_file(path: &Path) -> Result<BTreeSet<u32>> {
-    let bytes = fs::read(path)?;
-    let Ok(header) = format::parse_header(&bytes) else {
-        return Err(Error::corrupt(format!("{}: unreadable header; no key is retired while it is", path.display())));
+    keys_in_bytes(&fs::read(path)?, &path.display().to_string())
+}
+
+/// `keys_in_file` of a pack's bytes, however they were read.
+pub(crate) fn keys_in_bytes(bytes: &[u8], name: &str) -> Result<BTreeSet<u32>> {
+    let Ok(header) = format::parse_header(bytes) else {
+        return Err(Error::corrupt(format!("{name}: unreadable header; no key is retired while it is")));
     };
     let mut keys: BTreeSet<u32> = header.table_key.into_iter().collect();
-    let (frames, _) = sealed::scan_frames(&bytes);
+    let (frames, _) = sealed::scan_frames(bytes);
     keys.extend(frames.iter().map(|f| f.key_id));
     Ok(keys)
 }
@@ -677,18 +743,27 @@ fn keys_in_file(path: &Path) -> Result<BTreeSet<u32>> {
 /// Every entry in a pack file whose bytes open and hash to its id, sealed or not, with its key.
 /// Used by recovery, by fsck and by index rebuilds; damaged entries are reported through `bad`
 /// (a sealed entry that fails authentication names no chunk: its id is sealed too).
-pub fn verified_entries(path: &Path, keys: &KeySet, mut bad: impl FnMut(EntryInfo, String)) -> Result<(Keyed, u64)> {
-    let bytes = fs::read(path)?;
-    let header = format::parse_header(&bytes).map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
+pub fn verified_entries(path: &Path, keys: &KeySet, bad: impl FnMut(EntryInfo, String)) -> Result<(Keyed, u64)> {
+    verified_entries_in(&fs::read(path)?, &path.display().to_string(), keys, bad)
+}
+
+/// `verified_entries` of a whole pack's bytes, however they were read.
+pub(crate) fn verified_entries_in(
+    bytes: &[u8],
+    name: &str,
+    keys: &KeySet,
+    mut bad: impl FnMut(EntryInfo, String),
+) -> Result<(Keyed, u64)> {
+    let header = format::parse_header(bytes).map_err(|e| Error::corrupt(format!("{name}: {e}")))?;
     if header.table_key.is_some() {
-        return Ok(verified_sealed(&bytes, keys, bad));
+        return Ok(verified_sealed(bytes, keys, bad));
     }
-    let (entries, end) = match format::parse_sealed(&bytes) {
+    let (entries, end) = match format::parse_sealed(bytes) {
         Ok((_, entries)) => {
             let end = entries.last().map_or(format::HEADER_LEN as u64, |e| e.end());
             (entries, end)
         }
-        Err(_) => format::scan_entries(&bytes),
+        Err(_) => format::scan_entries(bytes),
     };
     let mut good = Vec::with_capacity(entries.len());
     for e in entries {

@@ -35,9 +35,18 @@ impl Server {
 
     /// A server on an existing data directory (restarts).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// `start_in`, with these environment variables too.
+    pub fn start_in_env(dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
         cmd.args(["serve", "--data-dir"]).arg(dir).args(["--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN]);
         cmd.args(extra).env("CAIRN_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if let Some(moto) = s3::shared() {
+            cmd.envs(moto.server_env(&s3::prefix_for(dir)));
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("start cairn serve");
         // One line per listener, the TLS one (if any) first and the plain one last.
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -173,4 +182,39 @@ pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     code
 }
 
+/// Run the ignored child test `name` of this test binary with `env`, let it print `acks` lines
+/// starting with `ACK ` (a write it acknowledged), wait `delay` more, then SIGKILL it. Returns
+/// the complete lines it printed (a torn last line is dropped). Used by the crash tests.
+pub fn run_and_kill(name: &str, env: &[(&str, String)], acks: usize, delay: Duration) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ACK ") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    // Under load a child can take a while to start; what matters is that it is mid-work.
+    for _ in 0..acks {
+        let _ = rx.recv_timeout(Duration::from_secs(60));
+    }
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
 pub mod identity;
+pub mod s3;
