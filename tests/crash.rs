@@ -119,33 +119,7 @@ fn compaction_child() {
             e.gc(cairn::engine::GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
         })
     };
-    rt.block_on(async {
-        for i in 0.. {
-            let ing = engine.ingest_bytes(Bytes::from(content(round, i))).await.unwrap();
-            let e = engine.clone();
-            let name = format!("r{round}-{i}");
-            tokio::task::spawn_blocking(move || {
-                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
-                    .unwrap()
-                    .unwrap();
-            })
-            .await
-            .unwrap();
-            // Acknowledged before the delete below: object i-2 goes only after `ACK i`, so
-            // every acknowledged object whose `ACK i+2` never came must survive the kill.
-            println!("ACK {round} {i}");
-            if i >= 2 {
-                // Deleting makes garbage, so there is always something to compact.
-                let e = engine.clone();
-                let old = format!("r{round}-{}", i - 2);
-                tokio::task::spawn_blocking(move || {
-                    e.delete_object(&ACCOUNT, Namespace::Scratch, old.as_bytes(), Precondition::None).unwrap().unwrap();
-                })
-                .await
-                .unwrap();
-            }
-        }
-    });
+    rt.block_on(common::write_ack_delete_forever(&engine, ACCOUNT, round, content));
     drop(collector);
 }
 

@@ -222,30 +222,7 @@ fn object_store_crash_child() {
         })
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        for i in 0.. {
-            let ing = engine.ingest_bytes(Bytes::from(content(round, i))).await.unwrap();
-            let e = engine.clone();
-            let name = format!("r{round}-{i}");
-            tokio::task::spawn_blocking(move || {
-                e.put_object(&ACCOUNT, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
-                    .unwrap()
-                    .unwrap();
-            })
-            .await
-            .unwrap();
-            println!("ACK {round} {i}");
-            if i >= 2 {
-                let e = engine.clone();
-                let old = format!("r{round}-{}", i - 2);
-                tokio::task::spawn_blocking(move || {
-                    e.delete_object(&ACCOUNT, Namespace::Scratch, old.as_bytes(), Precondition::None).unwrap().unwrap();
-                })
-                .await
-                .unwrap();
-            }
-        }
-    });
+    rt.block_on(common::write_ack_delete_forever(&engine, ACCOUNT, round, content));
     drop(collector);
 }
 

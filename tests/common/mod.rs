@@ -218,3 +218,37 @@ pub fn run_and_kill(name: &str, env: &[(&str, String)], acks: usize, delay: Dura
 
 pub mod identity;
 pub mod s3;
+
+/// A crash test's child: write object `i` of `round`, print `ACK round i` once it is durable,
+/// then delete object `i - 2` (so there is always garbage for a collector to work on), forever;
+/// the parent kills it at some moment. Every acknowledged object whose `ACK i+2` never came must
+/// survive the kill.
+pub async fn write_ack_delete_forever(
+    engine: &cairn::engine::Engine,
+    account: cairn::store::keys::AccountId,
+    round: u64,
+    content: impl Fn(u64, u64) -> Vec<u8>,
+) {
+    use cairn::engine::Precondition;
+    use cairn::store::keys::Namespace;
+    for i in 0.. {
+        let ing = engine.ingest_bytes(bytes::Bytes::from(content(round, i))).await.unwrap();
+        let (e, name) = (engine.clone(), format!("r{round}-{i}"));
+        tokio::task::spawn_blocking(move || {
+            e.put_object(&account, Namespace::Scratch, name.as_bytes(), ing, u64::MAX, Precondition::None)
+                .unwrap()
+                .unwrap();
+        })
+        .await
+        .unwrap();
+        println!("ACK {round} {i}");
+        if i >= 2 {
+            let (e, old) = (engine.clone(), format!("r{round}-{}", i - 2));
+            tokio::task::spawn_blocking(move || {
+                e.delete_object(&account, Namespace::Scratch, old.as_bytes(), Precondition::None).unwrap().unwrap();
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
