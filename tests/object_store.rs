@@ -11,8 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use cairn::engine::{fsck, Engine, EngineConfig, GcOptions, Precondition};
+use cairn::engine::{fsck, Engine, EngineConfig, GcOptions};
 use cairn::metrics::Metrics;
 use cairn::store::keys::{AccountId, Namespace};
 use common::identity::*;

@@ -22,6 +22,7 @@ mod timeouts;
 pub mod tls;
 mod trash;
 mod tus;
+mod unread;
 pub mod views;
 
 use std::sync::Arc;
@@ -211,5 +212,6 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(app.clone(), timeouts::body_idle))
         .layer(axum::middleware::from_fn_with_state(app.clone(), system::count_and_limit_headers))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn(unread::close_if_unread))
         .with_state(app)
 }
