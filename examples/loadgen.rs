@@ -1279,7 +1279,7 @@ async fn dav_bench(a: DavArgs) -> Result<()> {
     let made = Instant::now();
     let written: Vec<_> = futures::stream::iter(0..a.files)
         .map(|i| put(format!("many/{:02}/f{i:06}", i % 50), i.to_le_bytes().to_vec()))
-        .buffer_unordered(16)
+        .buffer_unordered(4) // within the per-account upload limit
         .collect()
         .await;
     for r in written {
