@@ -425,10 +425,12 @@ impl PackStore for RemotePacks {
         {
             let mut q = s.uploads.lock();
             q.waiting.remove(&id);
-            if q.in_flight == Some(id) {
-                q.doomed.insert(id);
-            }
             s.metrics.backlog(&q.waiting);
+            // Its upload, if one runs, ends within the bucket's timeouts; then nothing puts
+            // the object back after the delete below.
+            while q.in_flight == Some(id) {
+                q = s.uploads.wake.wait(q).expect("upload queue poisoned");
+            }
         }
         s.bucket.delete(id)?;
         s.sizes.lock().expect("sizes poisoned").remove(&id);

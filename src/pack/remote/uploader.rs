@@ -13,10 +13,13 @@
 //!   after a pause that doubles up to `retry_max`. New packs do not wait for old failures to
 //!   clear: the queue is worked oldest first, one pack at a time, and a failure pauses it all
 //!   (the store is down, most likely, for every pack alike).
-//! - A pack removed (by GC) while queued is dropped from the queue; while in flight, its
-//!   object is deleted once the upload ends, so no orphan outlives it.
+//! - A pack removed (by GC) while queued is dropped from the queue; while in flight, the
+//!   removal waits for the upload to end (one try, bounded by the bucket's timeouts) before it
+//!   deletes the object. Deleting first and letting the upload finish after would leave an
+//!   object listed for a moment and gone the next: fsck, running right after a GC, read such
+//!   a pack's listing and then its 404 (CI, the s3 pass of `plans_downgrades...`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +35,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Queue {
     /// Sealed packs waiting for their upload, with their sizes.
     pub waiting: BTreeMap<u64, u64>,
+    /// The pack being uploaded; `wake` is notified when it ends.
     pub in_flight: Option<u64>,
-    /// Removed while in flight: deleted from the bucket when the upload ends.
-    pub doomed: HashSet<u64>,
     pub stop: bool,
 }
 
@@ -71,7 +73,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let outcome = upload(&shared, id);
         let mut q = shared.uploads.lock();
         q.in_flight = None;
-        let doomed = q.doomed.remove(&id);
+        shared.uploads.wake.notify_all();
         match outcome {
             Ok(()) => {
                 q.waiting.remove(&id);
@@ -98,12 +100,6 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         shared.metrics.backlog(&q.waiting);
         shared.metrics.up.set(i64::from(shared.uploads.reachable.load(Ordering::Relaxed)));
-        drop(q);
-        if doomed {
-            if let Err(e) = shared.bucket.delete(id).and_then(|()| Ok(shared.disk.forget(id)?)) {
-                tracing::warn!(pack = id, error = %e, "cannot delete a removed pack's object; the next GC will");
-            }
-        }
     }
 }
 
