@@ -30,6 +30,11 @@ pub enum Error {
     /// fault, so not `Corrupt`, which sends operators to fsck.
     #[error("internal: {0}")]
     Internal(String),
+    /// The object store holding the packs did not answer, or answered with an error (5xx,
+    /// throttling, a timeout, refused credentials), after its retries: nothing is wrong with
+    /// the data, and the same request may succeed later.
+    #[error("the object store is unavailable: {0}")]
+    Unavailable(String),
     /// The account was deleted while this write was under way.
     #[error("the account no longer exists")]
     AccountGone,

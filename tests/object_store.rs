@@ -14,6 +14,7 @@ use std::time::Duration;
 use cairn::engine::{fsck, Engine, EngineConfig, GcOptions};
 use cairn::metrics::Metrics;
 use cairn::store::keys::{AccountId, Namespace};
+use common::faults::{Faults, FaultyFront};
 use common::identity::*;
 use common::s3::{self, Moto};
 use common::*;
@@ -115,23 +116,22 @@ async fn with_the_store_frozen_uploads_are_still_acknowledged_and_the_backlog_dr
     s.fsck_ok().await;
 }
 
-#[tokio::test]
-async fn a_damaged_object_is_found_by_fsck_and_never_served() {
+/// Damage the largest pack in the bucket with `damage` while the server is down; then the file
+/// is never served whole, and fsck reports the pack.
+async fn damage_is_found_by_fsck_and_never_served(seed: u64, damage: impl FnOnce(&mut Vec<u8>)) {
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let env = env_of(&moto, dir.path(), &[]);
     let mut s = Server::start_in_env(dir.path(), &[], &env);
     let u = signed_in(&s).await;
-    let data = noise(3 << 20, 300);
+    let data = noise(3 << 20, seed);
     put_file(&s, &u, "f", data.clone()).await;
     drained(&s, 2.0).await;
     s.stop();
-    // Flip one byte in the middle of the first pack (inside an entry, past the header).
     let prefix = s3::prefix_for(dir.path());
     let (key, _) = moto.list(&prefix).into_iter().max_by_key(|(_, size)| *size).unwrap();
     let mut body = moto.get(&key).await;
-    let at = body.len() / 2;
-    body[at] ^= 0x40;
+    damage(&mut body);
     moto.overwrite(&key, body).await;
 
     let s = Server::start_in_env(dir.path(), &[], &env);
@@ -147,6 +147,76 @@ async fn a_damaged_object_is_found_by_fsck_and_never_served() {
     let v = body_of(r, 200).await;
     assert_eq!(v["ok"], false, "{v}");
     assert!(v["problems"].to_string().contains("pack"), "{v}");
+    assert!(s.client.get(s.url("/healthz")).send().await.unwrap().status() == 200, "the server stays up");
+}
+
+#[tokio::test]
+async fn a_corrupted_object_is_found_by_fsck_and_never_served() {
+    // One byte flipped in the middle of the pack (inside an entry, past the header).
+    damage_is_found_by_fsck_and_never_served(300, |body| {
+        let at = body.len() / 2;
+        body[at] ^= 0x40;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_truncated_object_is_found_by_fsck_and_never_served() {
+    // Cut to its first half: the entries after the cut, the table and the trailer are gone.
+    damage_is_found_by_fsck_and_never_served(301, |body| body.truncate(body.len() / 2)).await;
+}
+
+#[tokio::test]
+async fn throttling_and_5xx_are_retried_and_an_outage_answers_503_and_loses_nothing() {
+    let moto = Moto::start();
+    let front = FaultyFront::start(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = front.endpoint();
+    let env = env_of(
+        &moto,
+        dir.path(),
+        &[("CAIRN_STORAGE_ENDPOINT", endpoint.as_str()), ("CAIRN_STORAGE_TIMEOUT_SECS", "2")],
+    );
+    let mut s = Server::start_in_env(dir.path(), &[], &env);
+    let u = signed_in(&s).await;
+
+    // Every request meets one 503 SlowDown or 500 InternalError first: the retries absorb them.
+    front.set(Faults::FailEachOnce);
+    let files: Vec<Vec<u8>> = (0..2).map(|i| noise(3 << 20, 500 + i)).collect();
+    for (i, f) in files.iter().enumerate() {
+        put_file(&s, &u, &format!("f{i}"), f.clone()).await;
+    }
+    drained(&s, 5.0).await;
+    assert_eq!(s.metric("cairn_pack_upload_failures_total").await, 0.0, "each error was retried within its try");
+    for (i, f) in files.iter().enumerate() {
+        assert!(get_file(&s, &u, &format!("f{i}")).await == *f, "f{i} reads back through the errors");
+    }
+    s.fsck_ok().await;
+    assert!(front.injected() >= 20, "only {} errors were made up", front.injected());
+
+    // An outage: every answer an error. After a restart (an empty memory cache) reads reach the
+    // store, and answer 503 storage_unavailable with Retry-After; writes are still taken.
+    s.stop();
+    front.set(Faults::FailAll);
+    let mut s = Server::start_in_env(dir.path(), &[], &env);
+    let u = login(&s, &u.identifier, &u.password).await;
+    let r = get_as(&s, &u.token, "/v1/files/f0").await;
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    assert_eq!(error_code(r, 503).await, "storage_unavailable");
+    let late = noise(2 << 20, 510);
+    put_file(&s, &u, "late", late.clone()).await;
+    s.wait_for_metric("cairn_pack_upload_failures_total", |n| n >= 1.0).await;
+    assert_eq!(s.client.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+
+    // The store is back: the backlog drains and everything reads back.
+    front.set(Faults::Pass);
+    s.wait_for_metric("cairn_pack_upload_backlog_packs", |n| n == 0.0).await;
+    assert!(get_file(&s, &u, "late").await == late);
+    for (i, f) in files.iter().enumerate() {
+        assert!(get_file(&s, &u, &format!("f{i}")).await == *f);
+    }
+    s.fsck_ok().await;
+    s.stop();
 }
 
 #[tokio::test]
@@ -179,6 +249,41 @@ async fn the_index_is_rebuilt_from_the_bucket_alone() {
     let s = Server::start_in_env(dir.path(), &[], &env);
     let u = login(&s, &u.identifier, &u.password).await;
     assert!(get_file(&s, &u, "f").await == data);
+    s.fsck_ok().await;
+}
+
+#[tokio::test]
+async fn a_multipart_upload_cut_by_a_crash_is_aborted_before_the_next_upload() {
+    let moto = Moto::start();
+    let front = FaultyFront::start(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = s3::prefix_for(dir.path());
+    let endpoint = front.endpoint();
+    let env = env_of(
+        &moto,
+        dir.path(),
+        &[("CAIRN_STORAGE_ENDPOINT", endpoint.as_str()), ("CAIRN_PACK_TARGET_SIZE", "24MiB")],
+    );
+    let mut s = Server::start_in_env(dir.path(), &[], &env);
+    let u = signed_in(&s).await;
+    // One pack of 18 MiB, sealed when idle: three parts, none of which is ever answered.
+    front.set(Faults::HoldParts);
+    let data = noise(18 << 20, 600);
+    put_file(&s, &u, "big", data.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while moto.multipart_uploads(&prefix) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no multipart upload began");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.kill9();
+    assert_eq!(moto.multipart_uploads(&prefix), 1, "the crash left its upload's parts");
+
+    front.set(Faults::Pass);
+    let s = Server::start_in_env(dir.path(), &[], &env);
+    s.wait_for_metric("cairn_pack_uploads_total", |n| n >= 1.0).await;
+    assert_eq!(moto.multipart_uploads(&prefix), 0, "the journaled upload was aborted");
+    let u = login(&s, &u.identifier, &u.password).await;
+    assert!(get_file(&s, &u, "big").await == data);
     s.fsck_ok().await;
 }
 

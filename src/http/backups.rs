@@ -186,7 +186,7 @@ pub async fn file(
     let account = authed.account;
     let backups = app.backups.clone();
     let (rec, chunks) = blocking(move || backups.file(&account, id, &path)).await?;
-    super::files::serve_object(&app, &account, &rec, chunks, &method, &headers)
+    super::files::serve_object(&app, &account, &rec, chunks, &method, &headers).await
 }
 
 pub async fn delete(State(app): State<AppState>, authed: Authed, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -68,6 +68,7 @@ pub enum ErrorCode {
     HeadersTooLarge,
     Internal,
     NotReady,
+    StorageUnavailable,
     QuotaExceeded,
     InsufficientStorage,
     // Resumable uploads (tus).
@@ -134,6 +135,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::BadHeader => StatusCode::BAD_REQUEST,
@@ -200,6 +202,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::Internal => "internal",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::BadHeader => "bad_header",
@@ -309,6 +312,16 @@ impl From<Error> for ApiError {
                 ApiError::new(ErrorCode::Unauthorized, "the account was deleted while this request was under way")
             }
             Error::Body(msg) => ApiError::new(ErrorCode::BadBody, format!("the request body could not be read: {msg}")),
+            // A client retries after a pause; a throttled or failing store clears in seconds.
+            Error::Unavailable(why) => {
+                tracing::warn!(error = %why, "a request failed: the object store is unavailable");
+                let mut e = ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "the storage behind the server is unavailable; nothing was changed, try again later",
+                );
+                e.retry_after = Some(5);
+                e
+            }
             full if full.is_disk_full() => {
                 tracing::error!(error = %full, "refusing a write: the disk is full");
                 ApiError::new(

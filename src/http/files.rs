@@ -121,12 +121,12 @@ pub async fn get(
     }
     let account = authed.account;
     let (rec, chunks) = app.drive.get(account, &path).await?;
-    serve_object(&app, &account, &rec, chunks, &method, &headers)
+    serve_object(&app, &account, &rec, chunks, &method, &headers).await
 }
 
 /// Answer a GET or HEAD of a stored object: `ETag`, `If-None-Match`, `Range`, and the body
 /// streamed through the engine. Drive files and backup files alike.
-pub(super) fn serve_object(
+pub(super) async fn serve_object(
     app: &AppState,
     account: &AccountId,
     rec: &ObjectRecord,
@@ -170,7 +170,15 @@ pub(super) fn serve_object(
     // Held by the body: a download counts until its last byte is sent or the client is gone.
     let transfer = app.downloads.admit(*account)?;
     let timer = DownloadTimer(app.metrics.download_seconds.clone(), Instant::now());
-    let stream = app.engine.read_stream(chunks, range).map(move |piece| {
+    // The first batch is read before the status is sent: a pack store that cannot be read
+    // (an object store down, a damaged pack) answers its error (503 with Retry-After, 500),
+    // not a 200 whose body breaks off, which a client cannot tell from a network fault.
+    let mut stream = Box::pin(app.engine.read_stream(chunks, range));
+    let first = match stream.next().await {
+        Some(Err(e)) => return Err(e.into()),
+        first => first,
+    };
+    let stream = futures::stream::iter(first).chain(stream).map(move |piece| {
         let _keep = (&timer, &transfer);
         piece
     });

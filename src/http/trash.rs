@@ -106,7 +106,7 @@ pub async fn get(
     Some(
         async {
             let (rec, chunks) = app.drive.get_version(authed.account, path, version_of(v)?).await?;
-            super::files::serve_object(app, &authed.account, &rec, chunks, method, headers)
+            super::files::serve_object(app, &authed.account, &rec, chunks, method, headers).await
         }
         .await,
     )

@@ -240,6 +240,19 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Replace a small file whole and durably: written and synced under a temporary name, renamed
+/// over, the directory synced. A crash leaves the old contents or the new, never a mix.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let f = File::create(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

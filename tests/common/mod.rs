@@ -216,6 +216,7 @@ pub fn run_and_kill(name: &str, env: &[(&str, String)], acks: usize, delay: Dura
     reader.join().unwrap()
 }
 
+pub mod faults;
 pub mod identity;
 pub mod s3;
 

@@ -118,6 +118,21 @@ impl Moto {
         out
     }
 
+    /// How many multipart uploads under `prefix` are begun and neither completed nor aborted.
+    pub fn multipart_uploads(&self, prefix: &str) -> usize {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET /{BUCKET}?uploads&prefix={prefix} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("ListMultipartUploadsResult"), "{answer}");
+        answer.matches("<Upload>").count()
+    }
+
     /// A signed client of the bucket (moto refuses anonymous reads of objects).
     fn client(&self) -> object_store::aws::AmazonS3 {
         object_store::aws::AmazonS3Builder::new()

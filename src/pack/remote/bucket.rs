@@ -2,21 +2,29 @@
 //! deleted, each call blocking (the pack store's callers are blocking threads) and bounded in
 //! time.
 //!
-//! Invariants: every request ends within its timeout, retries included (object_store retries
-//! 5xx, throttling and connection errors with backoff, up to `timeout_secs`); an object that
-//! is not there is an `io::ErrorKind::NotFound`, which readers take as "moved by compaction:
-//! look it up again", the same as a missing pack file; every other failure is `Error::Io` too,
-//! so nothing above `pack/` tells a bucket from a disk.
+//! Invariants:
+//! - Every request ends within its timeout, retries included (object_store retries 5xx,
+//!   throttling and connection errors with backoff, up to `timeout_secs`).
+//! - An object that is not there is an `io::ErrorKind::NotFound`, which readers take as "moved
+//!   by compaction: look it up again", the same as a missing pack file; every other failure is
+//!   `Error::Unavailable` (503 to a client: the same request may succeed later).
+//! - A multipart upload is journaled (`pack-uploads/ID.multipart` holds its upload id, synced)
+//!   from its creation until it is completed or aborted. Its parts are invisible to listings
+//!   and billed, so a crash must not leave them: the next upload aborts every journaled one
+//!   first (`abort_leftovers`).
 
+use std::fs;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use prometheus::IntCounter;
@@ -31,7 +39,11 @@ pub const PART_SIZE: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 
 pub(crate) struct Bucket {
-    store: Arc<dyn ObjectStore>,
+    /// The S3 client itself, not `dyn ObjectStore`: multipart uploads are driven by id
+    /// (`MultipartStore`), so that a crash's leftovers can be aborted by the id journaled.
+    store: Arc<AmazonS3>,
+    /// The multipart journal (see the invariants).
+    journal: PathBuf,
     /// `PREFIX/packs`, or `packs`.
     dir: String,
     /// The client's own runtime: the pack store is called from blocking threads, from the
@@ -45,12 +57,13 @@ pub(crate) struct Bucket {
 fn store_err(e: object_store::Error) -> Error {
     match e {
         object_store::Error::NotFound { .. } => Error::Io(io::Error::new(io::ErrorKind::NotFound, e.to_string())),
-        e => Error::Io(io::Error::other(format!("object store: {e}"))),
+        e => Error::Unavailable(e.to_string()),
     }
 }
 
 impl Bucket {
-    pub fn open(cfg: &StorageConfig, fetched: IntCounter) -> Result<Self> {
+    pub fn open(cfg: &StorageConfig, journal: PathBuf, fetched: IntCounter) -> Result<Self> {
+        fs::create_dir_all(&journal)?;
         let timeout = Duration::from_secs(cfg.timeout_secs);
         // Credentials, and whatever else is unset here, come from the AWS environment variables
         // (and the rest of the AWS chain: web identity, container and instance credentials).
@@ -80,7 +93,7 @@ impl Bucket {
             "" => "packs".to_string(),
             p => format!("{p}/packs"),
         };
-        Ok(Bucket { store: Arc::new(store), dir, rt: Some(rt), timeout, fetched })
+        Ok(Bucket { store: Arc::new(store), journal, dir, rt: Some(rt), timeout, fetched })
     }
 
     fn path(&self, id: u64) -> ObjectPath {
@@ -98,7 +111,7 @@ impl Bucket {
         rt.spawn(async move {
             let out = match tokio::time::timeout(limit, fut).await {
                 Ok(out) => out,
-                Err(_) => Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, "object store: timed out"))),
+                Err(_) => Err(Error::Unavailable(format!("no answer within {limit:?}"))),
             };
             let _ = tx.send(out);
         });
@@ -159,32 +172,78 @@ impl Bucket {
         Ok(got)
     }
 
-    /// Put a whole pack: one request up to `PART_SIZE`, parts above (aborted on failure, so
-    /// that a failed try leaves no parts behind; a crash can, see docs/decisions.md).
+    /// Put a whole pack: one request up to `PART_SIZE`, journaled parts above (aborted on
+    /// failure; a crash's are aborted by the next upload).
     pub fn put(&self, id: u64, bytes: Bytes) -> Result<()> {
         let (store, path) = (self.store.clone(), self.path(id));
-        let parts = bytes.len().div_ceil(PART_SIZE).max(1) as u32;
-        self.run(self.timeout * (2 + parts), async move {
-            if bytes.len() <= PART_SIZE {
+        if bytes.len() <= PART_SIZE {
+            return self.run(self.timeout * 2, async move {
                 store.put(&path, PutPayload::from(bytes)).await.map_err(store_err)?;
-                return Ok(());
-            }
-            let mut upload = store.put_multipart(&path).await.map_err(store_err)?;
-            let futs: Vec<_> = (0..bytes.len())
-                .step_by(PART_SIZE)
-                .map(|at| upload.put_part(bytes.slice(at..(at + PART_SIZE).min(bytes.len())).into()))
-                .collect();
-            let sent = futures::stream::iter(futs).buffer_unordered(PARTS_IN_FLIGHT).collect::<Vec<_>>().await;
-            let done = match sent.into_iter().find_map(|r| r.err()) {
-                None => upload.complete().await.map(|_| ()),
-                Some(e) => Err(e),
-            };
-            if let Err(e) = done {
-                let _ = upload.abort().await;
-                return Err(store_err(e));
-            }
+                Ok(())
+            });
+        }
+        let upload = self.run(self.timeout, async move { store.create_multipart(&path).await.map_err(store_err) })?;
+        let entry = self.journal.join(format!("{id:016x}.multipart"));
+        super::super::open::write_synced(&entry, upload.as_bytes())?;
+        let parts = bytes.len().div_ceil(PART_SIZE) as u32;
+        let (store, path, up) = (self.store.clone(), self.path(id), upload.clone());
+        let sent = self.run(self.timeout * (2 + parts), async move {
+            let futs = (0..bytes.len()).step_by(PART_SIZE).enumerate().map(|(i, at)| {
+                let part = bytes.slice(at..(at + PART_SIZE).min(bytes.len()));
+                let (store, path, up) = (store.clone(), path.clone(), up.clone());
+                async move { store.put_part(&path, &up, i, part.into()).await }
+            });
+            let done: Vec<PartId> = futures::stream::iter(futs)
+                .buffered(PARTS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(store_err)?;
+            store.complete_multipart(&path, &up, done).await.map_err(store_err)?;
             Ok(())
-        })
+        });
+        if sent.is_err() {
+            // Best effort now; what is left stays journaled for the next upload's cleanup.
+            let _ = self.abort(id, &upload);
+        } else {
+            fs::remove_file(&entry)?;
+        }
+        sent
+    }
+
+    /// Abort the multipart uploads a crash (or a failed abort) left journaled. A journal entry
+    /// goes only once its upload is known gone.
+    pub fn abort_leftovers(&self) -> Result<()> {
+        for entry in fs::read_dir(&self.journal)? {
+            let entry = entry?.path();
+            let Some(id) = entry
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(".multipart"))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            else {
+                continue;
+            };
+            let upload = fs::read_to_string(&entry)?;
+            tracing::info!(pack = id, "aborting a multipart upload a crash left");
+            self.abort(id, upload.trim())?;
+        }
+        Ok(())
+    }
+
+    /// Abort one multipart upload (one already gone is no error), then drop its journal entry.
+    fn abort(&self, id: u64, upload: &str) -> Result<()> {
+        let (store, path, up) = (self.store.clone(), self.path(id), upload.to_string());
+        self.run(self.timeout, async move {
+            match store.abort_multipart(&path, &up).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(store_err(e)),
+            }
+        })?;
+        match fs::remove_file(self.journal.join(format!("{id:016x}.multipart"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Delete a pack; deleting one that is not there is no error.

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The unit of the memory cache: about a chunk (64 KiB average), so that a small cold read
 /// fetches little beyond its chunk.
@@ -100,7 +100,8 @@ impl Blocks {
         fetch: impl FnOnce(Range<u64>) -> Result<Bytes>,
     ) -> Result<Vec<u8>> {
         if range.end > size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("pack {pack} is {size} bytes")).into());
+            // The index points past the object's end: the object was cut short (or replaced).
+            return Err(Error::corrupt(format!("pack {pack} in the bucket is {size} bytes, read up to {}", range.end)));
         }
         if range.is_empty() {
             return Ok(Vec::new());
@@ -117,7 +118,11 @@ impl Blocks {
             let end = ((first + hi as u64 + 1) * BLOCK + ahead).min(size);
             let got = fetch(start..end)?;
             if got.len() as u64 != end - start {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("pack {pack}: short read")).into());
+                return Err(Error::corrupt(format!(
+                    "pack {pack} in the bucket: {} bytes read of {}",
+                    got.len(),
+                    end - start
+                )));
             }
             let mut lru = self.lru();
             if lru.last_miss_end.len() > 1024 {

@@ -126,15 +126,7 @@ impl Shared {
     }
 
     fn write_high_water(&self, id: u64) -> Result<()> {
-        let tmp = self.high_water_path.with_extension("tmp");
-        {
-            let f = fs::File::create(&tmp)?;
-            f.write_all_at(format!("{id}\n").as_bytes(), 0)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.high_water_path)?;
-        super::open::sync_parent(&self.high_water_path)?;
-        Ok(())
+        Ok(super::open::write_synced(&self.high_water_path, format!("{id}\n").as_bytes())?)
     }
 
     /// A pack's size in the bucket; `NotFound` if it is not there.
@@ -221,8 +213,8 @@ impl RemotePacks {
         registry: &Registry,
     ) -> Result<(Self, Vec<SealedPack>)> {
         let (metrics, fetched) = RemoteMetrics::registered(registry);
-        let bucket = Bucket::open(cfg, fetched)?;
         let base = dir.parent().unwrap_or(Path::new("."));
+        let bucket = Bucket::open(cfg, base.join("pack-uploads"), fetched)?;
         let high_water_path = base.join("pack-ids");
         // The high-water mark, once written, covers every pack that ever left this disk. Without
         // it (a new data directory, or one restored without it) the bucket alone can say which

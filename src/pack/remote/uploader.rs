@@ -92,10 +92,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 q.waiting.remove(&id);
             }
             Err(e) => {
+                pause = (pause * 2).clamp(Duration::from_millis(250), shared.retry_max);
                 tracing::warn!(pack = id, error = %e, retry_in = ?pause, "uploading a pack failed");
                 shared.metrics.failures.inc();
                 shared.uploads.reachable.store(false, Ordering::Relaxed);
-                pause = (pause * 2).clamp(Duration::from_millis(250), shared.retry_max);
             }
         }
         shared.metrics.backlog(&q.waiting);
@@ -141,6 +141,8 @@ fn upload(shared: &Shared, id: u64) -> Result<()> {
         &shared.local.keyring().keys(),
     )?;
     drop(table);
+    // Parts a crash left are billed and invisible: gone before new ones are sent.
+    shared.bucket.abort_leftovers()?;
     // A crash after an upload and before its switch leaves the object there already.
     if !verified(shared, id, &bytes)? {
         shared.bucket.put(id, bytes.clone())?;
