@@ -89,24 +89,31 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
     let base = noise(300 << 10, 42);
     let version = |i: u64| {
         let mut v = base.clone();
-        let at = (i as usize * 70_001) % v.len();
+        let at = (i as usize * 70_001) % (v.len() - 8);
         v[at..at + 8].copy_from_slice(&i.to_le_bytes());
         v
     };
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // With packs in a bucket each collection also lists it and reads tables by range, so fewer
+    // run beside the same uploads; enough still interleave with every kind of step.
+    let enough = if common::s3::shared().is_some() { 50 } else { 500 };
+    let stop = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicU64::new(0));
     let collector = {
-        let (e, stop) = (e.clone(), stop.clone());
+        let (e, stop, runs) = (e.clone(), stop.clone(), runs.clone());
         std::thread::spawn(move || {
-            let mut runs = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
-                runs += 1;
+                runs.fetch_add(1, Ordering::Relaxed);
             }
-            runs
         })
     };
     rt().block_on(async {
-        for i in 0..2000u64 {
+        // At least 2000 uploads, and on until `enough` collections ran beside them: counted in
+        // steps, not in time, so a loaded machine makes the test longer, never weaker.
+        let mut i = 0u64;
+        while i < 2000 || runs.load(Ordering::Relaxed) < enough {
+            assert!(i < 50_000, "only {} collections ran beside {i} uploads", runs.load(Ordering::Relaxed));
             let name = format!("f{}", i % 7);
             put(&e, &a, &name, version(i)).await;
             if i % 5 == 0 {
@@ -115,14 +122,11 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
                     .unwrap();
             }
             assert!(read(&e, &a, &name).await == version(i), "upload {i} reads back wrong");
+            i += 1;
         }
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let runs = collector.join().unwrap();
-    // With packs in a bucket each collection also lists it and reads tables by range, so fewer
-    // run in the same time; enough still interleave with every kind of step.
-    let enough = if common::s3::shared().is_some() { 50 } else { 500 };
-    assert!(runs >= enough, "only {runs} collections ran beside the uploads");
+    stop.store(true, Ordering::Relaxed);
+    collector.join().unwrap();
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
