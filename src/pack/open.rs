@@ -36,7 +36,7 @@ pub(crate) struct OpenPack {
 /// Write an entry's header and bytes back to back at `offset`, in one `pwritev` when the kernel
 /// takes it all (the usual case): one system call per entry instead of two, on the writer's
 /// serial path.
-fn write_all_at(file: &File, header: &[u8], body: &[u8], offset: u64) -> io::Result<()> {
+fn write_entry_at(file: &File, header: &[u8], body: &[u8], offset: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let iov = [
         libc::iovec { iov_base: header.as_ptr() as *mut libc::c_void, iov_len: header.len() },
@@ -210,10 +210,10 @@ impl OpenPack {
         let file = &self.durable.file;
         match sealed {
             Some(c) => {
-                write_all_at(file, &c.header, &c.body, e.offset)?;
+                write_entry_at(file, &c.header, &c.body, e.offset)?;
                 self.entry_keys.push(c.key_id);
             }
-            None => write_all_at(file, &format::encode_entry_header(&e), &chunk.stored, e.offset)?,
+            None => write_entry_at(file, &format::encode_entry_header(&e), &chunk.stored, e.offset)?,
         }
         self.len = e.end();
         self.durable.written.store(self.len, Ordering::Release);
