@@ -1,5 +1,11 @@
 //! Chunk compression: zstd when it shrinks the chunk, raw bytes when it does not.
 //!
+//! Whether zstd is worth running is decided first on a sample (`worth_compressing`): on
+//! incompressible data (photos, video, archives: most of a drive's bytes) zstd's match finder
+//! cost as much as BLAKE3 and AES together, only to give up. A chunk whose sample does not
+//! shrink is stored raw without a full attempt. The price is a chunk that is incompressible at
+//! its start and in its middle but compressible elsewhere: stored raw (see docs/decisions.md).
+//!
 //! Each rayon worker keeps one zstd context and one output buffer for its whole life: a fresh
 //! `Vec` per chunk cost zstd two thirds of its speed on incompressible data (page faults), see
 //! DESIGN.md. Only output that is kept is copied out, and it is smaller than the input.
@@ -79,6 +85,14 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// Bytes in one compressibility sample; a chunk takes up to two (its start and its middle).
+const SAMPLE: usize = 4096;
+/// A sample's byte entropy under this many bits per byte means Huffman coding alone saves at
+/// least an eighth: compress without trying the sample.
+const LOW_ENTROPY_BITS: f64 = 7.0;
+/// A sample that zstd cannot shrink by at least 1/32 marks the chunk incompressible.
+const SAMPLE_GAIN_DIVISOR: usize = 32;
+
 /// Hash and compress one chunk. CPU-bound: call it from a worker thread, never from the runtime.
 pub fn seal(raw: Bytes, level: i32) -> SealedChunk {
     let id = ChunkId::of(&raw);
@@ -89,6 +103,9 @@ pub fn seal(raw: Bytes, level: i32) -> SealedChunk {
             *slot = Some(Worker { level, zstd, out: Vec::new() });
         }
         let w = slot.as_mut()?;
+        if !worth_compressing(w, &raw) {
+            return None;
+        }
         // Output only helps if it is smaller than the input; a window of that size makes zstd
         // stop (with an error) as soon as it cannot win, which is also the cheapest outcome.
         // The buffer is zero-filled once and then reused, so no `unsafe` is needed.
@@ -105,6 +122,39 @@ pub fn seal(raw: Bytes, level: i32) -> SealedChunk {
         Some(stored) => SealedChunk { id, raw, compression: Compression::Zstd, stored, cipher: None },
         None => SealedChunk { id, stored: raw.clone(), raw, compression: Compression::Raw, cipher: None },
     }
+}
+
+/// Whether a full zstd attempt on `raw` can pay: a sample of low byte entropy says yes at once;
+/// otherwise the sample at its start, then the one at its middle, must shrink under zstd. Chunks
+/// under three samples long are always tried (the attempt costs little more than the probe).
+fn worth_compressing(w: &mut Worker, raw: &[u8]) -> bool {
+    if raw.len() < 3 * SAMPLE {
+        return true;
+    }
+    let middle = raw.len() / 2;
+    for sample in [&raw[..SAMPLE], &raw[middle..middle + SAMPLE]] {
+        if entropy_bits(sample) < LOW_ENTROPY_BITS {
+            return true;
+        }
+        let limit = SAMPLE - SAMPLE / SAMPLE_GAIN_DIVISOR;
+        if w.out.len() < limit {
+            w.out.resize(limit, 0);
+        }
+        if matches!(w.zstd.compress_to_buffer(sample, &mut w.out[..limit]), Ok(n) if n < limit) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Shannon entropy of the bytes of `sample`, in bits per byte (0 to 8).
+fn entropy_bits(sample: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for &b in sample {
+        counts[usize::from(b)] += 1;
+    }
+    let n = sample.len() as f64;
+    counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / n).map(|p| -p * p.log2()).sum()
 }
 
 /// Turn stored bytes back into the raw chunk, checking the length the index promised.
@@ -172,6 +222,43 @@ mod tests {
         let s = seal(raw.clone(), 3);
         assert_eq!(s.compression, Compression::Raw);
         assert_eq!(s.stored, raw);
+    }
+
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_compressible_only_in_its_middle_is_compressed() {
+        let mut raw = noise(64 << 10, 7);
+        let middle = raw.len() / 2;
+        raw[middle - 8192..middle + 8192].copy_from_slice(&b"abcdefgh".repeat(2048));
+        let s = seal(Bytes::from(raw.clone()), 3);
+        assert_eq!(s.compression, Compression::Zstd);
+        assert_eq!(unseal(s.compression, s.stored.to_vec(), raw.len()).unwrap(), raw);
+    }
+
+    #[test]
+    fn uniform_bytes_that_repeat_are_compressed() {
+        // Every byte value equally often (entropy 8 bits), yet one 256-byte run repeated.
+        let raw: Vec<u8> = (0..64 << 10).map(|i| (i % 256) as u8).collect();
+        assert!(entropy_bits(&raw[..SAMPLE]) > 7.99);
+        let s = seal(Bytes::from(raw.clone()), 3);
+        assert_eq!(s.compression, Compression::Zstd);
+        assert!(s.stored.len() < raw.len() / 16);
+    }
+
+    #[test]
+    fn entropy_of_noise_and_of_text() {
+        assert!(entropy_bits(&noise(SAMPLE, 3)) > 7.9);
+        assert!(entropy_bits("the quick brown fox ".repeat(300).as_bytes()) < 4.0);
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! Three stages overlap so that one upload keeps both cores busy:
 //! ```text
 //! runtime task        cutter thread            rayon workers           writer thread
-//! body frames ──────► FastCDC cut ──chunk──►  BLAKE3 + zstd  ──in order──► dedup, append,
+//! body frames ──────► FastCDC cut ──batch──►  BLAKE3 + zstd  ──in order──► dedup, append,
 //!    (bounded queue)                (bounded queue of results)              sync, index
 //! ```
 //! Every queue is bounded, so memory is flat whatever the body's length: at most
-//! `FRAME_QUEUE` frames, one `max`-sized cut window, and `CHUNKS_IN_FLIGHT` chunks exist at
-//! once. The writer keeps one entry per chunk of the manifest (36 bytes per 64 KiB).
+//! `FRAME_QUEUE` frames, one `max`-sized cut window, and `BATCHES_IN_FLIGHT` batches of about
+//! `BATCH_BYTES` exist at once. The writer keeps one entry per chunk of the manifest (36 bytes
+//! per 64 KiB).
+//!
+//! Chunks travel in batches, not one by one: each hand-off between threads is a wake-up (a
+//! futex call, often a context switch), and three per 64 KiB chunk cost more CPU on two cores
+//! than zstd did on incompressible data (docs/benchmarks.md).
 //!
 //! The writer is the one serial stage that touches the disk, so it does as little else as it
 //! can: the whole-content hash is taken by the cutter, which sees the body in order anyway, and
@@ -38,7 +43,10 @@ use crate::store::keys::{self, AccountId, ChunkOp, ChunkRecord, Manifest};
 use crate::store::CF_CHUNKS;
 
 const FRAME_QUEUE: usize = 16;
-const CHUNKS_IN_FLIGHT: usize = 32;
+/// A batch is handed on once it holds this many bytes of chunks (or the input ends).
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches cut and not yet written: enough to keep every worker busy while the writer writes.
+const BATCHES_IN_FLIGHT: usize = 6;
 /// New chunks are synced and indexed in groups of this many, so that other uploads waiting on
 /// one of them do not wait for a whole file, and the pending list stays small.
 const INDEX_EVERY: usize = 256;
@@ -177,7 +185,7 @@ impl Engine {
         E: std::fmt::Display,
     {
         let (frame_tx, frame_rx) = mpsc::channel::<Bytes>(FRAME_QUEUE);
-        let (chunk_tx, chunk_rx) = sync_channel(CHUNKS_IN_FLIGHT);
+        let (chunk_tx, chunk_rx) = sync_channel(BATCHES_IN_FLIGHT);
         let aborted = Arc::new(AtomicBool::new(false));
 
         let cutter = self.inner.cutter.clone();
@@ -326,12 +334,40 @@ impl Seal {
     }
 }
 
-/// Cut the body into chunks and hand each to a rayon worker to seal. Returns the BLAKE3 of
-/// everything it was given and the uncut tail (empty unless `ending` keeps one), or `None` if it
-/// stopped before the end (an aborted whole body, a writer that quit).
+/// Chunks cut in order and sealed together by one rayon job.
+struct Batch {
+    raws: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch { raws: Vec::new(), bytes: 0 }
+    }
+
+    /// Hand the batch to a rayon worker; the writer gets its sealed chunks, in order, through
+    /// `out`. False if the writer has quit.
+    fn send(&mut self, seal: &Seal, out: &SyncSender<oneshot::Receiver<Vec<SealedChunk>>>) -> bool {
+        if self.raws.is_empty() {
+            return true;
+        }
+        let raws = std::mem::take(&mut self.raws);
+        self.bytes = 0;
+        let (tx, rx) = oneshot::channel();
+        let seal = seal.clone();
+        rayon::spawn(move || {
+            let _ = tx.send(raws.into_iter().map(|raw| seal.run(raw)).collect());
+        });
+        out.send(rx).is_ok()
+    }
+}
+
+/// Cut the body into chunks and hand them in batches to rayon workers to seal. Returns the
+/// BLAKE3 of everything it was given and the uncut tail (empty unless `ending` keeps one), or
+/// `None` if it stopped before the end (an aborted whole body, a writer that quit).
 fn cut_stage(
     mut frames: mpsc::Receiver<Bytes>,
-    out: SyncSender<oneshot::Receiver<SealedChunk>>,
+    out: SyncSender<oneshot::Receiver<Vec<SealedChunk>>>,
     cutter: Cutter,
     seal: Seal,
     aborted: &AtomicBool,
@@ -340,6 +376,7 @@ fn cut_stage(
     let window = cutter.params().max as usize;
     let mut buf = BytesMut::new();
     let mut hasher = blake3::Hasher::new();
+    let mut batch = Batch::new();
     loop {
         let frame = frames.blocking_recv();
         let at_end = frame.is_none();
@@ -358,18 +395,14 @@ fn cut_stage(
             buf.extend_from_slice(&f);
         }
         while let Some(n) = cutter.next_cut(&buf, final_cut) {
-            let raw = buf.split_to(n).freeze();
-            let (tx, rx) = oneshot::channel();
-            let seal = seal.clone();
-            rayon::spawn(move || {
-                let _ = tx.send(seal.run(raw));
-            });
-            if out.send(rx).is_err() {
+            batch.bytes += n;
+            batch.raws.push(buf.split_to(n).freeze());
+            if batch.bytes >= BATCH_BYTES && !batch.send(&seal, &out) {
                 return None;
             }
         }
         if at_end {
-            return Some((hasher.finalize(), buf.freeze()));
+            return batch.send(&seal, &out).then(|| (hasher.finalize(), buf.freeze()));
         }
     }
 }
@@ -408,13 +441,15 @@ impl<A: Admit> Writer<A> {
 
     fn run(
         mut self,
-        chunks: Receiver<oneshot::Receiver<SealedChunk>>,
+        batches: Receiver<oneshot::Receiver<Vec<SealedChunk>>>,
         aborted: &AtomicBool,
         ending: Ending,
     ) -> Result<Ingested> {
-        for next in chunks {
-            let chunk = next.blocking_recv().map_err(|_| Error::corrupt("a compression worker died"))?;
-            self.take(chunk)?;
+        for next in batches {
+            let batch = next.blocking_recv().map_err(|_| Error::corrupt("a compression worker died"))?;
+            for chunk in batch {
+                self.take(chunk)?;
+            }
         }
         if matches!(ending, Ending::Whole) && aborted.load(Ordering::Acquire) {
             return Err(Error::Body("aborted".into()));
