@@ -116,7 +116,7 @@ fn gc_in_a_loop_never_frees_what_concurrent_uploads_reference() {
             assert!(i < 50_000, "only {} collections ran beside {i} uploads", runs.load(Ordering::Relaxed));
             let name = format!("f{}", i % 7);
             put(&e, &a, &name, version(i)).await;
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 e.delete_object(&a, Namespace::Drive, format!("f{}", (i + 3) % 7).as_bytes(), Precondition::None)
                     .unwrap()
                     .unwrap();
