@@ -9,6 +9,7 @@ pub mod config;
 pub mod datadir;
 pub mod drive;
 pub mod engine;
+pub mod groupware;
 pub mod error;
 pub mod host_metrics;
 pub mod http;
