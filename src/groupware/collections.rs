@@ -70,6 +70,26 @@ pub struct Entry {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+    /// Apple's `calendar-order`: where a client lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// The component types a calendar takes (MKCALENDAR's `supported-calendar-component-set`);
+    /// `None`: VEVENT, VTODO and VJOURNAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<String>>,
+}
+
+/// What a calendar takes when its maker did not say.
+pub const ALL_COMPONENTS: [&str; 3] = ["VEVENT", "VTODO", "VJOURNAL"];
+
+impl Entry {
+    /// Whether a calendar object of `kind` (VEVENT, ...) belongs here.
+    pub fn takes(&self, kind: &str) -> bool {
+        match &self.components {
+            Some(set) => set.iter().any(|c| c == kind),
+            None => ALL_COMPONENTS.contains(&kind),
+        }
+    }
 }
 
 impl Entry {

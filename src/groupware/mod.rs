@@ -49,6 +49,8 @@ pub enum GroupwareError {
     Exists,
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("this calendar does not take {0} components")]
+    UnsupportedComponent(String),
     #[error("the sync token is older than the oldest change kept; sync again from scratch")]
     TokenTooOld,
     #[error(transparent)]
@@ -110,26 +112,34 @@ fn object_of(kind: Kind, v: &View) -> Option<Object> {
     Some(Object { name: v.id.clone(), version: v.version, text })
 }
 
-/// Check an object's text and build its record payload; the UID, if it has one.
-pub fn payload_for(kind: Kind, text: &str) -> Result<(Vec<u8>, Option<String>)> {
+/// A checked object, ready to store.
+pub struct Checked {
+    pub payload: Vec<u8>,
+    pub uid: Option<String>,
+    /// The component type of a calendar object (`VEVENT`, ...).
+    pub component: Option<String>,
+}
+
+/// Check an object's text and build its record payload.
+pub fn payload_for(kind: Kind, text: &str) -> Result<Checked> {
     if text.len() > MAX_OBJECT {
         return Err(GroupwareError::TooLarge);
     }
-    let (payload, uid) = match kind {
+    let (payload, uid, component) = match kind {
         Kind::Contacts => {
             let c = card::parse(text)?;
-            (serde_json::to_vec(&c), c.uid)
+            (serde_json::to_vec(&c), c.uid, None)
         }
         Kind::Calendar => {
             let o = event::parse(text)?;
-            (serde_json::to_vec(&o), Some(o.uid))
+            (serde_json::to_vec(&o), Some(o.uid), Some(o.kind))
         }
     };
     let payload = payload.map_err(|e| GroupwareError::Sync(crate::error::Error::Internal(e.to_string()).into()))?;
     if payload.len() > MAX_PAYLOAD {
         return Err(GroupwareError::TooLarge);
     }
-    Ok((payload, uid))
+    Ok(Checked { payload, uid, component })
 }
 
 /// The service. Cheap to clone.
@@ -287,7 +297,10 @@ impl Groupware {
     ) -> Result<(View, bool)> {
         crate::sync::check_id(name)
             .map_err(|_| GroupwareError::Forbidden("an object name is 1 to 64 of A-Z a-z 0-9 . _ ~ -"))?;
-        let (payload, uid) = payload_for(c.kind, text)?;
+        let Checked { payload, uid, component } = payload_for(c.kind, text)?;
+        if let Some(component) = component.filter(|k| !c.entry.takes(k)) {
+            return Err(GroupwareError::UnsupportedComponent(component));
+        }
         let index = self.uids.of(*account, &c.sync_name);
         let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         index.refresh(&self.sync, account, c)?;

@@ -146,6 +146,9 @@ impl Cx<'_> {
             GroupwareError::PreconditionFailed => ApiError::new(ErrorCode::PreconditionFailed, msg).into_response(),
             GroupwareError::Exists => dav_error(StatusCode::METHOD_NOT_ALLOWED, DAV, "resource-must-be-null", "", &msg),
             GroupwareError::Forbidden(_) => dav_error(StatusCode::FORBIDDEN, DAV, "need-privileges", "", &msg),
+            GroupwareError::UnsupportedComponent(_) => {
+                dav_error(StatusCode::FORBIDDEN, CAL, "supported-calendar-component", "", &msg)
+            }
             GroupwareError::TokenTooOld => dav_error(StatusCode::FORBIDDEN, DAV, "valid-sync-token", "", &msg),
             GroupwareError::Sync(e) => self.app.refusal_counted_api(ApiError::from(e)).into_response(),
         }
@@ -261,8 +264,13 @@ impl Cx<'_> {
                     }
                     continue;
                 }
-                // Properties we do not keep (a component set, a time zone) are accepted and not
-                // stored: every calendar takes VEVENT, VTODO and VJOURNAL.
+                if name == (CAL.to_string(), "supported-calendar-component-set".to_string()) {
+                    let set = value.iter().flat_map(|v| &v.children).filter(|c| c.is(CAL, "comp"));
+                    let set: Vec<String> = set.filter_map(|c| c.attr("name")).map(str::to_ascii_uppercase).collect();
+                    entry.components = (!set.is_empty()).then_some(set);
+                    continue;
+                }
+                // Properties we do not keep (a time zone, ...) are accepted and not stored.
                 apply_prop(&mut entry, kind, &name, value.as_ref());
             }
         }
@@ -274,6 +282,18 @@ impl Cx<'_> {
     async fn report(&self, target: Target, req: Request) -> Result<Response, Response> {
         let body = read_xml(req).await?.ok_or_else(|| bad_xml(xml::XmlError::Invalid("REPORT needs a body")))?;
         let report = xml::report(&body).map_err(bad_xml)?;
+        if let (Target::Principal | Target::Home(_), xml::Report::Unsupported((ns, name))) = (&target, &report) {
+            if ns == DAV && name == "principal-property-search" {
+                // The only principal a client may see is its own (RFC 3744 9.4).
+                let mut ms = Multistatus::default();
+                let asked = match body.child(DAV, "prop") {
+                    Some(p) => xml::PropRequest::Names(p.children.iter().map(xml::Node::key).collect()),
+                    None => xml::PropRequest::All,
+                };
+                ms.resource(paths::PRINCIPAL, &Resource::Principal, &asked);
+                return Ok(multistatus(ms.finish(None)));
+            }
+        }
         let Target::Collection(kind, seg) = target else {
             return Err(dav_error(StatusCode::FORBIDDEN, DAV, "supported-report", "", "REPORTs are asked of an address book or calendar"));
         };
@@ -356,6 +376,7 @@ fn apply_prop(entry: &mut Entry, kind: Kind, (ns, name): &Name, value: Option<&x
         (DAV, "displayname", _) => &mut entry.displayname,
         (CARD, "addressbook-description", Kind::Contacts) | (CAL, "calendar-description", Kind::Calendar) => &mut entry.description,
         (APPLE, "calendar-color", _) => &mut entry.color,
+        (APPLE, "calendar-order", _) => &mut entry.order,
         _ => return false,
     };
     *slot = text;

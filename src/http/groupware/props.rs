@@ -123,13 +123,15 @@ fn collection_value(c: &Collection, (ns, name): (&str, &str)) -> Option<String> 
         (CARD, "addressbook-description") if !is_cal => e.description.as_deref().map(escape),
         (CAL, "calendar-description") if is_cal => e.description.as_deref().map(escape),
         (APPLE, "calendar-color") => e.color.as_deref().map(escape),
+        (APPLE, "calendar-order") => e.order.as_deref().map(escape),
         (CARD, "supported-address-data") if !is_cal => Some(
             "<card:address-data-type content-type=\"text/vcard\" version=\"3.0\"/><card:address-data-type content-type=\"text/vcard\" version=\"4.0\"/>".into(),
         ),
         (CARD, "max-resource-size") if !is_cal => Some(MAX_OBJECT.to_string()),
         (CAL, "max-resource-size") if is_cal => Some(MAX_OBJECT.to_string()),
         (CAL, "supported-calendar-component-set") if is_cal => {
-            Some(["VEVENT", "VTODO", "VJOURNAL"].iter().map(|n| format!("<cal:comp name=\"{n}\"/>")).collect())
+            let all = crate::groupware::collections::ALL_COMPONENTS.map(String::from).to_vec();
+            Some(e.components.as_ref().unwrap_or(&all).iter().map(|n| format!("<cal:comp name=\"{}\"/>", escape(n))).collect())
         }
         (CAL, "supported-calendar-data") if is_cal => {
             Some("<cal:calendar-data content-type=\"text/calendar\" version=\"2.0\"/>".into())
