@@ -102,7 +102,10 @@ async fn discovery_leads_from_well_known_to_the_collections() {
     assert!(principal.contains("<cal:calendar-home-set><d:href>/dav/calendars/</d:href>"), "{principal}");
     assert!(principal.contains("<card:addressbook-home-set><d:href>/dav/contacts/</d:href>"), "{principal}");
     let listing = dav.text("PROPFIND", "/dav/calendars/", &[("Depth", "1")], "", 207).await;
-    assert!(listing.contains("<d:href>/dav/calendars/default/</d:href>") && listing.contains("<cal:calendar/>"), "{listing}");
+    assert!(
+        listing.contains("<d:href>/dav/calendars/default/</d:href>") && listing.contains("<cal:calendar/>"),
+        "{listing}"
+    );
     let r = dav.req("OPTIONS", "/dav/calendars/default/", &[], "").await;
     assert!(r.headers()["dav"].to_str().unwrap().contains("calendar-access"));
 
@@ -135,12 +138,20 @@ async fn one_record_has_two_faces_with_shared_versions() {
     // Written through /v1/sync with a vCard: a DAV object; without one: not.
     let bob = vcard("bob-1", "Bob", "bob@example.com");
     let put = |id: &str, payload: Value| {
-        s.client.put(s.url(&format!("/v1/sync/contacts/{id}"))).bearer_auth(&u.token).json(&json!({"payload": payload})).send()
+        s.client
+            .put(s.url(&format!("/v1/sync/contacts/{id}")))
+            .bearer_auth(&u.token)
+            .json(&json!({"payload": payload}))
+            .send()
     };
     body_of(put("bob", json!({"vcard": bob})).await.unwrap(), 200).await;
     body_of(put("note", json!({"text": "not a contact"})).await.unwrap(), 200).await;
     let listing = dav.text("PROPFIND", "/dav/contacts/default/", &[("Depth", "1")], GETETAG, 207).await;
-    assert_eq!(hrefs(&listing), ["/dav/contacts/default/bob", "/dav/contacts/default/jane.vcf"], "the collection has no ETag");
+    assert_eq!(
+        hrefs(&listing),
+        ["/dav/contacts/default/bob", "/dav/contacts/default/jane.vcf"],
+        "the collection has no ETag"
+    );
     let got = dav.req("GET", "/dav/contacts/default/bob", &[], "").await;
     assert_eq!(got.status(), 200);
     assert!(got.headers()["content-type"].to_str().unwrap().starts_with("text/vcard"));
@@ -186,7 +197,8 @@ async fn bad_input_is_refused_whole_and_the_server_stays_up() {
     let bad_card = dav.req("PUT", "/dav/contacts/default/x.vcf", &[], "BEGIN:VCARD\r\nFN:no version\r\n").await;
     assert_eq!(bad_card.status(), 400);
     assert!(bad_card.text().await.unwrap().contains("valid-address-data"));
-    let no_uid = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nDTSTART:20261202T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let no_uid =
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nDTSTART:20261202T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
     let bad_cal = dav.req("PUT", "/dav/calendars/default/x.ics", &[], no_uid).await;
     assert_eq!(bad_cal.status(), 400);
     assert!(bad_cal.text().await.unwrap().contains("valid-calendar-data"));
@@ -203,7 +215,8 @@ async fn bad_input_is_refused_whole_and_the_server_stays_up() {
     assert_eq!(not_utf8.status(), 400);
 
     // Over the object limit (128 KiB): 413 with max-resource-size.
-    let big = format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:big\r\nFN:Big\r\nNOTE:{}\r\nEND:VCARD\r\n", "x".repeat(200 * 1024));
+    let big =
+        format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:big\r\nFN:Big\r\nNOTE:{}\r\nEND:VCARD\r\n", "x".repeat(200 * 1024));
     let r = dav.req("PUT", "/dav/contacts/default/big.vcf", &[], &big).await;
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("max-resource-size"));
@@ -228,9 +241,14 @@ async fn bad_input_is_refused_whole_and_the_server_stays_up() {
     assert_eq!(dav.req("PROPFIND", "/dav/contacts/default/", &[("Depth", "1")], bomb).await.status(), 400);
     let external = r#"<?xml version="1.0"?><!DOCTYPE d SYSTEM "file:///etc/passwd"><d:propfind xmlns:d="DAV:"/>"#;
     assert_eq!(dav.req("PROPFIND", "/dav/contacts/default/", &[], external).await.status(), 400);
-    let deep = "<d:propfind xmlns:d=\"DAV:\">".to_string() + &"<d:prop>".repeat(100_000) + &"</d:prop>".repeat(100_000) + "</d:propfind>";
+    let deep = "<d:propfind xmlns:d=\"DAV:\">".to_string()
+        + &"<d:prop>".repeat(100_000)
+        + &"</d:prop>".repeat(100_000)
+        + "</d:propfind>";
     assert_eq!(dav.req("PROPFIND", "/dav/contacts/default/", &[], &deep).await.status(), 400);
-    let huge = "<d:propfind xmlns:d=\"DAV:\"><d:prop>".to_string() + &"<d:getetag/>".repeat(400_000) + "</d:prop></d:propfind>";
+    let huge = "<d:propfind xmlns:d=\"DAV:\"><d:prop>".to_string()
+        + &"<d:getetag/>".repeat(400_000)
+        + "</d:prop></d:propfind>";
     assert_eq!(dav.req("PROPFIND", "/dav/contacts/default/", &[], &huge).await.status(), 413);
     assert_eq!(dav.req("REPORT", "/dav/contacts/default/", &[], "<not xml").await.status(), 400);
     let bad_range = r#"<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"><c:time-range start="yesterday"/></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"#;
@@ -271,15 +289,28 @@ async fn another_accounts_objects_are_not_found() {
 async fn queries_match_text_and_time_ranges_with_recurrences_expanded() {
     let s = Server::start();
     let (_, dav) = dav_user(&s).await;
-    for (id, name, mail) in [("1", "Jane Doe", "jane@example.com"), ("2", "John Smith", "js@example.org"), ("3", "Ann Lee", "ann@lee.net")] {
-        assert_eq!(dav.put(&format!("/dav/contacts/default/{id}.vcf"), &vcard(id, name, mail), &[]).await.status(), 201);
+    for (id, name, mail) in
+        [("1", "Jane Doe", "jane@example.com"), ("2", "John Smith", "js@example.org"), ("3", "Ann Lee", "ann@lee.net")]
+    {
+        assert_eq!(
+            dav.put(&format!("/dav/contacts/default/{id}.vcf"), &vcard(id, name, mail), &[]).await.status(),
+            201
+        );
     }
-    let query = |filter: &str| format!(r#"<a:addressbook-query xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop>{filter}</a:addressbook-query>"#);
-    let by_fn = query(r#"<a:filter><a:prop-filter name="FN"><a:text-match match-type="contains">doe</a:text-match></a:prop-filter></a:filter>"#);
+    let query = |filter: &str| {
+        format!(
+            r#"<a:addressbook-query xmlns:d="DAV:" xmlns:a="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><a:address-data/></d:prop>{filter}</a:addressbook-query>"#
+        )
+    };
+    let by_fn = query(
+        r#"<a:filter><a:prop-filter name="FN"><a:text-match match-type="contains">doe</a:text-match></a:prop-filter></a:filter>"#,
+    );
     let r = dav.text("REPORT", "/dav/contacts/default/", &[("Depth", "1")], &by_fn, 207).await;
     assert_eq!(hrefs(&r), ["/dav/contacts/default/1.vcf"]);
     assert!(r.contains("FN:Jane Doe"), "address-data is returned: {r}");
-    let either = query(r#"<a:filter test="anyof"><a:prop-filter name="EMAIL"><a:text-match match-type="ends-with">.org</a:text-match></a:prop-filter><a:prop-filter name="FN"><a:text-match match-type="starts-with">ann</a:text-match></a:prop-filter></a:filter>"#);
+    let either = query(
+        r#"<a:filter test="anyof"><a:prop-filter name="EMAIL"><a:text-match match-type="ends-with">.org</a:text-match></a:prop-filter><a:prop-filter name="FN"><a:text-match match-type="starts-with">ann</a:text-match></a:prop-filter></a:filter>"#,
+    );
     let r = dav.text("REPORT", "/dav/contacts/default/", &[("Depth", "1")], &either, 207).await;
     assert_eq!(hrefs(&r), ["/dav/contacts/default/2.vcf", "/dav/contacts/default/3.vcf"]);
     let limited = query(r#"<a:limit><a:nresults>1</a:nresults></a:limit>"#);
@@ -299,15 +330,49 @@ async fn queries_match_text_and_time_ranges_with_recurrences_expanded() {
     let todo = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nBEGIN:VTODO\r\nUID:todo\r\nSUMMARY:Buy milk\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
     assert_eq!(dav.put("/dav/calendars/default/todo.ics", todo, &[]).await.status(), 201);
     let range = |comp: &str, start: &str, end: &str| {
-        format!(r#"<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="{comp}"><c:time-range start="{start}" end="{end}"/></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"#)
+        format!(
+            r#"<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="{comp}"><c:time-range start="{start}" end="{end}"/></c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"#
+        )
     };
-    let week = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], &range("VEVENT", "20261201T000000Z", "20261208T000000Z"), 207).await;
+    let week = dav
+        .text(
+            "REPORT",
+            "/dav/calendars/default/",
+            &[("Depth", "1")],
+            &range("VEVENT", "20261201T000000Z", "20261208T000000Z"),
+            207,
+        )
+        .await;
     assert_eq!(hrefs(&week), ["/dav/calendars/default/once.ics", "/dav/calendars/default/weekly.ics"]);
-    let tuesday = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], &range("VEVENT", "20261208T000000Z", "20261209T000000Z"), 207).await;
+    let tuesday = dav
+        .text(
+            "REPORT",
+            "/dav/calendars/default/",
+            &[("Depth", "1")],
+            &range("VEVENT", "20261208T000000Z", "20261209T000000Z"),
+            207,
+        )
+        .await;
     assert_eq!(hrefs(&tuesday), Vec::<String>::new(), "no instance of the Monday event on a Tuesday");
-    let next_year = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], &range("VEVENT", "20270101T000000Z", "20270102T000000Z"), 207).await;
+    let next_year = dav
+        .text(
+            "REPORT",
+            "/dav/calendars/default/",
+            &[("Depth", "1")],
+            &range("VEVENT", "20270101T000000Z", "20270102T000000Z"),
+            207,
+        )
+        .await;
     assert_eq!(hrefs(&next_year), ["/dav/calendars/default/later.ics"]);
-    let todos = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], &range("VTODO", "20261201T000000Z", "20261208T000000Z"), 207).await;
+    let todos = dav
+        .text(
+            "REPORT",
+            "/dav/calendars/default/",
+            &[("Depth", "1")],
+            &range("VTODO", "20261201T000000Z", "20261208T000000Z"),
+            207,
+        )
+        .await;
     assert_eq!(hrefs(&todos), ["/dav/calendars/default/todo.ics"], "a VTODO without dates matches any range");
     let multiget = r#"<c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop><d:href>/dav/calendars/default/once.ics</d:href><d:href>/dav/calendars/default/missing.ics</d:href></c:calendar-multiget>"#;
     let r = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], multiget, 207).await;
@@ -318,7 +383,9 @@ async fn queries_match_text_and_time_ranges_with_recurrences_expanded() {
 
 fn sync_report(token: &str, limit: Option<usize>) -> String {
     let limit = limit.map(|n| format!("<d:limit><d:nresults>{n}</d:nresults></d:limit>")).unwrap_or_default();
-    format!(r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level>{limit}<d:prop><d:getetag/></d:prop></d:sync-collection>"#)
+    format!(
+        r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level>{limit}<d:prop><d:getetag/></d:prop></d:sync-collection>"#
+    )
 }
 
 #[tokio::test]
@@ -326,7 +393,12 @@ async fn sync_collection_pages_reports_deletions_and_refuses_purged_tokens() {
     let (s, _tmp) = start_configured("test_clock = true\ntombstone_retention_secs = 3600\nsweep_secs = 1\n");
     let (u, dav) = dav_user(&s).await;
     for i in 0..5 {
-        assert_eq!(dav.put(&format!("/dav/contacts/default/{i}.vcf"), &vcard(&i.to_string(), "N", "n@x.y"), &[]).await.status(), 201);
+        assert_eq!(
+            dav.put(&format!("/dav/contacts/default/{i}.vcf"), &vcard(&i.to_string(), "N", "n@x.y"), &[])
+                .await
+                .status(),
+            201
+        );
     }
     let all = dav.text("REPORT", "/dav/contacts/default/", &[], &sync_report("", None), 207).await;
     assert_eq!(hrefs(&all).len(), 5);
@@ -378,9 +450,18 @@ async fn address_books_and_calendars_are_made_patched_and_removed() {
     let mkcal = r#"<c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><d:displayname>Team Events</d:displayname></d:prop></d:set></c:mkcalendar>"#;
     dav.text("MKCALENDAR", "/dav/calendars/Team-Events-1/", &[], mkcal, 201).await;
     assert_eq!(dav.req("MKCALENDAR", "/dav/contacts/nope/", &[], "").await.status(), 403);
+    let todos_only = r#"<c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop><c:supported-calendar-component-set><c:comp name="VTODO"/></c:supported-calendar-component-set></d:prop></d:set></c:mkcalendar>"#;
+    dav.text("MKCALENDAR", "/dav/calendars/todos/", &[], todos_only, 201).await;
+    let an_event = vevent("not-a-todo", "20261202T100000Z", "20261202T110000Z", "");
+    let r = dav.put("/dav/calendars/todos/e.ics", &an_event, &[]).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("supported-calendar-component"));
 
     let books = dav.text("PROPFIND", "/dav/contacts/", &[("Depth", "1")], "", 207).await;
-    assert!(books.contains("<d:href>/dav/contacts/work/</d:href>") && books.contains("<d:displayname>Work</d:displayname>"), "{books}");
+    assert!(
+        books.contains("<d:href>/dav/contacts/work/</d:href>") && books.contains("<d:displayname>Work</d:displayname>"),
+        "{books}"
+    );
     let patch = r#"<d:propertyupdate xmlns:d="DAV:" xmlns:i="http://apple.com/ns/ical/"><d:set><d:prop><d:displayname>Team</d:displayname><i:calendar-color>#ff0000</i:calendar-color></d:prop></d:set></d:propertyupdate>"#;
     let r = dav.text("PROPPATCH", "/dav/calendars/Team-Events-1/", &[], patch, 207).await;
     assert!(r.contains("200 OK") && !r.contains("403"), "{r}");
@@ -388,7 +469,10 @@ async fn address_books_and_calendars_are_made_patched_and_removed() {
     let r = dav.text("PROPPATCH", "/dav/calendars/Team-Events-1/", &[], unknown, 207).await;
     assert!(r.contains("403 Forbidden") && r.contains("424 Failed Dependency"), "{r}");
     let cals = dav.text("PROPFIND", "/dav/calendars/", &[("Depth", "1")], "<d:propfind xmlns:d=\"DAV:\" xmlns:i=\"http://apple.com/ns/ical/\"><d:prop><d:displayname/><i:calendar-color/></d:prop></d:propfind>", 207).await;
-    assert!(cals.contains("<d:displayname>Team</d:displayname>") && cals.contains("#ff0000"), "nothing of the refused PROPPATCH landed: {cals}");
+    assert!(
+        cals.contains("<d:displayname>Team</d:displayname>") && cals.contains("#ff0000"),
+        "nothing of the refused PROPPATCH landed: {cals}"
+    );
 
     // Objects of an extra collection are records of its own sync collection.
     let ev = vevent("team-1", "20261202T100000Z", "20261202T110000Z", "");

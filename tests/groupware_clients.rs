@@ -74,7 +74,8 @@ async fn record_with(s: &Server, u: &User, collection: &str, uid: &str) -> Optio
     let feed = body_of(get_as(s, &u.token, &format!("/v1/sync/{collection}?since=0")).await, 200).await;
     feed["records"].as_array().unwrap().iter().find_map(|r| {
         let text = r["payload"]["vcard"].as_str().or(r["payload"]["ical"].as_str())?;
-        (r["deleted"] == false && text.contains(&format!("UID:{uid}"))).then(|| (r["id"].as_str().unwrap().to_string(), r["payload"].clone()))
+        (r["deleted"] == false && text.contains(&format!("UID:{uid}")))
+            .then(|| (r["id"].as_str().unwrap().to_string(), r["payload"].clone()))
     })
 }
 
@@ -86,7 +87,9 @@ async fn vdirsyncer_syncs_contacts_and_events_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut config = format!("[general]\nstatus_path = \"{}/status/\"\n", root.display());
-    for (pair, local_type, remote_type, ext) in [("contacts", "filesystem", "carddav", ".vcf"), ("calendars", "filesystem", "caldav", ".ics")] {
+    for (pair, local_type, remote_type, ext) in
+        [("contacts", "filesystem", "carddav", ".vcf"), ("calendars", "filesystem", "caldav", ".ics")]
+    {
         config.push_str(&format!(
             "[pair {pair}]\na = \"{pair}_local\"\nb = \"{pair}_remote\"\ncollections = [\"from b\"]\n\
              [storage {pair}_local]\ntype = \"{local_type}\"\npath = \"{}/{pair}/\"\nfileext = \"{ext}\"\n\
@@ -119,7 +122,11 @@ async fn vdirsyncer_syncs_contacts_and_events_both_ways() {
     // An edit on each side.
     std::fs::write(&remote_card, vcard("remote-1", "Remote One, edited locally")).unwrap();
     let put = s.client.put(s.url(&format!("/v1/sync/contacts/{local_id}"))).bearer_auth(&u.token);
-    body_of(put.json(&json!({"payload": {"vcard": vcard("local-1", "Local One, edited remotely")}})).send().await.unwrap(), 200).await;
+    body_of(
+        put.json(&json!({"payload": {"vcard": vcard("local-1", "Local One, edited remotely")}})).send().await.unwrap(),
+        200,
+    )
+    .await;
     vdirsyncer(&cfg, &["sync"]);
     let (_, payload) = record_with(&s, &u, "contacts", "remote-1").await.unwrap();
     assert_eq!(payload["fn"], "Remote One, edited locally");
@@ -151,7 +158,8 @@ async fn caldav_server_tester_reports_what_the_docs_say() {
         .output()
         .expect("caldav-server-tester runs (tools/setup installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
     let mut found: Vec<(String, String)> = report["features"]
         .as_object()
         .unwrap()
@@ -159,7 +167,8 @@ async fn caldav_server_tester_reports_what_the_docs_say() {
         .map(|(k, v)| (k.clone(), v["support"].as_str().unwrap_or("-").to_string()))
         .collect();
     found.sort();
-    let expected: Vec<(String, String)> = EXPECTED_FINDINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let expected: Vec<(String, String)> =
+        EXPECTED_FINDINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(found, expected, "{}", serde_json::to_string_pretty(&report).unwrap());
     s.fsck_ok().await;
 }

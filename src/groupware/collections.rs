@@ -53,7 +53,8 @@ pub fn sync_name(kind: Kind, segment: &str) -> Option<String> {
         return Some(kind.default_collection().to_string());
     }
     check_id(segment).ok()?;
-    let plain = segment.len() <= 23 && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let plain =
+        segment.len() <= 23 && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     let suffix = if plain { segment.to_string() } else { blake3::hash(segment.as_bytes()).to_hex()[..23].to_string() };
     Some(format!("{}_{suffix}", kind.default_collection()))
 }

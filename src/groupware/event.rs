@@ -335,7 +335,8 @@ mod tests {
         assert_eq!(o.summary.as_deref(), Some("Stand-up, daily"));
         assert_eq!(o.start.as_deref(), Some("2026-12-02T10:00:00+01:00"));
         assert_eq!(o.end.as_deref(), Some("2026-12-02T10:30:00+01:00"));
-        let day = parse(&cal("BEGIN:VEVENT\r\nUID:d\r\nDTSTART;VALUE=DATE:20261224\r\nEND:VEVENT\r\n")).unwrap();
+        let all_day = cal("BEGIN:VEVENT\r\nUID:d\r\nDTSTART;VALUE=DATE:20261224\r\nEND:VEVENT\r\n");
+        let day = parse(&all_day).unwrap();
         assert_eq!((day.start.as_deref(), day.end.as_deref()), (Some("2026-12-24"), Some("2026-12-25")));
     }
 
@@ -379,7 +380,8 @@ mod tests {
         let moved = cal(&moved);
         assert!(!hits(&moved, "2026-12-14T00:00:00Z", "2026-12-15T00:00:00Z"), "the Monday was moved");
         assert!(hits(&moved, "2026-12-15T00:00:00Z", "2026-12-16T00:00:00Z"), "to Tuesday");
-        let count = cal("BEGIN:VEVENT\r\nUID:c\r\nDTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n");
+        let count =
+            cal("BEGIN:VEVENT\r\nUID:c\r\nDTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n");
         assert!(hits(&count, "2026-01-03T12:00:00Z", "2026-01-03T13:00:00Z"));
         assert!(!hits(&count, "2026-01-04T12:00:00Z", "2026-01-05T13:00:00Z"));
     }

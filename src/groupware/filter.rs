@@ -127,7 +127,8 @@ impl CompFilter {
         }
         self.props.iter().all(|p| p.test(c))
             && self.comps.iter().all(|f| {
-                let children: Vec<&Component> = c.children.iter().filter(|k| f.name.eq_ignore_ascii_case(&k.name)).collect();
+                let children: Vec<&Component> =
+                    c.children.iter().filter(|k| f.name.eq_ignore_ascii_case(&k.name)).collect();
                 if f.is_not_defined {
                     children.is_empty()
                 } else {
@@ -148,7 +149,11 @@ mod tests {
     #[test]
     fn card_filters() {
         let card = text::parse("BEGIN:VCARD\nVERSION:3.0\nFN:Jane Doe\nEMAIL:jane@example.com\nEND:VCARD\n").unwrap();
-        let by = |name: &str, t: &str| PropFilter { name: name.into(), text_matches: vec![contains(t)], ..Default::default() };
+        let by = |name: &str, t: &str| PropFilter {
+            name: name.into(),
+            text_matches: vec![contains(t)],
+            ..Default::default()
+        };
         assert!(CardFilter { props: vec![by("FN", "jane")], all_of: false }.test(&card));
         assert!(!CardFilter { props: vec![by("FN", "bob")], all_of: false }.test(&card));
         assert!(CardFilter { props: vec![by("FN", "bob"), by("EMAIL", "example")], all_of: false }.test(&card));
@@ -159,12 +164,22 @@ mod tests {
 
     #[test]
     fn calendar_filters() {
-        let cal = text::parse("BEGIN:VCALENDAR\nBEGIN:VTODO\nUID:t1\nSUMMARY:Buy milk\nEND:VTODO\nEND:VCALENDAR\n").unwrap();
+        let cal =
+            text::parse("BEGIN:VCALENDAR\nBEGIN:VTODO\nUID:t1\nSUMMARY:Buy milk\nEND:VTODO\nEND:VCALENDAR\n").unwrap();
         let todo = CompFilter { name: "VTODO".into(), ..Default::default() };
         let root = |comps| CompFilter { name: "VCALENDAR".into(), comps, ..Default::default() };
         assert!(root(vec![todo.clone()]).test_object(&cal));
         assert!(!root(vec![CompFilter { name: "VEVENT".into(), ..Default::default() }]).test_object(&cal));
-        let uid = PropFilter { name: "UID".into(), text_matches: vec![TextMatch { text: "t1".into(), negate: false, match_type: MatchType::Equals, exact: true }], ..Default::default() };
+        let uid = PropFilter {
+            name: "UID".into(),
+            text_matches: vec![TextMatch {
+                text: "t1".into(),
+                negate: false,
+                match_type: MatchType::Equals,
+                exact: true,
+            }],
+            ..Default::default()
+        };
         assert!(root(vec![CompFilter { props: vec![uid], ..todo }]).test_object(&cal));
     }
 }

@@ -179,7 +179,14 @@ impl Groupware {
         }
     }
 
-    fn described(&self, account: &AccountId, kind: Kind, segment: &str, sync_name: String, entry: Entry) -> Result<Collection> {
+    fn described(
+        &self,
+        account: &AccountId,
+        kind: Kind,
+        segment: &str,
+        sync_name: String,
+        entry: Entry,
+    ) -> Result<Collection> {
         let seq = self.sync.collection(account, &sync_name)?.seq;
         Ok(Collection { kind, segment: segment.to_string(), sync_name, entry, seq })
     }
@@ -193,7 +200,8 @@ impl Groupware {
             .find(|(id, e)| id == default && e.is(kind))
             .map(|(_, e)| e.clone())
             .unwrap_or_else(|| Entry::new(kind, collections::DEFAULT_SEGMENT));
-        let mut out = vec![self.described(account, kind, collections::DEFAULT_SEGMENT, default.to_string(), default_entry)?];
+        let mut out =
+            vec![self.described(account, kind, collections::DEFAULT_SEGMENT, default.to_string(), default_entry)?];
         for (id, e) in registry {
             if e.is(kind) && id != default && collections::sync_name(kind, &e.name).as_deref() == Some(id.as_str()) {
                 out.push(self.described(account, kind, &e.name.clone(), id, e)?);
@@ -215,14 +223,22 @@ impl Groupware {
     }
 
     /// MKCOL / MKCALENDAR. Blocking.
-    pub fn create_collection(&self, account: &AccountId, kind: Kind, segment: &str, entry: Entry, limit: u64) -> Result<()> {
+    pub fn create_collection(
+        &self,
+        account: &AccountId,
+        kind: Kind,
+        segment: &str,
+        entry: Entry,
+        limit: u64,
+    ) -> Result<()> {
         let sync_name = collections::sync_name(kind, segment)
             .ok_or(GroupwareError::Forbidden("a collection name is 1 to 64 of A-Z a-z 0-9 . _ ~ -"))?;
         if segment == collections::DEFAULT_SEGMENT {
             return Err(GroupwareError::Exists);
         }
-        let payload = serde_json::to_vec(&Entry { kind: Entry::new(kind, segment).kind, name: segment.to_string(), ..entry })
-            .map_err(|e| GroupwareError::Sync(crate::error::Error::Internal(e.to_string()).into()))?;
+        let payload =
+            serde_json::to_vec(&Entry { kind: Entry::new(kind, segment).kind, name: segment.to_string(), ..entry })
+                .map_err(|e| GroupwareError::Sync(crate::error::Error::Internal(e.to_string()).into()))?;
         let op = Op::Put { id: sync_name, payload, expect: Precondition::IfAbsent };
         match self.sync.apply(account, collections::REGISTRY, vec![op], limit) {
             Err(SyncError::Conflicts(_)) => Err(GroupwareError::Exists),

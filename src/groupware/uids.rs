@@ -15,9 +15,12 @@ use crate::sync::{Sync, SyncError, MAX_FEED};
 
 const MAX_COLLECTIONS: usize = 4096;
 
+/// Each collection's UIDs, by account and sync collection name.
+type ByCollection = HashMap<(AccountId, String), Arc<Mutex<Uids>>>;
+
 #[derive(Clone, Default)]
 pub struct UidIndex {
-    collections: Arc<Mutex<HashMap<(AccountId, String), Arc<Mutex<Uids>>>>>,
+    collections: Arc<Mutex<ByCollection>>,
 }
 
 impl UidIndex {

@@ -127,7 +127,10 @@ impl Cx<'_> {
         let (gw, account) = (self.gw.clone(), self.account);
         match tokio::task::spawn_blocking(move || f(gw, account)).await {
             Ok(r) => r.map_err(|e| self.error(kind, e)),
-            Err(e) => Err(ApiError::from(crate::error::Error::Internal(format!("a blocking task failed: {e}"))).into_response()),
+            Err(e) => {
+                Err(ApiError::from(crate::error::Error::Internal(format!("a blocking task failed: {e}")))
+                    .into_response())
+            }
         }
     }
 
@@ -244,14 +247,22 @@ impl Cx<'_> {
             return Err(dav_error(StatusCode::FORBIDDEN, DAV, "need-privileges", "", "collections are made in a home"));
         };
         if mkcalendar && kind != Kind::Calendar {
-            return Err(dav_error(StatusCode::FORBIDDEN, DAV, "need-privileges", "", "calendars are made under /dav/calendars/"));
+            return Err(dav_error(
+                StatusCode::FORBIDDEN,
+                DAV,
+                "need-privileges",
+                "",
+                "calendars are made under /dav/calendars/",
+            ));
         }
         let body = read_xml(req).await?;
         let mut entry = Entry::new(kind, &seg);
         if let Some(root) = &body {
             let expected = if mkcalendar { (CAL, "mkcalendar") } else { (DAV, "mkcol") };
             if !root.is(expected.0, expected.1) {
-                return Err(bad_xml(xml::XmlError::Invalid("the body of MKCOL is DAV:mkcol, of MKCALENDAR CALDAV:mkcalendar")));
+                return Err(bad_xml(xml::XmlError::Invalid(
+                    "the body of MKCOL is DAV:mkcol, of MKCALENDAR CALDAV:mkcalendar",
+                )));
             }
             for (name, value) in xml::set_props(root) {
                 if name == (DAV.to_string(), "resourcetype".to_string()) {
@@ -259,8 +270,14 @@ impl Cx<'_> {
                         Kind::Contacts => (CARD, "addressbook"),
                         Kind::Calendar => (CAL, "calendar"),
                     };
-                    if !value.as_ref().is_some_and(|v| v.child(wanted.0, wanted.1).is_some()) {
-                        return Err(dav_error(StatusCode::FORBIDDEN, DAV, "valid-resourcetype", "", "an address book under /dav/contacts/, a calendar under /dav/calendars/"));
+                    if value.as_ref().is_none_or(|v| v.child(wanted.0, wanted.1).is_none()) {
+                        return Err(dav_error(
+                            StatusCode::FORBIDDEN,
+                            DAV,
+                            "valid-resourcetype",
+                            "",
+                            "an address book under /dav/contacts/, a calendar under /dav/calendars/",
+                        ));
                     }
                     continue;
                 }
@@ -295,7 +312,13 @@ impl Cx<'_> {
             }
         }
         let Target::Collection(kind, seg) = target else {
-            return Err(dav_error(StatusCode::FORBIDDEN, DAV, "supported-report", "", "REPORTs are asked of an address book or calendar"));
+            return Err(dav_error(
+                StatusCode::FORBIDDEN,
+                DAV,
+                "supported-report",
+                "",
+                "REPORTs are asked of an address book or calendar",
+            ));
         };
         let c = self.collection(kind, &seg).await?;
         reports::answer(self, c, report).await
@@ -303,7 +326,8 @@ impl Cx<'_> {
 
     async fn get(&self, target: Target, headers: &HeaderMap, head: bool) -> Result<Response, Response> {
         let Target::Object(kind, seg, name) = target else {
-            return Err(ApiError::new(ErrorCode::MethodNotAllowed, "GET is for objects; use PROPFIND on collections").into_response());
+            return Err(ApiError::new(ErrorCode::MethodNotAllowed, "GET is for objects; use PROPFIND on collections")
+                .into_response());
         };
         let c = self.collection(kind, &seg).await?;
         let o = self.run(kind, move |gw, a| gw.object(&a, &c, &name)).await?;
@@ -317,7 +341,12 @@ impl Cx<'_> {
         }
         let len = o.text.len().to_string();
         let body = if head { Body::empty() } else { Body::from(o.text) };
-        let mut resp = (StatusCode::OK, [(header::ETAG, etag), (header::CONTENT_TYPE, props::content_type(kind).to_string())], body).into_response();
+        let mut resp = (
+            StatusCode::OK,
+            [(header::ETAG, etag), (header::CONTENT_TYPE, props::content_type(kind).to_string())],
+            body,
+        )
+            .into_response();
         if head {
             resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_str(&len).expect("digits"));
         }
@@ -326,7 +355,9 @@ impl Cx<'_> {
 
     async fn put(&self, target: Target, req: Request) -> Result<Response, Response> {
         let Target::Object(kind, seg, name) = target else {
-            return Err(ApiError::new(ErrorCode::MethodNotAllowed, "PUT is for objects in a collection").into_response());
+            return Err(
+                ApiError::new(ErrorCode::MethodNotAllowed, "PUT is for objects in a collection").into_response()
+            );
         };
         let expect = super::files::write_precondition(req.headers());
         let c = match self.collection(kind, &seg).await {
@@ -363,7 +394,15 @@ impl Cx<'_> {
                 let c = self.collection(kind, &seg).await?;
                 self.run(kind, move |gw, a| gw.delete_collection(&a, &c)).await?;
             }
-            _ => return Err(dav_error(StatusCode::FORBIDDEN, DAV, "need-privileges", "", "the principal and the homes stay")),
+            _ => {
+                return Err(dav_error(
+                    StatusCode::FORBIDDEN,
+                    DAV,
+                    "need-privileges",
+                    "",
+                    "the principal and the homes stay",
+                ))
+            }
         }
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -374,7 +413,9 @@ fn apply_prop(entry: &mut Entry, kind: Kind, (ns, name): &Name, value: Option<&x
     let text = value.map(|v| v.text.trim().to_string()).filter(|t| !t.is_empty());
     let slot = match (ns.as_str(), name.as_str(), kind) {
         (DAV, "displayname", _) => &mut entry.displayname,
-        (CARD, "addressbook-description", Kind::Contacts) | (CAL, "calendar-description", Kind::Calendar) => &mut entry.description,
+        (CARD, "addressbook-description", Kind::Contacts) | (CAL, "calendar-description", Kind::Calendar) => {
+            &mut entry.description
+        }
         (APPLE, "calendar-color", _) => &mut entry.color,
         (APPLE, "calendar-order", _) => &mut entry.order,
         _ => return false,

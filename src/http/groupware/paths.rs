@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(target("/dav/contacts/"), Some(Target::Home(Kind::Contacts)));
         assert_eq!(target("/dav/calendars"), Some(Target::Home(Kind::Calendar)));
         assert_eq!(target("/dav/calendars/default/"), Some(Target::Collection(Kind::Calendar, "default".into())));
-        assert_eq!(target("/dav/contacts/work/a%40b.vcf"), Some(Target::Object(Kind::Contacts, "work".into(), "a@b.vcf".into())));
+        assert_eq!(
+            target("/dav/contacts/work/a%40b.vcf"),
+            Some(Target::Object(Kind::Contacts, "work".into(), "a@b.vcf".into()))
+        );
         assert_eq!(href_target("https://h:1/dav/contacts/default/x.vcf"), target("/dav/contacts/default/x.vcf"));
         assert_eq!(target("/dav/contactsx/"), None);
         assert_eq!(target("/dav/contacts/a/b/c"), None);

@@ -62,7 +62,10 @@ fn reports(kind: Kind) -> String {
         Kind::Contacts => names.extend([("card", "addressbook-multiget"), ("card", "addressbook-query")]),
         Kind::Calendar => names.extend([("cal", "calendar-multiget"), ("cal", "calendar-query")]),
     }
-    names.iter().map(|(p, n)| format!("<d:supported-report><d:report><{p}:{n}/></d:report></d:supported-report>")).collect()
+    names
+        .iter()
+        .map(|(p, n)| format!("<d:supported-report><d:report><{p}:{n}/></d:report></d:supported-report>"))
+        .collect()
 }
 
 fn default_name(kind: Kind) -> &'static str {
@@ -188,7 +191,9 @@ impl Multistatus {
     }
 
     fn propstat(&mut self, props: &str, status: &str) {
-        self.body.push_str(&format!("<d:propstat><d:prop>{props}</d:prop><d:status>HTTP/1.1 {status}</d:status></d:propstat>"));
+        self.body.push_str(&format!(
+            "<d:propstat><d:prop>{props}</d:prop><d:status>HTTP/1.1 {status}</d:status></d:propstat>"
+        ));
     }
 
     /// A `response` with only a status (a removed object, a multiget href not found).
@@ -226,7 +231,11 @@ impl Multistatus {
 
 /// An empty element for any property name, its namespace declared in place when not ours.
 fn unknown(i: usize, ns: &str, name: &str) -> String {
-    let name = if name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) && !name.is_empty() { name } else { "invalid" };
+    let name = if name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) && !name.is_empty() {
+        name
+    } else {
+        "invalid"
+    };
     match prefix(ns) {
         Some(p) => format!("<{p}:{name}/>"),
         None if ns.is_empty() => format!("<{name} xmlns=\"\"/>"),

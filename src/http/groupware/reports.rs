@@ -93,9 +93,13 @@ pub(super) async fn answer(cx: &Cx<'_>, c: Collection, report: Report) -> Result
             }
             Ok(multistatus(ms.finish(Some(changes.next))))
         }
-        Report::Unsupported((ns, name)) => {
-            Err(dav_error(StatusCode::FORBIDDEN, DAV, "supported-report", "", &format!("REPORT {{{ns}}}{name} is not supported here")))
-        }
+        Report::Unsupported((ns, name)) => Err(dav_error(
+            StatusCode::FORBIDDEN,
+            DAV,
+            "supported-report",
+            "",
+            &format!("REPORT {{{ns}}}{name} is not supported here"),
+        )),
     }
 }
 

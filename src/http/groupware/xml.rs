@@ -71,10 +71,8 @@ pub fn parse(body: &[u8]) -> Result<Option<Node>, XmlError> {
     if body.windows(2).any(|w| w == b"<!") && contains_ci(body, b"<!doctype") {
         return Err(XmlError::Doctype);
     }
-    let mut config = xml::reader::ParserConfig::new()
-        .trim_whitespace(true)
-        .cdata_to_characters(true)
-        .ignore_comments(true);
+    let mut config =
+        xml::reader::ParserConfig::new().trim_whitespace(true).cdata_to_characters(true).ignore_comments(true);
     config.max_entity_expansion_length = 0;
     config.max_entity_expansion_depth = 0;
     let reader = config.create_reader(body);
@@ -158,10 +156,24 @@ pub fn set_props(root: &Node) -> Vec<(Name, Option<Node>)> {
 }
 
 pub enum Report {
-    Multiget { props: PropRequest, hrefs: Vec<String> },
-    CardQuery { props: PropRequest, filter: CardFilter, limit: Option<usize> },
-    CalQuery { props: PropRequest, filter: Option<CompFilter> },
-    SyncCollection { props: PropRequest, token: String, limit: Option<usize> },
+    Multiget {
+        props: PropRequest,
+        hrefs: Vec<String>,
+    },
+    CardQuery {
+        props: PropRequest,
+        filter: CardFilter,
+        limit: Option<usize>,
+    },
+    CalQuery {
+        props: PropRequest,
+        filter: Option<CompFilter>,
+    },
+    SyncCollection {
+        props: PropRequest,
+        token: String,
+        limit: Option<usize>,
+    },
     /// A REPORT this server does not do, by its element name.
     Unsupported(Name),
 }
@@ -208,13 +220,19 @@ fn all_of(n: &Node) -> bool {
 }
 
 fn card_filter(f: &Node) -> Result<CardFilter, XmlError> {
-    let props = f.children.iter().filter(|c| c.is(CARD, "prop-filter")).map(|p| prop_filter(p, CARD)).collect::<Result<_, _>>()?;
+    let props = f
+        .children
+        .iter()
+        .filter(|c| c.is(CARD, "prop-filter"))
+        .map(|p| prop_filter(p, CARD))
+        .collect::<Result<_, _>>()?;
     Ok(CardFilter { props, all_of: all_of(f) })
 }
 
 fn prop_filter(p: &Node, ns: &str) -> Result<PropFilter, XmlError> {
     let name = p.attr("name").ok_or(XmlError::Invalid("a prop-filter has a name"))?.to_ascii_uppercase();
-    let text_matches = p.children.iter().filter(|c| c.is(ns, "text-match")).map(text_match).collect::<Result<_, _>>()?;
+    let text_matches =
+        p.children.iter().filter(|c| c.is(ns, "text-match")).map(text_match).collect::<Result<_, _>>()?;
     Ok(PropFilter {
         name,
         is_not_defined: p.child(ns, "is-not-defined").is_some(),
@@ -246,7 +264,12 @@ fn comp_filter(f: &Node) -> Result<CompFilter, XmlError> {
         name,
         is_not_defined: f.child(CAL, "is-not-defined").is_some(),
         time_range: f.child(CAL, "time-range").map(time_range).transpose()?,
-        props: f.children.iter().filter(|c| c.is(CAL, "prop-filter")).map(|p| prop_filter(p, CAL)).collect::<Result<_, _>>()?,
+        props: f
+            .children
+            .iter()
+            .filter(|c| c.is(CAL, "prop-filter"))
+            .map(|p| prop_filter(p, CAL))
+            .collect::<Result<_, _>>()?,
         comps: f.children.iter().filter(|c| c.is(CAL, "comp-filter")).map(comp_filter).collect::<Result<_, _>>()?,
     })
 }
@@ -301,7 +324,10 @@ mod tests {
 </C:calendar-query>"#;
         let root = parse(body).unwrap().unwrap();
         let Report::CalQuery { props, filter } = report(&root).unwrap() else { panic!() };
-        assert_eq!(props, PropRequest::Names(vec![(DAV.into(), "getetag".into()), (CAL.into(), "calendar-data".into())]));
+        assert_eq!(
+            props,
+            PropRequest::Names(vec![(DAV.into(), "getetag".into()), (CAL.into(), "calendar-data".into())])
+        );
         let f = filter.unwrap();
         assert_eq!(f.name, "VCALENDAR");
         assert!(f.comps[0].time_range.unwrap().start.is_some());
