@@ -92,6 +92,7 @@ def load(c, bearer, collection, field, make, n):
 
 
 PROPFIND = '<d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>'
+TOKEN = '<d:propfind xmlns:d="DAV:"><d:prop><d:sync-token/></d:prop></d:propfind>'
 
 
 def multiget(kind, hrefs):
@@ -111,7 +112,8 @@ HREF = re.compile(r"<d:href>([^<]+)</d:href>")
 
 
 def dav_initial(c, basic, kind, batch):
-    """PROPFIND for the hrefs and ETags, multiget for the data, the sync token last."""
+    """PROPFIND for the hrefs and ETags, multiget for the data, the collection's sync token last
+    (as vdirsyncer and the caldav library do)."""
     home = "/dav/contacts/default/" if kind == "contacts" else "/dav/calendars/default/"
     status, body = c.req("PROPFIND", home, PROPFIND, {**basic, "Depth": "1"})
     assert status == 207, body[:200]
@@ -121,8 +123,8 @@ def dav_initial(c, basic, kind, batch):
         status, body = c.req("REPORT", home, multiget(kind, hrefs[i : i + batch]), {**basic, "Depth": "1"})
         assert status == 207, body[:200]
         got += body.count(b"200 OK")
-    status, body = c.req("REPORT", home, sync_report(""), basic)
-    token = body.decode().rsplit("<d:sync-token>", 1)[1].split("<")[0]
+    status, body = c.req("PROPFIND", home, TOKEN, {**basic, "Depth": "0"})
+    token = body.decode().split("<d:sync-token>", 1)[1].split("<")[0]
     return got, token
 
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::text::{self, Component, Prop};
 
 /// Occurrences looked at per recurring component and query, at most (then it matches).
-const MAX_OCCURRENCES: usize = 100_000;
+const MAX_OCCURRENCES: usize = 20_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CalError {

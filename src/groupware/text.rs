@@ -219,4 +219,28 @@ mod tests {
         assert_eq!(parse(&"BEGIN:A\n".repeat(9)), Err(TextError::TooDeep));
         assert!(parse_line("X;P=\"open:v").is_none());
     }
+
+    proptest::proptest! {
+        /// Lines built from the grammar's own pieces, shuffled: the parser never panics, and what
+        /// it accepts pairs every BEGIN with an END.
+        #[test]
+        fn arbitrary_content_lines_never_panic(lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "BEGIN:VCALENDAR", "END:VCALENDAR", "BEGIN:VEVENT", "END:VEVENT", "UID:x",
+                "DTSTART;TZID=\"Europe/Berlin\":20260101T100000", "RRULE:FREQ=DAILY;COUNT=3",
+                " folded", "X;P=\"a", ":", ";", "EXDATE:20260102T100000Z,bad", "\u{e9}:\u{fc}",
+            ]),
+            0..24,
+        )) {
+            let text = lines.join("\r\n");
+            if let Ok(c) = parse(&text) {
+                proptest::prop_assert_eq!(text.matches("BEGIN:").count(), text.matches("END:").count());
+                let _ = crate::groupware::event::parse(&text);
+                let range = crate::groupware::event::Range { start: None, end: None };
+                for child in &c.children {
+                    crate::groupware::event::component_overlaps(child, &range, &[]);
+                }
+            }
+        }
+    }
 }
