@@ -380,6 +380,17 @@ async fn queries_match_text_and_time_ranges_with_recurrences_expanded() {
         )
         .await;
     assert_eq!(hrefs(&todos), ["/dav/calendars/default/todo.ics"], "a VTODO without dates matches any range");
+    let free_busy = r#"<c:free-busy-query xmlns:c="urn:ietf:params:xml:ns:caldav"><c:time-range start="20261201T000000Z" end="20261215T000000Z"/></c:free-busy-query>"#;
+    let r = dav.req("REPORT", "/dav/calendars/default/", &[("Depth", "1")], free_busy).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/calendar"));
+    let fb = r.text().await.unwrap();
+    let periods: Vec<&str> = fb.lines().filter_map(|l| l.strip_prefix("FREEBUSY;FBTYPE=BUSY:")).collect();
+    assert_eq!(
+        periods,
+        ["20261202T100000Z/20261202T110000Z", "20261207T090000Z/20261207T100000Z", "20261214T090000Z/20261214T100000Z"],
+        "{fb}"
+    );
     let multiget = r#"<c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop><d:href>/dav/calendars/default/once.ics</d:href><d:href>/dav/calendars/default/missing.ics</d:href></c:calendar-multiget>"#;
     let r = dav.text("REPORT", "/dav/calendars/default/", &[("Depth", "1")], multiget, 207).await;
     assert_eq!(hrefs(&r), ["/dav/calendars/default/once.ics"]);

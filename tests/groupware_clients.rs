@@ -180,7 +180,6 @@ const EXPECTED_FINDINGS: &[(&str, &str)] = &[
     ("calendar-color", "full"),
     ("calendar-color.name", "full"),
     ("calendar-order", "full"),
-    ("freebusy-query", "ungraceful"),
     ("principal-search", "unsupported"),
     ("save.no-uid-conflict", "full"),
     ("scheduling", "unsupported"),

@@ -234,11 +234,21 @@ impl Range {
 /// overlaps `range`. `overridden`: the RECURRENCE-IDs of the object's other components, which
 /// replace those instances of this one.
 pub fn component_overlaps(c: &Component, range: &Range, overridden: &[DateTime<Utc>]) -> bool {
+    instances(c, range, overridden, 1).is_none_or(|found| !found.is_empty())
+}
+
+/// The instances `[start, end)` of `c` that overlap `range`, at most `want`, in order; `None`
+/// where they cannot be known (a rule the crate cannot expand, more than `MAX_OCCURRENCES`
+/// looked at) and for a component without times (a VTODO without dates).
+pub fn instances(
+    c: &Component,
+    range: &Range,
+    overridden: &[DateTime<Utc>],
+    want: usize,
+) -> Option<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
     let start = time_of(c, "DTSTART").ok().flatten();
     let end = time_of(c, "DTEND").ok().flatten().or_else(|| time_of(c, "DUE").ok().flatten());
-    let Some(start) = start.or(if c.name == "VTODO" { end } else { None }) else {
-        return true; // no time to compare (a VTODO without dates matches any range)
-    };
+    let start = start.or(if c.name == "VTODO" { end } else { None })?;
     let length = match end {
         Some(e) => e.utc() - start.utc(),
         None => match c.value("DURATION").and_then(parse_duration) {
@@ -250,19 +260,20 @@ pub fn component_overlaps(c: &Component, range: &Range, overridden: &[DateTime<U
     .max(TimeDelta::zero());
     let recurring = c.prop("RRULE").is_some() || c.prop("RDATE").is_some();
     if !recurring || c.prop("RECURRENCE-ID").is_some() {
-        return range.overlaps(start.utc(), start.utc() + length);
+        let (s, e) = (start.utc(), start.utc() + length);
+        return Some(if range.overlaps(s, e) { vec![(s, e)] } else { Vec::new() });
     }
-    expand_overlaps(c, start, length, range, overridden).unwrap_or(true)
+    expand(c, start, length, range, overridden, want)
 }
 
-/// `None` where the rule cannot be expanded (then the caller counts it as matching).
-fn expand_overlaps(
+fn expand(
     c: &Component,
     start: When,
     length: TimeDelta,
     range: &Range,
     overridden: &[DateTime<Utc>],
-) -> Option<bool> {
+    want: usize,
+) -> Option<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
     let dt_start = start.rrule()?;
     let mut set = match c.prop("RRULE") {
         Some(p) => p.value.parse::<rrule::RRule<rrule::Unvalidated>>().ok()?.build(dt_start).ok()?,
@@ -288,19 +299,37 @@ fn expand_overlaps(
         // Only instances that can still reach the range; a day of slack for zone offsets.
         set = set.after((rs - length - TimeDelta::days(1)).with_timezone(&rrule::Tz::UTC));
     }
+    let mut found = Vec::new();
     for (n, occurrence) in (&set).into_iter().enumerate() {
         if n == MAX_OCCURRENCES {
             return None;
         }
         let s = occurrence.with_timezone(&Utc);
-        if range.end.is_some_and(|re| s >= re) {
-            return Some(false);
+        if range.end.is_some_and(|re| s >= re) || found.len() == want {
+            break;
         }
         if !overridden.contains(&s) && range.overlaps(s, s + length) {
-            return Some(true);
+            found.push((s, s + length));
         }
     }
-    Some(false)
+    Some(found)
+}
+
+/// The busy time of a calendar object within `range` (RFC 4791 7.10): its VEVENTs' instances,
+/// except transparent and cancelled ones, at most `want`.
+pub fn busy(cal: &Component, range: &Range, want: usize) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let overridden = overridden_instances(cal);
+    let mut out = Vec::new();
+    for c in cal.children.iter().filter(|c| c.name == "VEVENT") {
+        let transparent = c.value("TRANSP").is_some_and(|t| t.trim().eq_ignore_ascii_case("TRANSPARENT"));
+        let cancelled = c.value("STATUS").is_some_and(|t| t.trim().eq_ignore_ascii_case("CANCELLED"));
+        if transparent || cancelled {
+            continue;
+        }
+        let mine: Vec<DateTime<Utc>> = if c.prop("RECURRENCE-ID").is_some() { Vec::new() } else { overridden.clone() };
+        out.extend(instances(c, range, &mine, want.saturating_sub(out.len())).unwrap_or_default());
+    }
+    out
 }
 
 /// The RECURRENCE-IDs of an object's components, in UTC.
@@ -384,5 +413,26 @@ mod tests {
             cal("BEGIN:VEVENT\r\nUID:c\r\nDTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n");
         assert!(hits(&count, "2026-01-03T12:00:00Z", "2026-01-03T13:00:00Z"));
         assert!(!hits(&count, "2026-01-04T12:00:00Z", "2026-01-05T13:00:00Z"));
+    }
+
+    #[test]
+    fn busy_time_lists_instances_in_the_range() {
+        let weekly = cal(
+            "BEGIN:VEVENT\r\nUID:w\r\nDTSTART:20261207T090000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n",
+        );
+        let c = text::parse(&weekly).unwrap();
+        let range = Range { start: Some(utc("2026-12-01T00:00:00Z")), end: Some(utc("2026-12-22T00:00:00Z")) };
+        let b = busy(&c, &range, 10);
+        assert_eq!(
+            b,
+            vec![
+                (utc("2026-12-07T09:00:00Z"), utc("2026-12-07T10:00:00Z")),
+                (utc("2026-12-14T09:00:00Z"), utc("2026-12-14T10:00:00Z")),
+                (utc("2026-12-21T09:00:00Z"), utc("2026-12-21T10:00:00Z")),
+            ]
+        );
+        assert_eq!(busy(&c, &range, 2).len(), 2);
+        let free = cal("BEGIN:VEVENT\r\nUID:f\r\nDTSTART:20261207T090000Z\r\nDURATION:PT1H\r\nTRANSP:TRANSPARENT\r\nEND:VEVENT\r\n");
+        assert!(busy(&text::parse(&free).unwrap(), &range, 10).is_empty());
     }
 }

@@ -60,7 +60,9 @@ fn reports(kind: Kind) -> String {
     let mut names = vec![("d", "sync-collection")];
     match kind {
         Kind::Contacts => names.extend([("card", "addressbook-multiget"), ("card", "addressbook-query")]),
-        Kind::Calendar => names.extend([("cal", "calendar-multiget"), ("cal", "calendar-query")]),
+        Kind::Calendar => {
+            names.extend([("cal", "calendar-multiget"), ("cal", "calendar-query"), ("cal", "free-busy-query")])
+        }
     }
     names
         .iter()

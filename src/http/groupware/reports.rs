@@ -8,6 +8,7 @@ use super::paths::{self, Target};
 use super::props::{Multistatus, Resource};
 use super::xml::{Report, DAV};
 use super::{dav_error, multistatus, parse_token, Cx};
+use crate::groupware::event::{self, Range};
 use crate::groupware::{text, Collection, GroupwareError, Object};
 use crate::sync::MAX_FEED;
 
@@ -93,6 +94,20 @@ pub(super) async fn answer(cx: &Cx<'_>, c: Collection, report: Report) -> Result
             }
             Ok(multistatus(ms.finish(Some(changes.next))))
         }
+        Report::FreeBusy(range) => {
+            let objects = all_objects(cx, &c).await?;
+            let mut periods = Vec::new();
+            for o in &objects {
+                if periods.len() >= MAX_BUSY {
+                    break;
+                }
+                if let Ok(cal) = text::parse(&o.text) {
+                    periods.extend(event::busy(&cal, &range, MAX_BUSY - periods.len()));
+                }
+            }
+            periods.sort();
+            Ok(free_busy(&range, &periods))
+        }
         Report::Unsupported((ns, name)) => Err(dav_error(
             StatusCode::FORBIDDEN,
             DAV,
@@ -101,6 +116,27 @@ pub(super) async fn answer(cx: &Cx<'_>, c: Collection, report: Report) -> Result
             &format!("REPORT {{{ns}}}{name} is not supported here"),
         )),
     }
+}
+
+/// Busy periods one free-busy answer lists, at most.
+const MAX_BUSY: usize = 10_000;
+
+/// A VFREEBUSY (RFC 4791 7.10) of the range with the busy periods, in UTC.
+fn free_busy(range: &Range, periods: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)]) -> Response {
+    use axum::response::IntoResponse;
+    let fmt = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let mut body = String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//cairn//CalDAV//EN\r\nBEGIN:VFREEBUSY\r\n");
+    if let Some(s) = &range.start {
+        body.push_str(&format!("DTSTART:{}\r\n", fmt(s)));
+    }
+    if let Some(e) = &range.end {
+        body.push_str(&format!("DTEND:{}\r\n", fmt(e)));
+    }
+    for (s, e) in periods {
+        body.push_str(&format!("FREEBUSY;FBTYPE=BUSY:{}/{}\r\n", fmt(s), fmt(e)));
+    }
+    body.push_str("END:VFREEBUSY\r\nEND:VCALENDAR\r\n");
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response()
 }
 
 async fn all_objects(cx: &Cx<'_>, c: &Collection) -> Result<Vec<Object>, Response> {

@@ -174,6 +174,8 @@ pub enum Report {
         token: String,
         limit: Option<usize>,
     },
+    /// `free-busy-query` with its time range.
+    FreeBusy(Range),
     /// A REPORT this server does not do, by its element name.
     Unsupported(Name),
 }
@@ -197,6 +199,10 @@ pub fn report(root: &Node) -> Result<Report, XmlError> {
                 None => None,
             };
             Report::CalQuery { props, filter }
+        }
+        (CAL, "free-busy-query") => {
+            let range = root.child(CAL, "time-range").ok_or(XmlError::Invalid("free-busy-query holds a time-range"))?;
+            Report::FreeBusy(time_range(range)?)
         }
         (DAV, "sync-collection") => {
             let token = root.child(DAV, "sync-token").map(|t| t.text.trim().to_string()).unwrap_or_default();
