@@ -14,7 +14,7 @@ pub mod xml;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -66,9 +66,8 @@ async fn handle(State(app): State<AppState>, _: CredentialsAllowed, ClientIp(ip)
     }
 }
 
-/// A request of `account`, once authenticated: public for the fuzz target `groupware_xml`'s
-/// neighbours and for tests that drive the router without accounts.
-pub async fn serve(app: &AppState, account: AccountId, req: Request) -> Result<Response, Response> {
+/// A request of `account`, once authenticated.
+async fn serve(app: &AppState, account: AccountId, req: Request) -> Result<Response, Response> {
     let method = req.method().clone();
     let target = paths::target(req.uri().path()).ok_or_else(|| ApiError::not_found().into_response())?;
     let gw = app.groupware.clone();
@@ -91,8 +90,6 @@ fn options() -> Response {
     let dav = "1, 3, addressbook, calendar-access, extended-mkcol";
     (StatusCode::OK, [(header::ALLOW, allow), (HeaderName::from_static("dav"), dav)]).into_response()
 }
-
-use axum::http::HeaderName;
 
 /// One request's context: the app, the service, the account.
 struct Cx<'a> {
