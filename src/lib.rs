@@ -10,6 +10,7 @@ pub mod datadir;
 pub mod drive;
 pub mod engine;
 pub mod error;
+pub mod groupware;
 pub mod host_metrics;
 pub mod http;
 pub mod identity;

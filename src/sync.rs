@@ -281,6 +281,12 @@ impl Sync {
         Ok(self.get_raw(&sk::account_meta_key(account))?.and_then(|v| keys::decode_count(&v)).unwrap_or(0))
     }
 
+    /// One collection's live count and bytes and newest seq (all zero for one never written).
+    /// Blocking.
+    pub fn collection(&self, account: &AccountId, collection: &str) -> Result<CollectionMeta> {
+        self.meta(account, collection)
+    }
+
     /// A live record (404 for a tombstone). Blocking.
     pub fn get(&self, account: &AccountId, collection: &str, id: &str) -> Result<View> {
         match self.record(account, collection, id)? {

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod dav;
 pub mod error;
 mod files;
+pub mod groupware;
 mod identity;
 pub mod json;
 pub mod limits;
@@ -86,6 +87,8 @@ pub struct App {
     pub downloads: limits::Allowance,
     /// The WebDAV front's protocol handler and locks.
     pub dav: dav::Front,
+    /// Contacts and calendars over CardDAV/CalDAV (its UID index lives here).
+    pub groupware: crate::groupware::Groupware,
 }
 
 /// How many manifest bodies may be in memory at once.
@@ -134,12 +137,13 @@ impl App {
             drive,
             resumable,
             identity,
-            sync,
+            sync: sync.clone(),
             backups,
             manifest_permits,
             uploads,
             downloads,
             dav: dav::Front::new(engine_clock),
+            groupware: crate::groupware::Groupware::new(sync.clone()),
         }
     }
 
@@ -196,6 +200,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sync/{collection}/{id}", get(sync::get).put(sync::put).delete(sync::delete))
         .merge(tus::routes())
         .merge(dav::routes())
+        .merge(groupware::routes())
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))

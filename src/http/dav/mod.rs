@@ -70,7 +70,11 @@ async fn handle(State(app): State<AppState>, _: CredentialsAllowed, ClientIp(ip)
 }
 
 /// Basic credentials: the account's identifier and one of its app passwords.
-async fn authenticate(app: &AppState, headers: &HeaderMap, ip: std::net::IpAddr) -> Result<Session, Response> {
+pub(super) async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> Result<Session, Response> {
     let challenge = |resp: Response| {
         let mut resp = resp;
         if resp.status() == StatusCode::UNAUTHORIZED {
