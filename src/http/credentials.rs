@@ -7,8 +7,8 @@
 //! held to this: clients get them over whatever channel they signed in on, and the API has
 //! always been served plain behind TLS-terminating proxies.
 //!
-//! `/dav/` takes `CredentialsAllowed` before it reads Basic credentials; a web portal's cookies
-//! will do the same.
+//! `/dav/` takes `CredentialsAllowed` before it reads Basic credentials; the web portal reads
+//! its cookie only where `allows` says so (`portal::session`).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

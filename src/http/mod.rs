@@ -14,6 +14,7 @@ pub mod groupware;
 mod identity;
 pub mod json;
 pub mod limits;
+pub mod portal;
 mod quota;
 mod serve;
 mod snapshots;
@@ -180,7 +181,7 @@ impl App {
 }
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -201,6 +202,7 @@ pub fn router(app: AppState) -> Router {
         .merge(tus::routes())
         .merge(dav::routes())
         .merge(groupware::routes())
+        .merge(portal::routes())
         .route("/v1/backups", get(backups::list).post(backups::create))
         .route("/v1/backups/{id}", get(backups::get).delete(backups::delete))
         .route("/v1/backups/{id}/files/{*path}", get(backups::file))
@@ -218,5 +220,8 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(app.clone(), system::count_and_limit_headers))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(unread::close_if_unread))
-        .with_state(app)
+        .with_state(app.clone());
+    // The portal's bridge rewrites `/portal/api/v1/...` to `/v1/...` before the routes are
+    // chosen, so it wraps the whole router (a layer of the router itself runs after routing).
+    Router::new().fallback_service(api).layer(axum::middleware::from_fn_with_state(app, portal::bridge))
 }
