@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::layout::{page, status};
+use super::layout::{page, status, when};
 use super::session::Web;
 use super::text::{encode_component, human_size};
 use crate::http::error::ApiError;
@@ -155,7 +155,7 @@ pub async fn security(State(app): State<AppState>, web: Web) -> Result<Response,
                         tr data-device=(d.device_id) {
                             td { (d.name) @if d.current { " " span.badge { "this browser" } } @if d.app_password { " " span.badge { "app password" } } }
                             td { (d.model) " " (d.os) }
-                            td { (d.last_seen) }
+                            td { (when(&d.last_seen)) }
                             td {
                                 form data-api=(format!("DELETE /devices/{}", encode_component(&d.device_id)))
                                     data-then=(if d.current { "/portal/signin" } else { "reload" }) {
@@ -174,7 +174,7 @@ pub async fn security(State(app): State<AppState>, web: Web) -> Result<Response,
             ul.plain {
                 @for a in &app_passwords {
                     li {
-                        (a.name) " — made " (a.created_at) ", last used " (if a.last_used.is_empty() { "never" } else { &a.last_used })
+                        (a.name) " — made " (when(&a.created_at)) ", last used " @if a.last_used.is_empty() { "never" } @else { (when(&a.last_used)) }
                         form.inline data-api=(format!("DELETE /app-passwords/{}", encode_component(&a.id))) data-then="reload" {
                             button type="submit" aria-label=(format!("Revoke {}", a.name)) { "Revoke" }
                         }
@@ -194,7 +194,7 @@ pub async fn security(State(app): State<AppState>, web: Web) -> Result<Response,
                 tbody {
                     @for e in events.iter().take(200) {
                         tr {
-                            td { (e.at) }
+                            td { (when(&e.at)) }
                             td { (e.kind.replace('_', " ")) }
                             td { (e.ip) }
                             td { @if let Some(d) = &e.device { (d.name) } @else { "—" } }

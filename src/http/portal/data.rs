@@ -7,7 +7,7 @@ use axum::Json;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{page, status};
+use super::layout::{page, status, when};
 use super::session::{Guarded, Web};
 use super::text::{encode_component, encode_path, human_size};
 use crate::drive::{Entry, Transfer};
@@ -146,7 +146,7 @@ pub async fn files(State(app): State<AppState>, web: Web, Query(q): Query<Folder
                                 Entry::File(rec) => tr.file data-path=(c.path) {
                                     td.name { (name) }
                                     td { (human_size(rec.size)) }
-                                    td.wide { (rfc3339_millis(rec.modified)) }
+                                    td.wide { (when(&rfc3339_millis(rec.modified))) }
                                     td.actions {
                                         a href=(format!("/portal/api/v1/files/{}", encode_path(&c.path))) download=(name)
                                             aria-label=(format!("Download {name}")) { "Download" }
@@ -221,7 +221,7 @@ pub async fn backups(State(app): State<AppState>, web: Web) -> Result<Response, 
                     tbody {
                         @for s in list.iter().filter(|s| s.head.device_id == *d) {
                             tr {
-                                td { a href=(format!("/portal/backups/{}", crate::backup::format_id(s.id))) { (rfc3339_millis(s.head.created_at)) } }
+                                td { a href=(format!("/portal/backups/{}", crate::backup::format_id(s.id))) { (when(&rfc3339_millis(s.head.created_at))) } }
                                 td { (s.head.label) }
                                 td { (s.head.files) }
                                 td { (human_size(s.head.size)) }
@@ -244,7 +244,7 @@ pub async fn backup(State(app): State<AppState>, web: Web, Path(id): Path<String
     let (summary, entries) = blocking(move || b.manifest(&account, n)).await?;
     let id = crate::backup::format_id(summary.id);
     let content = html! {
-        p { (summary.head.device_id) ", " (rfc3339_millis(summary.head.created_at)) ": "
+        p { (summary.head.device_id) ", " (when(&rfc3339_millis(summary.head.created_at))) ": "
             (summary.head.files) " files, " (human_size(summary.head.size)) "." }
         div.scroll {
             table {

@@ -90,6 +90,11 @@ pub fn status() -> Markup {
     html! { p.status role="status" aria-live="polite" {} }
 }
 
+/// A stored time, shown to the minute with the exact value kept for machines.
+pub fn when(at: &str) -> Markup {
+    html! { time datetime=(at) { (super::text::short_time(at)) } }
+}
+
 /// A static asset compiled into the binary.
 pub fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();

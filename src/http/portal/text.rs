@@ -39,6 +39,20 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// An RFC 3339 UTC time as a person reads it: to the minute, "2026-12-03 08:34 UTC". The
+/// stored form carries microseconds, which wrapped over three lines in a phone-width table;
+/// pages put the full value in `<time datetime>` beside this. Anything that does not look like
+/// one is shown as given.
+pub fn short_time(at: &str) -> String {
+    let b = at.as_bytes();
+    let shaped = b.len() >= 17 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' && at.ends_with('Z');
+    if shaped && at.is_char_boundary(16) {
+        format!("{} {} UTC", &at[..10], &at[11..16])
+    } else {
+        at.to_string()
+    }
+}
+
 /// What one synced record shows in a list: a title and the lines under it.
 #[derive(Debug, Default, PartialEq)]
 pub struct Shown {
@@ -113,6 +127,15 @@ mod tests {
     fn names_are_encoded_for_urls() {
         assert_eq!(encode_path("a b/ü?#.txt"), "a%20b/%C3%BC%3F%23.txt");
         assert_eq!(encode_component("x/y"), "x%2Fy");
+    }
+
+    #[test]
+    fn times_read_to_the_minute() {
+        assert_eq!(short_time("2026-12-03T08:34:12.369037Z"), "2026-12-03 08:34 UTC");
+        assert_eq!(short_time("2026-12-03T08:34:12Z"), "2026-12-03 08:34 UTC");
+        assert_eq!(short_time(""), "");
+        assert_eq!(short_time("yesterday"), "yesterday");
+        assert_eq!(short_time("2026-12-03T08:3é:12.3Z"), "2026-12-03T08:3é:12.3Z");
     }
 
     #[test]
