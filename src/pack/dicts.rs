@@ -10,13 +10,16 @@
 //! - A pack's dictionary is fixed at its first append: the dictionary of that first chunk if
 //!   it has one, else the lane's current one, else none; it is written as the pack's first
 //!   entry, before that chunk (`Packs::append_in`).
-//! - A tag 2 chunk for a pack with entries but no dictionary (a pack opened before the lane
-//!   had one) closes that pack as if it were full: the next pack starts with the chunk's
-//!   dictionary. Once per lane per process.
-//! - A tag 2 chunk compressed against another dictionary than its pack's (compaction copying
-//!   from packs of an earlier process) is compressed again from its raw bytes, against the
-//!   pack's dictionary, under the lane's lock: the rare path. It stays tag 2 (or becomes raw if
-//!   it no longer shrinks), and compaction's index move records the new form.
+//! - Once a lane has a dictionary, a compressed chunk for a pack of that lane with entries but
+//!   no dictionary (a pack opened before) closes that pack as if it were full: the next pack
+//!   starts with the dictionary. Once per lane per process.
+//! - A compressed chunk that was not compressed against its pack's dictionary is compressed
+//!   again from its raw bytes, against it, under the lane's lock: the rare path. On the
+//!   uploads' lane these are the batches in flight when the lane got its dictionary (at most
+//!   ~7 MiB, once per process, ~30 ms of the writer's time), and the rule keeps them from going
+//!   without; on compaction's, chunks copied from packs with another dictionary or none. It
+//!   stays compressed (or becomes raw if it no longer shrinks), and compaction's index move
+//!   records the new form.
 //!
 //! Invariant (the one every reader relies on): an entry with tag 2 in pack P was compressed
 //! against exactly the dictionary that is P's first entry. The dictionary lives and dies with

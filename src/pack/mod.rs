@@ -242,9 +242,10 @@ impl Packs {
     }
 
     /// Keep the dictionary invariant (`dicts`) for `chunk` going into `p`: a pack's first
-    /// append writes its dictionary first, if it gets one; a tag 2 chunk compressed against
-    /// another dictionary than the pack's is compressed again from its raw bytes (the rare
-    /// path: compaction copying from another process's packs).
+    /// append writes its dictionary first, if it gets one; a compressed chunk that was not
+    /// compressed against the pack's dictionary is compressed again from its raw bytes, against
+    /// it (the rare path: the chunks in flight when the lane got its dictionary, and
+    /// compaction copying from other packs).
     fn fit_dictionary<'c>(&self, lane: Lane, p: &mut OpenPack, chunk: &'c SealedChunk) -> Result<Cow<'c, SealedChunk>> {
         if p.entries.is_empty() && p.dict.is_none() {
             if let Some(d) = chunk.dict.clone().or_else(|| self.dicts.current(lane)) {
@@ -260,7 +261,12 @@ impl Packs {
                 p.dict = Some(d);
             }
         }
-        if chunk.compression != Compression::ZstdDict || dictionary::same(chunk.dict.as_ref(), p.dict.as_ref()) {
+        let fits = match chunk.compression {
+            Compression::ZstdDict => dictionary::same(chunk.dict.as_ref(), p.dict.as_ref()),
+            Compression::Zstd => p.dict.is_none(),
+            Compression::Raw | Compression::Dictionary => true,
+        };
+        if fits {
             return Ok(Cow::Borrowed(chunk));
         }
         let again = codec::seal_with(chunk.raw.clone(), self.dicts.level(), p.dict.as_ref());
@@ -462,13 +468,15 @@ impl PackStore for Packs {
         let chunk = self.sealed_for(chunk)?;
         let chunk = chunk.as_ref();
         self.dicts.observe(lane, chunk);
+        let lane_has_dict = self.dicts.current(lane).is_some();
         let mut slot = self.lane(lane);
         let mut full = None;
         if let Some(p) = slot.as_ref() {
             let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
-            // A pack opened before its lane had a dictionary is closed by the first chunk
-            // compressed against one, so that the next pack can carry it (`dicts`).
-            let wants_dict = chunk.compression == Compression::ZstdDict && p.dict.is_none();
+            // A pack opened before its lane had a dictionary is closed by the first
+            // compressible chunk after, so that the next pack can carry it (`dicts`).
+            let wants_dict =
+                chunk.compression.is_compressed() && p.dict.is_none() && (chunk.dict.is_some() || lane_has_dict);
             if !p.entries.is_empty() && (size > self.target_size || wants_dict) {
                 full = slot.take();
             }
@@ -1160,8 +1168,9 @@ mod tests {
         codec::seal_with(text(seed, 64 << 10), 3, p.dicts.current(Lane::Uploads).as_ref())
     }
 
-    /// Dictionaries on; chunks appended until the uploads' lane has its dictionary and a pack
-    /// carries it. Returns the appends of tag 2 chunks (the first ones went in plain).
+    /// Dictionaries on; `n` text chunks appended: the first goes in plain, the second gives
+    /// the lane its dictionary and opens a pack that carries it, with every chunk after.
+    /// Returns the appends stored against the dictionary.
     fn dictionary_pack(p: &Packs, n: u64) -> Vec<(Appended, SealedChunk)> {
         p.dicts.configure(true, 3);
         let mut out = Vec::new();
@@ -1170,7 +1179,7 @@ mod tests {
             let (a, _) = p.append(Lane::Uploads, &c).unwrap();
             p.sync(&a).unwrap();
             p.settle(std::slice::from_ref(&a));
-            if c.compression == Compression::ZstdDict {
+            if a.entry.compression == Compression::ZstdDict {
                 out.push((a, c));
             }
         }
@@ -1182,12 +1191,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = packs(dir.path(), 64 << 20);
         let appended = dictionary_pack(&p, 6);
-        assert_eq!(appended.len(), 4, "two chunks gather the dictionary, the rest use it");
+        assert_eq!(appended.len(), 5, "the first chunk went in plain, the rest against the dictionary");
         let pack = appended[0].0.pack_id;
         assert!(appended.iter().all(|(a, _)| a.pack_id == pack), "one pack, opened with the dictionary");
         let dict = p.dicts.current(Lane::Uploads).unwrap();
+        // Chunks 2 to 5, which are not in the dictionary themselves.
         let plain_size: usize = (2..6).map(|s| codec::seal(text(s, 64 << 10), 3).stored.len()).sum();
-        let dict_size: usize = appended.iter().map(|(_, c)| c.stored.len()).sum();
+        let dict_size: usize =
+            appended[1..].iter().map(|(a, _)| (a.entry.stored_len - sealed::OVERHEAD) as usize).sum();
         assert!(dict_size * 10 < plain_size * 9, "{dict_size} against {plain_size} without the dictionary");
         for (a, c) in &appended {
             assert_eq!(p.read_chunk(pack, &a.entry, false).unwrap(), c.raw);
@@ -1291,6 +1302,27 @@ mod tests {
     fn a_damaged_dictionary_is_found_and_never_serves_wrong_bytes() {
         damaged_dictionary(true);
         damaged_dictionary(false);
+    }
+
+    #[test]
+    fn chunks_compressed_before_the_lane_had_a_dictionary_get_it_in_a_pack_that_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        p.dicts.configure(true, 3);
+        // Compressed before the lane has a dictionary, as the batches in flight are.
+        let early: Vec<_> = (0..4).map(|seed| text_chunk(&p, seed)).collect();
+        assert!(early.iter().all(|c| c.compression == Compression::Zstd));
+        let appended: Vec<_> = early.iter().map(|c| p.append(Lane::Uploads, c).unwrap().0).collect();
+        p.settle(&appended);
+        assert!(p.dicts.current(Lane::Uploads).is_some(), "the first two made the dictionary");
+        assert_eq!(appended[0].entry.compression, Compression::Zstd);
+        assert_ne!(appended[1].pack_id, appended[0].pack_id, "the pack without one was closed");
+        for (a, c) in appended[1..].iter().zip(&early[1..]) {
+            assert_eq!(a.entry.compression, Compression::ZstdDict);
+            assert!(a.entry.stored_len < c.stored.len() as u32 + sealed::OVERHEAD);
+            p.sync(a).unwrap();
+            assert_eq!(p.read_chunk(a.pack_id, &a.entry, true).unwrap(), c.raw);
+        }
     }
 
     #[test]
