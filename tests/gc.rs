@@ -209,7 +209,7 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(&word((x % 2000) as usize));
-        out.push(if x % 12 == 0 { b'\n' } else { b' ' });
+        out.push(if x.is_multiple_of(12) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out

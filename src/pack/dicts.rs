@@ -122,7 +122,14 @@ impl LaneDicts {
 /// Dictionaries of packs, by pack id, the least recently used leaving first.
 #[derive(Default)]
 pub(crate) struct DictCache {
-    lru: Mutex<(HashMap<u64, (Arc<Dictionary>, u64)>, u64)>,
+    lru: Mutex<Lru>,
+}
+
+/// Each pack's dictionary with when it was last used, on a clock of uses.
+#[derive(Default)]
+struct Lru {
+    map: HashMap<u64, (Arc<Dictionary>, u64)>,
+    clock: u64,
 }
 
 impl DictCache {
@@ -131,7 +138,7 @@ impl DictCache {
     pub fn get(&self, pack_id: u64, load: impl FnOnce() -> Result<Arc<Dictionary>>) -> Result<Arc<Dictionary>> {
         {
             let mut guard = self.lru.lock().expect("dictionary cache poisoned");
-            let (map, clock) = &mut *guard;
+            let Lru { map, clock } = &mut *guard;
             *clock += 1;
             if let Some((d, used)) = map.get_mut(&pack_id) {
                 *used = *clock;
@@ -140,7 +147,7 @@ impl DictCache {
         }
         let loaded = load()?;
         let mut guard = self.lru.lock().expect("dictionary cache poisoned");
-        let (map, clock) = &mut *guard;
+        let Lru { map, clock } = &mut *guard;
         let d = map.values().find(|(d, _)| d.id() == loaded.id()).map_or(loaded, |(d, _)| d.clone());
         if map.len() >= CACHE_CAPACITY {
             if let Some(oldest) = map.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id) {
@@ -152,12 +159,12 @@ impl DictCache {
     }
 
     pub fn forget(&self, pack_id: u64) {
-        self.lru.lock().expect("dictionary cache poisoned").0.remove(&pack_id);
+        self.lru.lock().expect("dictionary cache poisoned").map.remove(&pack_id);
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lru.lock().unwrap().0.len()
+        self.lru.lock().unwrap().map.len()
     }
 }
 

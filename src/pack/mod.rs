@@ -1157,7 +1157,7 @@ mod tests {
             y ^= y >> 7;
             y ^= y << 17;
             out.extend_from_slice(&words[(y % 2000) as usize]);
-            out.push(if y % 12 == 0 { b'\n' } else { b' ' });
+            out.push(if y.is_multiple_of(12) { b'\n' } else { b' ' });
         }
         out.truncate(len);
         out.into()
