@@ -68,8 +68,10 @@ impl Default for LaneDicts {
 }
 
 impl LaneDicts {
-    /// Turn dictionaries on or off for new chunks (`[engine] pack_dictionary`), at the level
-    /// chunks are compressed at. Packs already written read the same either way.
+    /// Turn dictionaries on or off for new chunks (`pack_dictionary`), at the level chunks are
+    /// compressed at. Off, the uploads' lane makes none; packs already written read the same,
+    /// and compaction keeps the dictionary of the chunks it copies (else a mix of chunks with
+    /// and without one would close a compaction pack early again and again).
     pub fn configure(&self, enabled: bool, level: i32) {
         self.level.store(level, Ordering::Relaxed);
         self.enabled.store(enabled, Ordering::Release);
@@ -85,7 +87,7 @@ impl LaneDicts {
 
     /// The dictionary new chunks of `lane` are compressed against, if any.
     pub fn current(&self, lane: Lane) -> Option<Arc<Dictionary>> {
-        if !self.enabled() {
+        if lane == Lane::Uploads && !self.enabled() {
             return None;
         }
         self.current[lane as usize].read().expect("dictionary lock poisoned").clone()
@@ -95,7 +97,7 @@ impl LaneDicts {
     /// first compressible chunks; a lane without one adopts the first dictionary it is given
     /// (compaction, copying tag 2 chunks).
     pub(crate) fn observe(&self, lane: Lane, chunk: &SealedChunk) {
-        if !self.enabled() {
+        if lane == Lane::Uploads && !self.enabled() {
             return;
         }
         let slot = &self.current[lane as usize];

@@ -1335,5 +1335,10 @@ mod tests {
             p.dicts.observe(Lane::Uploads, &c);
         }
         assert!(p.dicts.current(Lane::Uploads).is_none());
+        // Compaction still keeps the dictionary of a chunk it copies, for its next packs.
+        let d = crate::dictionary::Dictionary::new(text(7, crate::dictionary::DICT_LEN)).unwrap();
+        let copied = codec::seal_with(text(8, 64 << 10), 3, Some(&d));
+        p.dicts.observe(Lane::Compaction, &copied);
+        assert_eq!(p.dicts.current(Lane::Compaction).map(|c| *c.id()), Some(*d.id()));
     }
 }
