@@ -404,4 +404,31 @@ mod tests {
         let noise = Bytes::from(noise(70_000, 9));
         assert_eq!(seal_with(noise, 3, Some(&dict)).compression, Compression::Raw);
     }
+
+    /// What a worker's compression of text costs with a dictionary against without, in one
+    /// process, rounds interleaved (docs/benchmarks.md, "Text stored: per-pack dictionaries").
+    #[test]
+    #[ignore = "a measurement: cargo test --lib -- --ignored --nocapture dictionary_compression_cost"]
+    fn dictionary_compression_cost() {
+        let dict = Dictionary::new(Bytes::from(text(crate::dictionary::DICT_LEN, 1))).unwrap();
+        let pieces: Vec<Bytes> = (0..512).map(|s| Bytes::from(text(64 << 10, s + 2))).collect();
+        let mut ratios = Vec::new();
+        for round in 0..5 {
+            let t = std::time::Instant::now();
+            let plain: usize = pieces.iter().map(|p| seal(p.clone(), 3).stored.len()).sum();
+            let plain_secs = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            let with: usize = pieces.iter().map(|p| seal_with(p.clone(), 3, Some(&dict)).stored.len()).sum();
+            let with_secs = t.elapsed().as_secs_f64();
+            ratios.push(with_secs / plain_secs);
+            eprintln!(
+                "round {round}: plain {plain} B in {plain_secs:.3} s, with the dictionary {with} B in {with_secs:.3} s: \
+                 time {:.2}x, bytes {:.3}",
+                with_secs / plain_secs,
+                with as f64 / plain as f64
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        eprintln!("median time with / without: {:.2}x", ratios[2]);
+    }
 }
