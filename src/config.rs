@@ -78,6 +78,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub chunking: ChunkingParams,
     pub zstd_level: i32,
+    /// Compress chunks against a per-pack dictionary (`pack::dicts`). Off: new packs get none;
+    /// packs that have one read the same either way.
+    pub pack_dictionary: bool,
     pub pack_target_size: ByteSize,
     pub pack_idle_seal_secs: u64,
     pub verify_reads: bool,
@@ -196,6 +199,7 @@ impl Default for Config {
             admin_token: None,
             chunking: engine.chunking,
             zstd_level: engine.zstd_level,
+            pack_dictionary: engine.pack_dictionary,
             pack_target_size: ByteSize(engine.pack_target_size),
             pack_idle_seal_secs: engine.pack_idle_seal.as_secs(),
             verify_reads: engine.verify_reads,
@@ -395,6 +399,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             chunking: self.chunking,
             zstd_level: self.zstd_level,
+            pack_dictionary: self.pack_dictionary,
             pack_target_size: self.pack_target_size.0,
             pack_idle_seal: Duration::from_secs(self.pack_idle_seal_secs),
             verify_reads: self.verify_reads,

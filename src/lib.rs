@@ -7,6 +7,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod datadir;
+pub mod dictionary;
 pub mod drive;
 pub mod engine;
 pub mod error;

@@ -112,18 +112,28 @@ fn built(recipe: &[u8]) {
     let pack_id = u64::from(r.u16());
     let count = r.u8() % 8;
     let mut pack = encode_header(pack_id).to_vec();
-    let mut entries = Vec::new();
-    for _ in 0..count {
+    let mut entries: Vec<EntryInfo> = Vec::new();
+    for i in 0..count {
         let len = usize::from(r.u8() % 64) + 1;
-        let zstd = r.u8() & 1 == 1;
+        // Bit 0: compressed; bit 1: against the pack's dictionary, which the first entry is
+        // when its bit 2 says so (the dictionary rule: first, or nowhere).
+        let kind = r.u8();
+        let zstd = kind & 1 == 1;
+        let has_dict = entries.first().is_some_and(|f| f.compression == Compression::Dictionary);
+        let compression = match (i, kind & 4 != 0, zstd, kind & 2 != 0 && has_dict) {
+            (0, true, _, _) => Compression::Dictionary,
+            (_, _, true, true) => Compression::ZstdDict,
+            (_, _, true, false) => Compression::Zstd,
+            _ => Compression::Raw,
+        };
         let body: Vec<u8> = (0..len).map(|_| r.u8()).collect();
         let e = EntryInfo {
             id: ChunkId::of(&body),
             offset: pack.len() as u64,
             // The parser does not decompress; a zstd entry only has to be smaller than it claims.
-            raw_len: if zstd { len as u32 + 1 + u32::from(r.u8()) } else { len as u32 },
+            raw_len: if compression.is_compressed() { len as u32 + 1 + u32::from(r.u8()) } else { len as u32 },
             stored_len: len as u32,
-            compression: if zstd { Compression::Zstd } else { Compression::Raw },
+            compression,
         };
         pack.extend_from_slice(&encode_entry_header(&e));
         pack.extend_from_slice(&body);

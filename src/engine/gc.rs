@@ -32,9 +32,10 @@ use serde::{Deserialize, Serialize};
 
 use super::pace::{CopyRate, Pacer};
 use super::Engine;
+use crate::codec::Compression;
 use crate::error::Result;
 use crate::pack::format::EntryInfo;
-use crate::pack::{Appended, Lane};
+use crate::pack::{stored_cost, Appended, Lane};
 use crate::store::keys::{self, ChunkOp, PackRecord};
 use crate::store::{CF_CHUNKS, CF_PACKS};
 
@@ -215,15 +216,23 @@ impl Engine {
             batch.delete_cf(db.cf(CF_PACKS), keys::pack_key(id));
         }
         for &pack in quiet {
-            let entries = match self.packs().table(pack) {
-                Ok(entries) => entries.len() as u32,
+            let table = match self.packs().table(pack) {
+                Ok(table) => table,
                 Err(e) => {
                     tracing::warn!(pack, error = %e, "gc skips a pack it cannot read; fsck reports it");
                     continue;
                 }
             };
+            let entries = table.len() as u32;
             let size = self.packs().size(pack)?;
-            let live_bytes = live.get(&pack).map_or(0, |es| es.iter().map(crate::pack::stored_cost).sum());
+            // A pack's dictionary counts as live while any chunk is: it is overhead of the
+            // live chunks, not garbage. Counted dead, a small pack with a 110 KiB dictionary
+            // would look sparse and be rewritten by every run, into another small pack.
+            let dict = table.first().filter(|e| e.compression == Compression::Dictionary).map_or(0, stored_cost);
+            let live_bytes = live
+                .get(&pack)
+                .filter(|es| !es.is_empty())
+                .map_or(0, |es| es.iter().map(stored_cost).sum::<u64>() + dict);
             let rec = PackRecord { size, entries, live_bytes };
             batch.put_cf(db.cf(CF_PACKS), keys::pack_key(pack), keys::encode_pack(&rec));
             records.push((pack, rec));
@@ -268,8 +277,9 @@ impl Engine {
         let mut batch = WriteBatch::default();
         let (mut copied, mut unsynced) = (0, 0);
         for e in group {
-            // Copy the stored form as it is (no recompression), after checking it; the store
-            // seals it anew if it is not under the current key.
+            // Copy the stored form as it is, after checking it; the store seals it anew if it
+            // is not under the current key, and compresses it again if it was compressed
+            // against another dictionary than the new pack's (`pack::dicts`).
             let chunk = self.packs().copy_out(pack, e)?;
             let (a, sealed_pack) = self.packs().append(Lane::Compaction, &chunk)?;
             appended.push(a.clone());
@@ -290,6 +300,7 @@ impl Engine {
                 to_pack: a.pack_id,
                 to_offset: a.entry.offset,
                 stored_len: (a.entry.stored_len != e.stored_len).then_some(a.entry.stored_len),
+                compression: (a.entry.compression != e.compression).then_some(a.entry.compression),
             };
             batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));
         }

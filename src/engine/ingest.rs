@@ -189,7 +189,11 @@ impl Engine {
         let aborted = Arc::new(AtomicBool::new(false));
 
         let cutter = self.inner.cutter.clone();
-        let seal = Seal { level: self.config().zstd_level, keyring: self.keyring().clone() };
+        let seal = Seal {
+            level: self.config().zstd_level,
+            keyring: self.keyring().clone(),
+            dicts: self.packs().dictionaries(),
+        };
         let cut_aborted = aborted.clone();
         let cut =
             tokio::task::spawn_blocking(move || cut_stage(frame_rx, chunk_tx, cutter, seal, &cut_aborted, ending));
@@ -236,7 +240,8 @@ impl Engine {
     /// Store one chunk exactly as given (the chunk API: the client chose the cut), if it hashes
     /// to `expected`. Blocking.
     pub fn ingest_chunk(&self, raw: Bytes, expected: &ChunkId, admit: impl Admit) -> Result<Ingested> {
-        let sealed = codec::seal(raw, self.config().zstd_level);
+        let dict = self.packs().dictionaries().current(Lane::Uploads);
+        let sealed = codec::seal_with(raw, self.config().zstd_level, dict.as_ref());
         if sealed.id != *expected {
             return Err(Error::HashMismatch { expected: *expected, actual: sealed.id });
         }
@@ -313,19 +318,22 @@ impl Engine {
     }
 }
 
-/// What a worker does to each chunk: hash and compress it, then encrypt it under the current
-/// data key, so that the writer, the one serial stage, only writes.
+/// What a worker does to each chunk: hash and compress it (against the uploads' lane's
+/// dictionary, once it has one: `pack::dicts`), then encrypt it under the current data key, so
+/// that the writer, the one serial stage, only writes.
 #[derive(Clone)]
 struct Seal {
     level: i32,
     keyring: Arc<crate::pack::Keyring>,
+    dicts: Arc<crate::pack::LaneDicts>,
 }
 
 impl Seal {
     /// A chunk that cannot be encrypted here goes on plain; the pack layer seals it (or
     /// reports why it cannot) at append.
     fn run(&self, raw: Bytes) -> SealedChunk {
-        let chunk = codec::seal(raw, self.level);
+        let dict = self.dicts.current(Lane::Uploads);
+        let chunk = codec::seal_with(raw, self.level, dict.as_ref());
         let keys = self.keyring.keys();
         match crate::pack::encrypt(&keys, chunk.clone()) {
             Ok(sealed) => sealed,

@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub chunking: ChunkingParams,
     pub zstd_level: i32,
+    /// Compress chunks against a per-pack dictionary (`pack::dicts`; docs/decisions.md).
+    pub pack_dictionary: bool,
     pub pack_target_size: u64,
     pub pack_idle_seal: Duration,
     /// BLAKE3-check every chunk on the hot read path. fsck and GC always check.
@@ -69,6 +71,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             chunking: ChunkingParams::default(),
             zstd_level: 3,
+            pack_dictionary: true,
             pack_target_size: 64 << 20,
             pack_idle_seal: Duration::from_secs(60),
             verify_reads: true,
@@ -130,6 +133,7 @@ impl Engine {
             keyring.clone(),
             &metrics.registry,
         )?;
+        packs.dictionaries().configure(config.pack_dictionary, config.zstd_level);
         let inner = Inner {
             config,
             cutter,

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Engine;
 use crate::chunk::ChunkId;
+use crate::codec::Compression;
 use crate::error::{Error, Result};
 
 /// Batches queued ahead of the client, each of about `BATCH_BYTES`: 4 MiB at most in memory.
@@ -126,10 +127,23 @@ impl Engine {
                 end += 1;
             }
             let run: Vec<_> = found[at..end].iter().map(|r| r.entry).collect();
+            // Once per run at most, and cached: a 4 KiB range read of a tag 2 chunk reads its
+            // entry, plus its pack's dictionary once per process.
+            let dict = if run.iter().any(|e| e.compression == Compression::ZstdDict) {
+                match self.packs().dictionary(pack) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            } else {
+                None
+            };
             match self.packs().read_stored_run(pack, &run) {
                 Ok(stored) => {
                     for ((s, e), (_, len, start)) in stored.into_iter().zip(&run).zip(&batch[at..end]) {
-                        match crate::pack::unseal_checked(pack, e, s, verify) {
+                        match crate::pack::unseal_checked(pack, e, s, verify, dict.as_deref()) {
                             Ok(raw) => out.push(Ok(cut(raw, *len, *start))),
                             Err(err) => {
                                 out.push(Err(err));

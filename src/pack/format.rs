@@ -11,6 +11,10 @@
 //! trailer  56 B   table offset u64 | entry count u32 | 4 zero bytes | BLAKE3 of the table [32] |
 //!                 magic "CAIRNEND"
 //! ```
+//! Compression tags: 0 raw, 1 zstd, 2 zstd against the pack's dictionary, 3 the pack's
+//! dictionary itself (stored raw; its "chunk id" is the BLAKE3 of its bytes). A dictionary
+//! entry is only ever the first entry, and a tag 2 entry only follows one: so a reader finds a
+//! pack's dictionary at offset 24, whatever the index says (`check_dictionary_rule`).
 //! An open (unsealed) pack is the header and entries only; sealing appends table and trailer.
 //! Every entry names its own chunk, so both the table and the whole index can be rebuilt from
 //! the entries; the chunk id doubles as the entry's checksum (BLAKE3 of the raw bytes).
@@ -53,6 +57,8 @@ pub enum FormatError {
     TableMismatch(usize),
     #[error("offsets out of order or out of range")]
     Layout,
+    #[error("entry {0}: a dictionary that is not the first entry, or a dictionary's chunk without one")]
+    Dictionary(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,12 +155,29 @@ pub(crate) fn check_lengths(compression: Compression, raw: u32, stored: u32) -> 
         && stored > 0
         && match compression {
             Compression::Raw => stored == raw,
-            Compression::Zstd => stored < raw,
+            Compression::Zstd | Compression::ZstdDict => stored < raw,
+            Compression::Dictionary => stored == raw && raw <= crate::dictionary::MAX_DICT_LEN,
         };
     if plausible {
         Ok(())
     } else {
         Err(FormatError::Lengths { raw, stored })
+    }
+}
+
+/// The dictionary rule, for the entry at position `index` of a pack whose first entry is
+/// `first`: a dictionary only as the first entry (at `HEADER_LEN`), a tag 2 entry only after
+/// one.
+pub fn check_dictionary_rule(index: usize, e: &EntryInfo, first: Option<Compression>) -> Result<(), FormatError> {
+    let ok = match e.compression {
+        Compression::Dictionary => index == 0 && e.offset == HEADER_LEN as u64,
+        Compression::ZstdDict => index > 0 && first == Some(Compression::Dictionary),
+        Compression::Raw | Compression::Zstd => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::Dictionary(index))
     }
 }
 
@@ -241,6 +264,7 @@ pub fn parse_table(table: &[u8], trailer: &Trailer) -> Result<Vec<EntryInfo>, Fo
         if e.offset < next_free || e.end() > trailer.table_offset {
             return Err(FormatError::Layout);
         }
+        check_dictionary_rule(entries.len(), &e, entries.first().map(|f: &EntryInfo| f.compression))?;
         next_free = e.end();
         entries.push(e);
     }
@@ -275,12 +299,15 @@ pub fn parse_sealed(pack: &[u8]) -> Result<(PackHeader, Vec<EntryInfo>), FormatE
 
 /// Walk the entries of an open pack's bytes (after the header) until the first one that cannot
 /// be parsed or does not fit. Returns the entries and the offset where parsing stopped: the end
-/// of the last complete entry. Contents are not verified here.
+/// of the last complete entry. Contents are not verified here. An entry that breaks the
+/// dictionary rule stops the walk like a torn one.
 pub fn scan_entries(pack: &[u8]) -> (Vec<EntryInfo>, u64) {
-    let mut entries = Vec::new();
+    let mut entries: Vec<EntryInfo> = Vec::new();
     let mut at = HEADER_LEN as u64;
     while let Ok(e) = parse_entry_header(pack.get(at as usize..).unwrap_or(&[]), at) {
-        if e.end() > pack.len() as u64 {
+        if e.end() > pack.len() as u64
+            || check_dictionary_rule(entries.len(), &e, entries.first().map(|f| f.compression)).is_err()
+        {
             break;
         }
         at = e.end();
@@ -371,6 +398,26 @@ mod tests {
         let trailer = parse_trailer(&pack).unwrap();
         assert_eq!(parse_table(&pack[table_offset..table_end], &trailer), Err(FormatError::Layout));
         assert_eq!(parse_sealed(&pack), Err(FormatError::Layout));
+    }
+
+    #[test]
+    fn a_dictionary_is_first_or_nowhere() {
+        let dict = EntryInfo {
+            id: ChunkId::of(b"dict"),
+            offset: HEADER_LEN as u64,
+            raw_len: 4,
+            stored_len: 4,
+            compression: Compression::Dictionary,
+        };
+        let chunk = EntryInfo { compression: Compression::ZstdDict, offset: 100, raw_len: 9, stored_len: 5, ..dict };
+        assert!(check_dictionary_rule(0, &dict, None).is_ok());
+        assert!(check_dictionary_rule(1, &chunk, Some(Compression::Dictionary)).is_ok());
+        assert_eq!(check_dictionary_rule(1, &dict, Some(Compression::Dictionary)), Err(FormatError::Dictionary(1)));
+        assert_eq!(check_dictionary_rule(1, &chunk, Some(Compression::Raw)), Err(FormatError::Dictionary(1)));
+        assert_eq!(check_dictionary_rule(0, &chunk, None), Err(FormatError::Dictionary(0)));
+        assert!(check_lengths(Compression::Dictionary, 5, 5).is_ok());
+        assert!(check_lengths(Compression::Dictionary, 5, 4).is_err());
+        assert!(check_lengths(Compression::ZstdDict, 5, 4).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! entries. `remote` keeps sealed packs in an S3-compatible bucket instead, around these same
 //! local packs for the open ones; `open_store` picks one from `[storage]`.
 
+pub mod dicts;
 pub mod format;
 pub mod keyring;
 mod open;
@@ -13,6 +14,7 @@ pub mod sealed;
 mod space;
 mod store;
 
+pub use dicts::LaneDicts;
 pub use keyring::{KeySet, KeySource, Keyring};
 pub use store::{overhead, stored_cost, PackKeys, PackStore};
 
@@ -35,7 +37,8 @@ use format::{EntryInfo, FormatError, ENTRY_HEADER_LEN, TRAILER_LEN};
 use open::{Durability, OpenPack, SealFailed};
 
 use crate::chunk::ChunkId;
-use crate::codec::{self, SealedChunk};
+use crate::codec::{self, Compression, SealedChunk};
+use crate::dictionary::{self, Dictionary};
 use crate::error::{Error, Result};
 use crate::metrics::{timed, LockWaits};
 
@@ -95,6 +98,10 @@ pub struct Packs {
     waits: LockWaits,
     /// Data keys: new entries and tables are sealed under the current one (if sealing is on).
     keyring: Arc<Keyring>,
+    /// The lanes' dictionaries (see `dicts`), shared with ingest's workers.
+    dicts: Arc<LaneDicts>,
+    /// Packs' dictionaries, read back for tag 2 entries.
+    dict_cache: dicts::DictCache,
 }
 
 /// The pack store `storage` asks for, opened on `dir` (see `Packs::open` and
@@ -177,6 +184,8 @@ impl Packs {
             space: space::Space::new(dir, min_free),
             waits,
             keyring,
+            dicts: Arc::default(),
+            dict_cache: dicts::DictCache::default(),
         };
         Ok((packs, recovered))
     }
@@ -226,9 +235,47 @@ impl Packs {
             });
         }
         let p = slot.as_mut().expect("just opened");
-        let entry = p.append(chunk)?;
+        let chunk = self.fit_dictionary(lane, p, chunk)?;
+        let entry = p.append(chunk.as_ref())?;
         self.hold(p.id, 1);
         Ok(Appended { pack_id: p.id, entry, lane, durable: p.durable.clone() })
+    }
+
+    /// Keep the dictionary invariant (`dicts`) for `chunk` going into `p`: a pack's first
+    /// append writes its dictionary first, if it gets one; a compressed chunk that was not
+    /// compressed against the pack's dictionary is compressed again from its raw bytes, against
+    /// it (the rare path: the chunks in flight when the lane got its dictionary, and
+    /// compaction copying from other packs).
+    fn fit_dictionary<'c>(&self, lane: Lane, p: &mut OpenPack, chunk: &'c SealedChunk) -> Result<Cow<'c, SealedChunk>> {
+        if p.entries.is_empty() && p.dict.is_none() {
+            if let Some(d) = chunk.dict.clone().or_else(|| self.dicts.current(lane)) {
+                let entry = SealedChunk {
+                    id: *d.id(),
+                    raw: d.bytes().clone(),
+                    compression: Compression::Dictionary,
+                    stored: d.bytes().clone(),
+                    cipher: None,
+                    dict: None,
+                };
+                p.append(self.sealed_for(&entry)?.as_ref())?;
+                p.dict = Some(d);
+            }
+        }
+        let fits = match chunk.compression {
+            Compression::ZstdDict => dictionary::same(chunk.dict.as_ref(), p.dict.as_ref()),
+            Compression::Zstd => p.dict.is_none(),
+            Compression::Raw | Compression::Dictionary => true,
+        };
+        if fits {
+            return Ok(Cow::Borrowed(chunk));
+        }
+        let again = codec::seal_with(chunk.raw.clone(), self.dicts.level(), p.dict.as_ref());
+        Ok(Cow::Owned(self.sealed_for(&again)?.into_owned()))
+    }
+
+    /// The dictionary a read of `e` needs: its pack's, for a tag 2 entry.
+    fn dict_for(&self, pack_id: u64, e: &EntryInfo) -> Result<Option<Arc<Dictionary>>> {
+        (e.compression == Compression::ZstdDict).then(|| self.dictionary(pack_id)).transpose()
     }
 
     /// The spare pack, or a new one if there is none (the first pack, or a refill failed or is
@@ -350,7 +397,23 @@ impl PackStore for Packs {
 
     fn verify(&self, pack_id: u64, bad: &mut dyn FnMut(EntryInfo, String)) -> Result<(Vec<EntryInfo>, u64)> {
         let (entries, end) = verified_entries(&self.path(pack_id), &self.keyring.keys(), bad)?;
-        Ok((entries.into_iter().map(|(e, _)| e).collect(), end))
+        Ok((chunks_only(entries), end))
+    }
+
+    fn dictionary(&self, pack_id: u64) -> Result<Arc<Dictionary>> {
+        self.dict_cache.get(pack_id, || {
+            let file = self.reader(pack_id)?;
+            let read = |at: u64, len: usize| -> Result<Vec<u8>> {
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, at)?;
+                Ok(buf)
+            };
+            dicts::load(&format!("pack {pack_id}"), &read, &self.keyring.keys())
+        })
+    }
+
+    fn dictionaries(&self) -> Arc<LaneDicts> {
+        self.dicts.clone()
     }
 
     fn keys_of(&self, pack_id: u64) -> Result<PackKeys> {
@@ -373,7 +436,7 @@ impl PackStore for Packs {
         let file = self.reader(pack_id)?;
         let mut buf = vec![0u8; (e.end() - e.offset) as usize];
         file.read_exact_at(&mut buf, e.offset)?;
-        self.copy_out_of(pack_id, e, buf)
+        self.copy_out_of(pack_id, e, buf, self.dict_for(pack_id, e)?)
     }
 
     /// A new data key, current at once: the open packs are sealed (returned, for recording)
@@ -404,11 +467,17 @@ impl PackStore for Packs {
         // Sealed before the lane's lock is taken, when the caller did not already.
         let chunk = self.sealed_for(chunk)?;
         let chunk = chunk.as_ref();
+        self.dicts.observe(lane, chunk);
+        let lane_has_dict = self.dicts.current(lane).is_some();
         let mut slot = self.lane(lane);
         let mut full = None;
         if let Some(p) = slot.as_ref() {
             let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
-            if !p.entries.is_empty() && size > self.target_size {
+            // A pack opened before its lane had a dictionary is closed by the first
+            // compressible chunk after, so that the next pack can carry it (`dicts`).
+            let wants_dict =
+                chunk.compression.is_compressed() && p.dict.is_none() && (chunk.dict.is_some() || lane_has_dict);
+            if !p.entries.is_empty() && (size > self.target_size || wants_dict) {
                 full = slot.take();
             }
         }
@@ -519,11 +588,12 @@ impl PackStore for Packs {
     /// never data.
     fn read_chunk(&self, pack_id: u64, want: &EntryInfo, verify: bool) -> Result<Bytes> {
         let stored = self.read_stored(pack_id, want)?;
-        unseal_checked(pack_id, want, stored, verify)
+        unseal_checked(pack_id, want, stored, verify, self.dict_for(pack_id, want)?.as_deref())
     }
 
     fn remove(&self, pack_id: u64) -> Result<()> {
         self.readers.forget(pack_id);
+        self.dict_cache.forget(pack_id);
         fs::remove_file(self.path(pack_id))?;
         open::sync_parent(&self.path(pack_id))?;
         Ok(())
@@ -571,17 +641,30 @@ impl Packs {
         &self.keyring
     }
 
-    /// `copy_out` of an entry's bytes (header included), however they were read.
-    pub(crate) fn copy_out_of(&self, pack_id: u64, e: &EntryInfo, buf: Vec<u8>) -> Result<SealedChunk> {
+    /// The cache of packs' dictionaries (shared with `remote`, whose pack ids are the same).
+    pub(crate) fn dict_cache(&self) -> &dicts::DictCache {
+        &self.dict_cache
+    }
+
+    /// `copy_out` of an entry's bytes (header included), however they were read; `dict` is
+    /// the pack's dictionary if `e` is tag 2, and goes with the copy.
+    pub(crate) fn copy_out_of(
+        &self,
+        pack_id: u64,
+        e: &EntryInfo,
+        buf: Vec<u8>,
+        dict: Option<Arc<Dictionary>>,
+    ) -> Result<SealedChunk> {
         let cipher = sealed::is_sealed_entry(&buf).then(|| codec::Ciphered {
             key_id: format::u32_at(&buf, 8),
             header: buf[..ENTRY_HEADER_LEN].try_into().expect("48 bytes"),
             body: Bytes::copy_from_slice(&buf[ENTRY_HEADER_LEN..]),
         });
         let stored = self.open_run(pack_id, std::slice::from_ref(e), e.offset, buf)?.pop().expect("one entry");
-        let raw = unseal_checked(pack_id, e, stored.clone(), true)?;
+        let raw = unseal_checked(pack_id, e, stored.clone(), true, dict.as_deref())?;
         let cipher = cipher.filter(|c| Some(c.key_id) == self.keyring.keys().current());
-        Ok(SealedChunk { id: e.id, raw, compression: e.compression, stored, cipher })
+        let dict = dict.filter(|_| e.compression == Compression::ZstdDict);
+        Ok(SealedChunk { id: e.id, raw, compression: e.compression, stored, cipher, dict })
     }
 
     /// The stored bytes of each entry of `run`, read into `buf` (which starts at `start`):
@@ -635,8 +718,18 @@ fn sealing_failed(pack: u64, e: SealFailed) -> Error {
 }
 
 /// Decompress stored bytes read from `pack_id` and, if asked, check them against their id.
-pub fn unseal_checked(pack_id: u64, want: &EntryInfo, stored: Bytes, verify: bool) -> Result<Bytes> {
-    let raw = codec::unseal_bytes(want.compression, stored, want.raw_len as usize)
+/// `dict`: the pack's dictionary, which a tag 2 entry needs (`PackStore::dictionary`).
+pub fn unseal_checked(
+    pack_id: u64,
+    want: &EntryInfo,
+    stored: Bytes,
+    verify: bool,
+    dict: Option<&Dictionary>,
+) -> Result<Bytes> {
+    if want.compression == Compression::Dictionary {
+        return Err(Error::corrupt(format!("pack {pack_id}: the index points at the pack's dictionary")));
+    }
+    let raw = codec::unseal_bytes(want.compression, stored, want.raw_len as usize, dict)
         .map_err(|e| Error::corrupt(format!("chunk {} in pack {pack_id}: {e}", want.id)))?;
     if verify && ChunkId::of(&raw) != want.id {
         return Err(Error::corrupt(format!("chunk {} in pack {pack_id} fails its hash", want.id)));
@@ -667,6 +760,57 @@ fn list_ids(dir: &Path) -> io::Result<Vec<u64>> {
 
 /// Entries, each with the key it is sealed under (`None`: a plain entry).
 type Keyed = Vec<(EntryInfo, Option<u32>)>;
+
+/// The chunks among verified entries: a pack's dictionary is verified with them, but is no
+/// chunk and is never indexed.
+pub(crate) fn chunks_only(entries: Keyed) -> Vec<EntryInfo> {
+    entries.into_iter().map(|(e, _)| e).filter(|e| e.compression != Compression::Dictionary).collect()
+}
+
+/// What verifying a pack knows of its dictionary so far.
+#[derive(Default)]
+enum PackDict {
+    #[default]
+    None,
+    Good(Arc<Dictionary>),
+    Bad,
+}
+
+impl PackDict {
+    /// Decompress and hash-check one entry of the pack (its dictionary included: that one
+    /// becomes the pack's). `position` is its place among the pack's entries.
+    fn check(
+        &mut self,
+        position: usize,
+        first: Option<Compression>,
+        e: &EntryInfo,
+        stored: Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        format::check_dictionary_rule(position, e, first).map_err(|err| err.to_string())?;
+        let dict = match (e.compression, &*self) {
+            (Compression::Dictionary, _) => {
+                return match dicts::from_entry(e, &stored) {
+                    Ok(d) => {
+                        *self = PackDict::Good(d);
+                        Ok(())
+                    }
+                    Err(why) => {
+                        *self = PackDict::Bad;
+                        Err(why)
+                    }
+                };
+            }
+            (Compression::ZstdDict, PackDict::Good(d)) => Some(d.clone()),
+            (Compression::ZstdDict, _) => return Err("the pack's dictionary is damaged".into()),
+            _ => None,
+        };
+        match codec::unseal(e.compression, stored, e.raw_len as usize, dict.as_deref()) {
+            Ok(raw) if ChunkId::of(&raw) == e.id => Ok(()),
+            Ok(_) => Err("content does not hash to its id".into()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
 
 /// The table of a sealed pack, read from its tail without reading the entries.
 pub fn read_sealed(path: &Path, keys: &KeySet) -> Result<Vec<EntryInfo>> {
@@ -766,12 +910,13 @@ pub(crate) fn verified_entries_in(
         Err(_) => format::scan_entries(bytes),
     };
     let mut good = Vec::with_capacity(entries.len());
-    for e in entries {
+    let mut dict = PackDict::default();
+    let first = entries.first().map(|e| e.compression);
+    for (position, e) in entries.into_iter().enumerate() {
         let stored = bytes[e.data_offset() as usize..e.end() as usize].to_vec();
-        match codec::unseal(e.compression, stored, e.raw_len as usize) {
-            Ok(raw) if ChunkId::of(&raw) == e.id => good.push((e, None)),
-            Ok(_) => bad(e, "content does not hash to its id".into()),
-            Err(err) => bad(e, err.to_string()),
+        match dict.check(position, first, &e, stored) {
+            Ok(()) => good.push((e, None)),
+            Err(why) => bad(e, why),
         }
     }
     Ok((good, end))
@@ -798,7 +943,9 @@ fn verified_sealed(bytes: &[u8], keys: &KeySet, mut bad: impl FnMut(EntryInfo, S
         compression: codec::Compression::Raw,
     };
     let mut good = Vec::with_capacity(frames.len());
-    for (offset, listed) in frames {
+    let mut dict = PackDict::default();
+    let mut first = None;
+    for (position, (offset, listed)) in frames.into_iter().enumerate() {
         let at = offset as usize;
         let head = &bytes[at..at + ENTRY_HEADER_LEN];
         let key = format::u32_at(head, 8);
@@ -810,11 +957,15 @@ fn verified_sealed(bytes: &[u8], keys: &KeySet, mut bad: impl FnMut(EntryInfo, S
         let opened = sealed::open_entry(keys, head, offset, &mut body);
         match opened {
             Ok((e, _)) if listed.is_some_and(|l| l != e) => bad(e, "entry is not what the table says".into()),
-            Ok((e, range)) => match codec::unseal(e.compression, body[range].to_vec(), e.raw_len as usize) {
-                Ok(raw) if ChunkId::of(&raw) == e.id => good.push((e, Some(key))),
-                Ok(_) => bad(e, "content does not hash to its id".into()),
-                Err(err) => bad(e, err.to_string()),
-            },
+            Ok((e, range)) => {
+                if position == 0 {
+                    first = Some(e.compression);
+                }
+                match dict.check(position, first, &e, body[range].to_vec()) {
+                    Ok(()) => good.push((e, Some(key))),
+                    Err(why) => bad(e, why),
+                }
+            }
             Err(err) => bad(listed.unwrap_or(unknown(offset)), err.to_string()),
         }
     }
@@ -985,5 +1136,209 @@ mod tests {
         let open = recovered.iter().find(|r| r.id == a.pack_id).expect("the open pack was recovered");
         assert_eq!(open.entries, vec![a.entry]);
         assert_eq!(p.quiet().unwrap().len(), 2);
+    }
+
+    /// Text-like bytes as the peers bench makes them: lines of words from a vocabulary of 2000
+    /// (the same for every seed), different for each `seed`.
+    pub(crate) fn text(seed: u64, len: usize) -> Bytes {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: Vec<Vec<u8>> =
+            (0..2000).map(|_| (0..2 + next() % 8).map(|_| b'a' + (next() % 26) as u8).collect()).collect();
+        let mut y = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            out.extend_from_slice(&words[(y % 2000) as usize]);
+            out.push(if y.is_multiple_of(12) { b'\n' } else { b' ' });
+        }
+        out.truncate(len);
+        out.into()
+    }
+
+    /// A text chunk as ingest's workers make it: against the lane's dictionary if it has one.
+    fn text_chunk(p: &Packs, seed: u64) -> SealedChunk {
+        codec::seal_with(text(seed, 64 << 10), 3, p.dicts.current(Lane::Uploads).as_ref())
+    }
+
+    /// Dictionaries on; `n` text chunks appended: the first goes in plain, the second gives
+    /// the lane its dictionary and opens a pack that carries it, with every chunk after.
+    /// Returns the appends stored against the dictionary.
+    fn dictionary_pack(p: &Packs, n: u64) -> Vec<(Appended, SealedChunk)> {
+        p.dicts.configure(true, 3);
+        let mut out = Vec::new();
+        for seed in 0..n {
+            let c = text_chunk(p, seed);
+            let (a, _) = p.append(Lane::Uploads, &c).unwrap();
+            p.sync(&a).unwrap();
+            p.settle(std::slice::from_ref(&a));
+            if a.entry.compression == Compression::ZstdDict {
+                out.push((a, c));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_compressed_against_the_lanes_dictionary_go_to_a_pack_that_carries_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        let appended = dictionary_pack(&p, 6);
+        assert_eq!(appended.len(), 5, "the first chunk went in plain, the rest against the dictionary");
+        let pack = appended[0].0.pack_id;
+        assert!(appended.iter().all(|(a, _)| a.pack_id == pack), "one pack, opened with the dictionary");
+        let dict = p.dicts.current(Lane::Uploads).unwrap();
+        // Chunks 2 to 5, which are not in the dictionary themselves.
+        let plain_size: usize = (2..6).map(|s| codec::seal(text(s, 64 << 10), 3).stored.len()).sum();
+        let dict_size: usize =
+            appended[1..].iter().map(|(a, _)| (a.entry.stored_len - sealed::OVERHEAD) as usize).sum();
+        assert!(dict_size * 10 < plain_size * 9, "{dict_size} against {plain_size} without the dictionary");
+        for (a, c) in &appended {
+            assert_eq!(p.read_chunk(pack, &a.entry, false).unwrap(), c.raw);
+        }
+        // Sealed, the table lists the dictionary first; reads are the same.
+        let sealed = p.seal_lane(Lane::Uploads).unwrap().unwrap();
+        assert_eq!(sealed.id, pack);
+        assert_eq!(sealed.entries[0].compression, Compression::Dictionary);
+        assert_eq!(sealed.entries[0].id, *dict.id());
+        p.dict_cache.forget(pack);
+        for (a, c) in &appended {
+            assert_eq!(p.read_chunk(pack, &a.entry, true).unwrap(), c.raw);
+        }
+        // Verification lists chunks only: the dictionary is never indexed.
+        let (verified, _) = p.verify(pack, &mut |e, why| panic!("{e:?}: {why}")).unwrap();
+        assert_eq!(verified, appended.iter().map(|(a, _)| a.entry).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_pack_with_a_dictionary_survives_a_crash_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        let appended = dictionary_pack(&p, 5);
+        let pack = appended[0].0.pack_id;
+        drop(p); // no close: as after a SIGKILL
+        let (p, recovered) =
+            Packs::open(&dir.path().join("packs"), 64 << 20, 0, 0, LockWaits::unregistered(), keyring(dir.path()))
+                .unwrap();
+        let r = recovered.iter().find(|r| r.id == pack).expect("recovered");
+        assert_eq!(r.entries[0].compression, Compression::Dictionary);
+        assert_eq!(&r.entries[1..], appended.iter().map(|(a, _)| a.entry).collect::<Vec<_>>());
+        for (a, c) in &appended {
+            assert_eq!(p.read_chunk(pack, &a.entry, true).unwrap(), c.raw);
+        }
+    }
+
+    #[test]
+    fn compaction_copies_keep_or_redo_the_dictionary_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        let appended = dictionary_pack(&p, 4);
+        let from = appended[0].0.pack_id;
+        p.seal_lane(Lane::Uploads).unwrap();
+        // A copy carries its pack's dictionary; compaction's new pack adopts it and takes the
+        // stored bytes as they are.
+        let out = p.copy_out(from, &appended[0].0.entry).unwrap();
+        assert_eq!(out.compression, Compression::ZstdDict);
+        let (copy, _) = p.append(Lane::Compaction, &out).unwrap();
+        assert_ne!(copy.pack_id, from);
+        assert_eq!(copy.entry.compression, Compression::ZstdDict);
+        assert_eq!(copy.entry.raw_len, appended[0].0.entry.raw_len);
+        // A chunk compressed against another dictionary is compressed again for this pack's.
+        let other = crate::dictionary::Dictionary::new(text(99, crate::dictionary::DICT_LEN)).unwrap();
+        let foreign = codec::seal_with(text(50, 64 << 10), 3, Some(&other));
+        assert_eq!(foreign.compression, Compression::ZstdDict);
+        let (again, _) = p.append(Lane::Compaction, &foreign).unwrap();
+        assert_eq!(again.pack_id, copy.pack_id);
+        p.settle(&[copy.clone(), again.clone()]);
+        p.sync(&again).unwrap();
+        let to = copy.pack_id;
+        assert_eq!(p.read_chunk(to, &copy.entry, true).unwrap(), appended[0].1.raw);
+        assert_eq!(p.read_chunk(to, &again.entry, true).unwrap(), foreign.raw);
+        let sealed = p.seal_lane(Lane::Compaction).unwrap().unwrap();
+        assert_eq!(sealed.entries[0].id, *p.dicts.current(Lane::Uploads).unwrap().id());
+    }
+
+    /// A byte of the dictionary entry flipped: fsck's verification reports it and every chunk
+    /// that needs it; reads fail, with and without verification, and never return other bytes.
+    fn damaged_dictionary(encrypt: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = if encrypt {
+            packs(dir.path(), 64 << 20)
+        } else {
+            let keys = dir.path().join("keys");
+            fs::create_dir_all(&keys).unwrap();
+            let ring = Keyring::open(&keys, &KeySource { encrypt: false, ..Default::default() }).unwrap();
+            Packs::open(&dir.path().join("packs"), 64 << 20, 0, 0, LockWaits::unregistered(), ring).unwrap().0
+        };
+        let appended = dictionary_pack(&p, 4);
+        let pack = appended[0].0.pack_id;
+        p.seal_lane(Lane::Uploads).unwrap();
+        let path = p.path(pack);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[format::HEADER_LEN + ENTRY_HEADER_LEN + 1000] ^= 0x20;
+        fs::write(&path, &bytes).unwrap();
+        p.readers.forget(pack);
+        p.dict_cache.forget(pack);
+        let mut problems = Vec::new();
+        let (verified, _) = p.verify(pack, &mut |e, why| problems.push((e.compression, why))).unwrap();
+        assert!(verified.is_empty(), "no chunk of this pack verifies without its dictionary");
+        assert_eq!(problems.len(), 1 + appended.len(), "{problems:?}");
+        for (a, _) in &appended {
+            for verify in [false, true] {
+                let err = p.read_chunk(pack, &a.entry, verify).unwrap_err();
+                assert!(matches!(err, Error::Corrupt(_)), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_dictionary_is_found_and_never_serves_wrong_bytes() {
+        damaged_dictionary(true);
+        damaged_dictionary(false);
+    }
+
+    #[test]
+    fn chunks_compressed_before_the_lane_had_a_dictionary_get_it_in_a_pack_that_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        p.dicts.configure(true, 3);
+        // Compressed before the lane has a dictionary, as the batches in flight are.
+        let early: Vec<_> = (0..4).map(|seed| text_chunk(&p, seed)).collect();
+        assert!(early.iter().all(|c| c.compression == Compression::Zstd));
+        let appended: Vec<_> = early.iter().map(|c| p.append(Lane::Uploads, c).unwrap().0).collect();
+        p.settle(&appended);
+        assert!(p.dicts.current(Lane::Uploads).is_some(), "the first two made the dictionary");
+        assert_eq!(appended[0].entry.compression, Compression::Zstd);
+        assert_ne!(appended[1].pack_id, appended[0].pack_id, "the pack without one was closed");
+        for (a, c) in appended[1..].iter().zip(&early[1..]) {
+            assert_eq!(a.entry.compression, Compression::ZstdDict);
+            assert!(a.entry.stored_len < c.stored.len() as u32 + sealed::OVERHEAD);
+            p.sync(a).unwrap();
+            assert_eq!(p.read_chunk(a.pack_id, &a.entry, true).unwrap(), c.raw);
+        }
+    }
+
+    #[test]
+    fn with_dictionaries_off_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = packs(dir.path(), 64 << 20);
+        for seed in 0..4 {
+            let c = text_chunk(&p, seed);
+            assert_eq!(c.compression, Compression::Zstd);
+            p.dicts.observe(Lane::Uploads, &c);
+        }
+        assert!(p.dicts.current(Lane::Uploads).is_none());
+        // Compaction still keeps the dictionary of a chunk it copies, for its next packs.
+        let d = crate::dictionary::Dictionary::new(text(7, crate::dictionary::DICT_LEN)).unwrap();
+        let copied = codec::seal_with(text(8, 64 << 10), 3, Some(&d));
+        p.dicts.observe(Lane::Compaction, &copied);
+        assert_eq!(p.dicts.current(Lane::Compaction).map(|c| *c.id()), Some(*d.id()));
     }
 }

@@ -19,6 +19,7 @@ use super::format::{self, EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
 use super::keyring::KeySet;
 use super::sealed::{self, SealError, TableEntry};
 use crate::codec::SealedChunk;
+use crate::dictionary::Dictionary;
 use crate::metrics::timed;
 
 pub(crate) struct OpenPack {
@@ -31,6 +32,9 @@ pub(crate) struct OpenPack {
     pub table_key: Option<u32>,
     pub entry_keys: Vec<u32>,
     pub last_append: Instant,
+    /// The dictionary written as this pack's first entry (`pack::dicts`); `None` for a pack
+    /// without one, and for a pack reopened by recovery (which only seals it).
+    pub dict: Option<Arc<Dictionary>>,
 }
 
 /// Write an entry's header and bytes back to back at `offset`, in one `pwritev` when the kernel
@@ -161,6 +165,7 @@ impl OpenPack {
             table_key,
             entry_keys: Vec::new(),
             last_append: Instant::now(),
+            dict: None,
         })
     }
 
@@ -186,6 +191,7 @@ impl OpenPack {
             table_key,
             entry_keys,
             last_append: Instant::now(),
+            dict: None,
         })
     }
 

@@ -9,6 +9,7 @@
 //!                 magic "CHNE" | 4 zero | key id u32 | sealed_len u32 | nonce [24] | 8 zero
 //!                 sealed bytes [sealed_len] = AEAD(inner [40] | stored bytes) | tag [16]
 //!                 inner = chunk id [32] | raw_len u32 | compression u8 | 3 zero
+//!                 (compression and the dictionary rule as in version 1: `format`)
 //!                 associated data: the 48-byte frame
 //! table    AEAD(records, 56 B each) | tag [16]
 //!                 record = chunk id [32] | entry offset u64 | raw_len u32 | sealed_len u32 |
@@ -34,8 +35,8 @@ use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use super::format::{
-    check_lengths, id_at, need, parse_header, u32_at, u64_at, EntryInfo, FormatError, PackHeader, END_MAGIC,
-    ENTRY_HEADER_LEN, HEADER_LEN, MAX_CHUNK_LEN, TABLE_RECORD_LEN, TRAILER_LEN,
+    check_dictionary_rule, check_lengths, id_at, need, parse_header, u32_at, u64_at, EntryInfo, FormatError,
+    PackHeader, END_MAGIC, ENTRY_HEADER_LEN, HEADER_LEN, MAX_CHUNK_LEN, TABLE_RECORD_LEN, TRAILER_LEN,
 };
 use super::keyring::KeySet;
 use crate::chunk::ChunkId;
@@ -294,6 +295,7 @@ pub fn open_table(
         if info.offset < next_free || info.end() > t.table_offset {
             return Err(FormatError::Layout.into());
         }
+        check_dictionary_rule(entries.len(), &info, entries.first().map(|f: &TableEntry| f.info.compression))?;
         next_free = info.end();
         entries.push(TableEntry { info, key: u32_at(rec, 52) });
     }

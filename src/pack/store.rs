@@ -15,13 +15,15 @@
 //! is a `Corrupt` error like any other damage, never data.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::format::{EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN, TABLE_RECORD_LEN, TRAILER_LEN};
-use super::{Appended, Lane, SealedPack};
+use super::{Appended, Lane, LaneDicts, SealedPack};
 use crate::codec::SealedChunk;
+use crate::dictionary::Dictionary;
 use crate::error::Result;
 
 pub trait PackStore: Send + Sync {
@@ -68,6 +70,11 @@ pub trait PackStore: Send + Sync {
     fn rotate_key(&self) -> Result<(u32, Vec<SealedPack>)>;
     /// Drop every data key no pack uses (but the current one); returns those dropped.
     fn retire_keys(&self) -> Result<Vec<u32>>;
+    /// The pack's dictionary (its first entry), checked against its id; loaded once and kept
+    /// in a bounded cache. Tag 2 entries need it.
+    fn dictionary(&self, pack_id: u64) -> Result<Arc<Dictionary>>;
+    /// The lanes' dictionaries, which ingest's workers compress against (`pack::dicts`).
+    fn dictionaries(&self) -> Arc<LaneDicts>;
 }
 
 /// The data keys of one pack. `table: None` is a plaintext (version 1) pack.

@@ -152,8 +152,17 @@ pub enum ChunkOp {
     Refs { delta: i64, at: u64 },
     /// Compaction copied the chunk; applies only if it is still where compaction found it.
     /// `stored_len`: the copy's, when it differs (a plaintext entry rewritten sealed); `None`
-    /// in operands written before encryption, which copied entries unchanged.
-    Move { from_pack: u64, from_offset: u64, to_pack: u64, to_offset: u64, stored_len: Option<u32> },
+    /// in operands written before encryption, which copied entries unchanged. `compression`:
+    /// the copy's, when it differs (a chunk compressed again for the new pack's dictionary
+    /// that no longer shrank); `None` in operands written before dictionaries.
+    Move {
+        from_pack: u64,
+        from_offset: u64,
+        to_pack: u64,
+        to_offset: u64,
+        stored_len: Option<u32>,
+        compression: Option<Compression>,
+    },
     /// GC: drop the record if it is still unreferenced and has been since `before` or earlier.
     Forget { before: u64 },
 }
@@ -170,12 +179,20 @@ pub fn encode_op(op: &ChunkOp) -> Vec<u8> {
             b.extend_from_slice(&delta.to_le_bytes());
             b.extend_from_slice(&at.to_le_bytes());
         }
-        ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len } => {
-            b.push(if stored_len.is_some() { 5 } else { 3 });
+        ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len, compression } => {
+            b.push(match (stored_len, compression) {
+                (_, Some(_)) => 6,
+                (Some(_), None) => 5,
+                (None, None) => 3,
+            });
             for v in [from_pack, from_offset, to_pack, to_offset] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            if let Some(len) = stored_len {
+            if let Some(c) = compression {
+                // Op 6 always carries both: a new form has a new length.
+                b.extend_from_slice(&stored_len.unwrap_or(0).to_le_bytes());
+                b.push(*c as u8);
+            } else if let Some(len) = stored_len {
                 b.extend_from_slice(&len.to_le_bytes());
             }
         }
@@ -198,6 +215,7 @@ pub fn decode_op(id: ChunkId, v: &[u8]) -> Option<ChunkOp> {
             to_pack: r.u64()?,
             to_offset: r.u64()?,
             stored_len: None,
+            compression: None,
         },
         5 => ChunkOp::Move {
             from_pack: r.u64()?,
@@ -205,6 +223,15 @@ pub fn decode_op(id: ChunkId, v: &[u8]) -> Option<ChunkOp> {
             to_pack: r.u64()?,
             to_offset: r.u64()?,
             stored_len: Some(r.u32()?),
+            compression: None,
+        },
+        6 => ChunkOp::Move {
+            from_pack: r.u64()?,
+            from_offset: r.u64()?,
+            to_pack: r.u64()?,
+            to_offset: r.u64()?,
+            stored_len: Some(r.u32()?),
+            compression: Some(Compression::from_u8(r.u8()?)?),
         },
         4 => ChunkOp::Forget { before: r.u64()? },
         _ => return None,
@@ -227,11 +254,12 @@ pub fn apply_op(rec: Option<ChunkRecord>, op: ChunkOp) -> Option<ChunkRecord> {
             r.refs = refs;
             Some(r)
         }
-        (Some(mut r), ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len }) => {
+        (Some(mut r), ChunkOp::Move { from_pack, from_offset, to_pack, to_offset, stored_len, compression }) => {
             if r.pack == from_pack && r.entry.offset == from_offset {
                 r.pack = to_pack;
                 r.entry.offset = to_offset;
                 r.entry.stored_len = stored_len.unwrap_or(r.entry.stored_len);
+                r.entry.compression = compression.unwrap_or(r.entry.compression);
             }
             Some(r)
         }
@@ -585,8 +613,30 @@ mod tests {
         for op in [
             ChunkOp::Insert(r),
             ChunkOp::Refs { delta: -1, at: 9 },
-            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4, stored_len: None },
-            ChunkOp::Move { from_pack: 1, from_offset: 2, to_pack: 3, to_offset: 4, stored_len: Some(99) },
+            ChunkOp::Move {
+                from_pack: 1,
+                from_offset: 2,
+                to_pack: 3,
+                to_offset: 4,
+                stored_len: None,
+                compression: None,
+            },
+            ChunkOp::Move {
+                from_pack: 1,
+                from_offset: 2,
+                to_pack: 3,
+                to_offset: 4,
+                stored_len: Some(99),
+                compression: None,
+            },
+            ChunkOp::Move {
+                from_pack: 1,
+                from_offset: 2,
+                to_pack: 3,
+                to_offset: 4,
+                stored_len: Some(98),
+                compression: Some(Compression::Raw),
+            },
             ChunkOp::Forget { before: 77 },
         ] {
             assert_eq!(decode_op(r.entry.id, &encode_op(&op)), Some(op));
@@ -632,13 +682,27 @@ mod tests {
         let r = rec(1);
         let moved = apply_op(
             Some(r),
-            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 8, to_offset: 24, stored_len: None },
+            ChunkOp::Move {
+                from_pack: 3,
+                from_offset: 24,
+                to_pack: 8,
+                to_offset: 24,
+                stored_len: None,
+                compression: None,
+            },
         )
         .unwrap();
         assert_eq!(moved.pack, 8);
         let stale = apply_op(
             Some(moved),
-            ChunkOp::Move { from_pack: 3, from_offset: 24, to_pack: 9, to_offset: 1, stored_len: None },
+            ChunkOp::Move {
+                from_pack: 3,
+                from_offset: 24,
+                to_pack: 9,
+                to_offset: 1,
+                stored_len: None,
+                compression: None,
+            },
         )
         .unwrap();
         assert_eq!(stale.pack, 8);

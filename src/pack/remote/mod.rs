@@ -39,6 +39,7 @@ use super::format::EntryInfo;
 use super::store::PackKeys;
 use super::{Appended, Lane, PackStore, Packs, SealedPack};
 use crate::codec::SealedChunk;
+use crate::dictionary::Dictionary;
 use crate::error::{Error, Result};
 use bucket::Bucket;
 use settings::StorageConfig;
@@ -304,6 +305,13 @@ impl Drop for RemotePacks {
     }
 }
 
+impl RemotePacks {
+    /// The dictionary a read of `e` needs: its pack's, for a tag 2 entry.
+    fn dict_for(&self, id: u64, e: &EntryInfo) -> Result<Option<Arc<Dictionary>>> {
+        (e.compression == crate::codec::Compression::ZstdDict).then(|| self.dictionary(id)).transpose()
+    }
+}
+
 impl PackStore for RemotePacks {
     /// As on local disk; when the disk is too full for an upload, the disk cache goes first.
     fn append(&self, lane: Lane, chunk: &SealedChunk) -> Result<(Appended, Option<SealedPack>)> {
@@ -386,7 +394,7 @@ impl PackStore for RemotePacks {
         let bytes = s.read_remote_all(id)?;
         let keys = s.local.keyring().keys();
         let (entries, end) = super::verified_entries_in(&bytes, &format!("pack {id} in the bucket"), &keys, bad)?;
-        Ok((entries.into_iter().map(|(e, _)| e).collect(), end))
+        Ok((super::chunks_only(entries), end))
     }
 
     fn read_stored(&self, id: u64, want: &EntryInfo) -> Result<Bytes> {
@@ -407,7 +415,8 @@ impl PackStore for RemotePacks {
 
     fn read_chunk(&self, id: u64, want: &EntryInfo, verify: bool) -> Result<Bytes> {
         let stored = self.read_stored(id, want)?;
-        super::unseal_checked(id, want, stored, verify)
+        let dict = self.dict_for(id, want)?;
+        super::unseal_checked(id, want, stored, verify, dict.as_deref())
     }
 
     /// Out of the queue, out of the bucket, out of both caches and the pack directory. The
@@ -427,6 +436,7 @@ impl PackStore for RemotePacks {
         s.bucket.delete(id)?;
         s.sizes.lock().expect("sizes poisoned").remove(&id);
         s.blocks.forget(id);
+        s.local.dict_cache().forget(id);
         s.disk.forget(id)?;
         if s.local.path(id).exists() {
             match s.local.remove(id) {
@@ -457,7 +467,29 @@ impl PackStore for RemotePacks {
     }
 
     fn copy_out(&self, id: u64, e: &EntryInfo) -> Result<SealedChunk> {
-        self.either(id, |l| l.copy_out(id, e), |s| s.local.copy_out_of(id, e, s.read_remote(id, e.offset, e.end())?))
+        self.either(
+            id,
+            |l| l.copy_out(id, e),
+            |s| s.local.copy_out_of(id, e, s.read_remote(id, e.offset, e.end())?, self.dict_for(id, e)?),
+        )
+    }
+
+    /// Kept in the local store's cache either way: pack ids are the same wherever the pack is.
+    fn dictionary(&self, id: u64) -> Result<Arc<Dictionary>> {
+        self.either(
+            id,
+            |l| l.dictionary(id),
+            |s| {
+                s.local.dict_cache().get(id, || {
+                    let read = |at: u64, len: usize| s.read_remote(id, at, at + len as u64);
+                    super::dicts::load(&format!("pack {id} in the bucket"), &read, &s.local.keyring().keys())
+                })
+            },
+        )
+    }
+
+    fn dictionaries(&self) -> Arc<super::LaneDicts> {
+        self.shared.local.dictionaries()
     }
 
     fn rotate_key(&self) -> Result<(u32, Vec<SealedPack>)> {
