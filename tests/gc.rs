@@ -221,7 +221,11 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
     let dir = tempfile::tempdir().unwrap();
-    let e = open(dir.path());
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.pack_target_size = 1 << 20;
+    cfg.pack_dictionary = true; // off by default (docs/decisions.md)
+    common::s3::configure(&mut cfg);
+    let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     let a = AccountId([3; 16]);
     let keep = text(3 << 20, 1);
     rt().block_on(async {

@@ -71,7 +71,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             chunking: ChunkingParams::default(),
             zstd_level: 3,
-            pack_dictionary: true,
+            pack_dictionary: false,
             pack_target_size: 64 << 20,
             pack_idle_seal: Duration::from_secs(60),
             verify_reads: true,
