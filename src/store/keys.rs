@@ -209,29 +209,15 @@ pub fn decode_op(id: ChunkId, v: &[u8]) -> Option<ChunkOp> {
     let op = match r.u8()? {
         1 => return decode_chunk(id, r.take(CHUNK_RECORD_LEN)?).filter(|_| r.done()).map(ChunkOp::Insert),
         2 => ChunkOp::Refs { delta: r.i64()?, at: r.u64()? },
-        3 => ChunkOp::Move {
+        // A move grew fields over time: 3 has none beyond the places, 5 adds the stored
+        // length (a re-sealed copy), 6 also the compression (a copy re-compressed).
+        tag @ (3 | 5 | 6) => ChunkOp::Move {
             from_pack: r.u64()?,
             from_offset: r.u64()?,
             to_pack: r.u64()?,
             to_offset: r.u64()?,
-            stored_len: None,
-            compression: None,
-        },
-        5 => ChunkOp::Move {
-            from_pack: r.u64()?,
-            from_offset: r.u64()?,
-            to_pack: r.u64()?,
-            to_offset: r.u64()?,
-            stored_len: Some(r.u32()?),
-            compression: None,
-        },
-        6 => ChunkOp::Move {
-            from_pack: r.u64()?,
-            from_offset: r.u64()?,
-            to_pack: r.u64()?,
-            to_offset: r.u64()?,
-            stored_len: Some(r.u32()?),
-            compression: Some(Compression::from_u8(r.u8()?)?),
+            stored_len: if tag >= 5 { Some(r.u32()?) } else { None },
+            compression: if tag == 6 { Some(Compression::from_u8(r.u8()?)?) } else { None },
         },
         4 => ChunkOp::Forget { before: r.u64()? },
         _ => return None,
