@@ -78,8 +78,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub chunking: ChunkingParams,
     pub zstd_level: i32,
-    /// Compress chunks against a per-pack dictionary (`pack::dicts`). Off: new packs get none;
-    /// packs that have one read the same either way.
+    /// Compress chunks against a per-pack dictionary (`pack::dicts`). On by default; off: new
+    /// packs get none; packs that have one read the same either way.
     pub pack_dictionary: bool,
     pub pack_target_size: ByteSize,
     pub pack_idle_seal_secs: u64,
@@ -400,6 +400,7 @@ impl Config {
             chunking: self.chunking,
             zstd_level: self.zstd_level,
             pack_dictionary: self.pack_dictionary,
+            dictionary_span: crate::pack::dicts::DEFAULT_SPAN,
             pack_target_size: self.pack_target_size.0,
             pack_idle_seal: Duration::from_secs(self.pack_idle_seal_secs),
             verify_reads: self.verify_reads,

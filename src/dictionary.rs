@@ -107,24 +107,39 @@ pub fn same(a: Option<&Arc<Dictionary>>, b: Option<&Arc<Dictionary>>) -> bool {
     a.map(|d| d.id) == b.map(|d| d.id)
 }
 
+/// A dictionary just made, with the chunks its bytes came from: GC retires the dictionary (and
+/// rewrites every pack that carries it) once any of them has left the index, so that deleting
+/// data also deletes the copy of it a dictionary holds.
+pub struct Made {
+    pub dict: Arc<Dictionary>,
+    pub sources: Vec<ChunkId>,
+}
+
 /// Gathers the first compressible bytes offered into a dictionary of `DICT_LEN` bytes.
 #[derive(Default)]
 pub struct Builder {
     buf: Vec<u8>,
+    sources: Vec<ChunkId>,
 }
 
 impl Builder {
-    /// Take `raw` (a chunk that compressed); the dictionary, once there are enough bytes.
-    pub fn offer(&mut self, raw: &[u8]) -> Option<Arc<Dictionary>> {
+    /// Take the chunk `id`, `raw` (one that compressed); the dictionary, once there are enough
+    /// bytes.
+    pub fn offer(&mut self, id: ChunkId, raw: &[u8]) -> Option<Made> {
         let want = DICT_LEN - self.buf.len();
         self.buf.extend_from_slice(&raw[..raw.len().min(want)]);
+        if !self.sources.contains(&id) {
+            self.sources.push(id);
+        }
         while self.buf.starts_with(&TRAINED_MAGIC) {
             self.buf.remove(0);
         }
         if self.buf.len() < DICT_LEN {
             return None;
         }
-        Dictionary::new(Bytes::from(std::mem::take(&mut self.buf))).ok()
+        let sources = std::mem::take(&mut self.sources);
+        let dict = Dictionary::new(Bytes::from(std::mem::take(&mut self.buf))).ok()?;
+        Some(Made { dict, sources })
     }
 }
 
@@ -146,10 +161,12 @@ mod tests {
     #[test]
     fn the_builder_waits_for_enough_bytes_and_skips_the_magic() {
         let mut b = Builder::default();
-        assert!(b.offer(&TRAINED_MAGIC).is_none());
-        assert!(b.offer(&vec![b'a'; DICT_LEN / 2]).is_none());
-        let d = b.offer(&vec![b'b'; DICT_LEN]).expect("enough bytes");
+        assert!(b.offer(ChunkId([1; 32]), &TRAINED_MAGIC).is_none());
+        assert!(b.offer(ChunkId([2; 32]), &vec![b'a'; DICT_LEN / 2]).is_none());
+        let Made { dict: d, sources } = b.offer(ChunkId([3; 32]), &vec![b'b'; DICT_LEN]).expect("enough bytes");
         assert_eq!(d.bytes().len(), DICT_LEN);
+        // Every chunk that gave bytes is a source, also one whose bytes were skipped.
+        assert_eq!(sources, [ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32])]);
         assert!(!d.bytes().starts_with(&TRAINED_MAGIC));
         assert!(d.cdict(3).is_some() && d.cdict(5).is_none());
     }

@@ -223,7 +223,6 @@ fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
     cfg.pack_target_size = 1 << 20;
-    cfg.pack_dictionary = true; // off by default (docs/decisions.md)
     common::s3::configure(&mut cfg);
     let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     let a = AccountId([3; 16]);
@@ -236,16 +235,17 @@ fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
         put(&e, &a, "drop", text(3 << 20, 2)).await;
     });
     e.close().unwrap();
-    for name in ["first", "drop"] {
-        e.delete_object(&a, Namespace::Drive, name.as_bytes(), Precondition::None).unwrap().unwrap().unwrap();
-    }
+    // "first" stays: the dictionary was made from it (deleting it retires the dictionary:
+    // `a_dictionary_goes_with_the_data_it_was_made_from`).
+    e.delete_object(&a, Namespace::Drive, b"drop", Precondition::None).unwrap().unwrap().unwrap();
+    let before = e.packs().list().unwrap();
     let r = e.gc(GcOptions { grace_secs: 0, compact_below: 1.0, ..Default::default() }).unwrap();
     assert!(r.packs_rewritten >= 1, "{r:?}");
     rt().block_on(async { assert!(read(&e, &a, "keep").await == keep) });
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     // The copies are still compressed against a dictionary: the new packs start with one.
-    for id in e.packs().list().unwrap() {
+    for id in e.packs().list().unwrap().into_iter().filter(|p| !before.contains(p)) {
         let table = e.packs().table(id).unwrap();
         assert_eq!(table[0].compression, Compression::Dictionary, "pack {id}");
         assert!(table.iter().any(|en| en.compression == Compression::ZstdDict), "pack {id}");
@@ -258,4 +258,103 @@ fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
     let report = fsck::check(&e).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     rt().block_on(async { assert!(read(&e, &a, "keep").await == keep) });
+}
+
+/// The dictionary each pack carries, if any.
+fn carried(e: &Engine) -> Vec<Option<cairn::chunk::ChunkId>> {
+    let packs = e.packs().list().unwrap();
+    packs
+        .iter()
+        .map(|p| {
+            e.packs().table(*p).unwrap().first().filter(|en| en.compression == Compression::Dictionary).map(|en| en.id)
+        })
+        .collect()
+}
+
+/// Deleting data deletes the copy of it a pack dictionary holds: the dictionary made from the
+/// first upload of a process is retired once that upload is deleted and collected, every pack
+/// that carries it is rewritten without it, and another account's text, compressed against it,
+/// still reads back. New uploads then get a new dictionary.
+#[test]
+fn a_dictionary_goes_with_the_data_it_was_made_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    let (a, b) = (AccountId([4; 16]), AccountId([5; 16]));
+    let kept = text(3 << 20, 5);
+    rt().block_on(async {
+        // The lane's first compressible bytes: its dictionary is made of them.
+        put(&e, &a, "diary", text(1 << 20, 1)).await;
+        put(&e, &b, "kept", kept.clone()).await;
+    });
+    e.close().unwrap();
+    let dicts: std::collections::HashSet<_> = carried(&e).into_iter().flatten().collect();
+    assert_eq!(dicts.len(), 1, "one dictionary, carried by b's packs too: {dicts:?}");
+    let first = *dicts.iter().next().unwrap();
+
+    // While the diary lives, or within the grace period, the dictionary stays.
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 0.5, ..Default::default() }).unwrap();
+    assert_eq!((r.dictionaries_retired, r.packs_rewritten), (0, 0), "{r:?}");
+    e.delete_object(&a, Namespace::Drive, b"diary", Precondition::None).unwrap().unwrap().unwrap();
+    let r = e.gc(GcOptions { grace_secs: 3600, compact_below: 0.5, ..Default::default() }).unwrap();
+    assert_eq!(r.dictionaries_retired, 0, "{r:?}");
+    assert!(carried(&e).contains(&Some(first)));
+
+    // Collected: retired, and no pack carries it any more.
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 0.5, ..Default::default() }).unwrap();
+    assert_eq!(r.dictionaries_retired, 1, "{r:?}");
+    assert!(r.packs_rewritten >= 1, "b's packs carried it: {r:?}");
+    assert!(!carried(&e).contains(&Some(first)), "{:?}", carried(&e));
+    rt().block_on(async { assert!(read(&e, &b, "kept").await == kept) });
+    let report = fsck::check(&e).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // New uploads make and use a new dictionary; a run after that retires nothing.
+    rt().block_on(async { put(&e, &b, "more", text(2 << 20, 9)).await });
+    e.close().unwrap();
+    let now: std::collections::HashSet<_> = carried(&e).into_iter().flatten().collect();
+    assert!(!now.is_empty() && !now.contains(&first), "{now:?}");
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 0.5, ..Default::default() }).unwrap();
+    assert_eq!((r.dictionaries_retired, r.packs_rewritten), (0, 0), "{r:?}");
+    rt().block_on(async {
+        assert!(read(&e, &b, "kept").await == kept);
+        assert!(read(&e, &b, "more").await == text(2 << 20, 9));
+    });
+}
+
+/// A dictionary serves a bounded span of bytes, then the lane makes the next: retiring one
+/// rewrites the packs made against it and leaves the others alone.
+#[test]
+fn dictionaries_take_turns_and_retiring_one_rewrites_only_its_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.pack_target_size = 1 << 20;
+    cfg.dictionary_span = 2 << 20;
+    common::s3::configure(&mut cfg);
+    let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
+    let (a, b) = (AccountId([6; 16]), AccountId([7; 16]));
+    let two = text(8 << 20, 2);
+    rt().block_on(async {
+        put(&e, &a, "one", text(3 << 20, 1)).await;
+        put(&e, &b, "two", two.clone()).await;
+    });
+    e.close().unwrap();
+    let packs_before: Vec<_> = e.packs().list().unwrap().into_iter().zip(carried(&e)).collect();
+    let dicts: std::collections::HashSet<_> = packs_before.iter().filter_map(|(_, d)| *d).collect();
+    assert!(dicts.len() >= 3, "a dictionary per span: {dicts:?}");
+
+    e.delete_object(&a, Namespace::Drive, b"one", Precondition::None).unwrap().unwrap().unwrap();
+    // compact_below 0: only packs whose dictionary is retired are rewritten.
+    let r = e.gc(GcOptions { grace_secs: 0, compact_below: 0.0, ..Default::default() }).unwrap();
+    assert!(r.dictionaries_retired >= 1 && r.dictionaries_retired < dicts.len() as u64, "{r:?}");
+    let after: std::collections::HashSet<_> = carried(&e).into_iter().flatten().collect();
+    let survivors: std::collections::HashSet<_> = dicts.intersection(&after).copied().collect();
+    assert_eq!(survivors.len() as u64, dicts.len() as u64 - r.dictionaries_retired, "{r:?}");
+    let now = e.packs().list().unwrap();
+    // (A pack with no dictionary held only "one"'s first chunks, and goes as empty.)
+    for (pack, d) in packs_before.iter().filter_map(|(p, d)| Some((p, (*d)?))) {
+        assert_eq!(now.contains(pack), survivors.contains(&d), "pack {pack} with {d}");
+    }
+    rt().block_on(async { assert!(read(&e, &b, "two").await == two) });
+    let report = fsck::check(&e).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 }

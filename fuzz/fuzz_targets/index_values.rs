@@ -5,8 +5,8 @@
 
 use cairn::chunk::ChunkId;
 use cairn::store::keys::{
-    account_chunk_key, apply_op, chunk_id_from_key, chunk_key, decode_chunk, decode_count, decode_object, decode_op,
-    decode_pack, decode_usage, encode_chunk, encode_count, encode_object, encode_op, encode_pack, encode_usage,
+    account_chunk_key, apply_op, chunk_id_from_key, chunk_key, decode_chunk, decode_count, decode_dict, decode_object,
+    decode_op, decode_pack, decode_usage, encode_chunk, encode_count, encode_dict, encode_object, encode_op, encode_pack, encode_usage,
     split_account_chunk_key, usage_lacks_metadata, AccountId,
 };
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(p) = decode_pack(data) {
         assert_eq!(encode_pack(&p), data);
         assert_eq!(decode_pack(&encode_pack(&p)), Some(p));
+    }
+    if let Some(d) = decode_dict(data) {
+        assert_eq!(encode_dict(&d), data);
+        assert_eq!(decode_dict(&encode_dict(&d)), Some(d));
     }
     if let Some(u) = decode_usage(data) {
         // Older records (version 1 without item charges, 2 without trash and versions) are

@@ -24,7 +24,7 @@
 //! a copy's append or `fdatasync`, nor writes copies out in its own. They share the disk, though: copies are synced every `COPY_SYNC_BYTES` so
 //! that no single flush of copies sits long in the device queue ahead of an upload's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use rocksdb::{IteratorMode, WriteBatch};
@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::pace::{CopyRate, Pacer};
 use super::Engine;
-use crate::codec::Compression;
+use crate::chunk::ChunkId;
+use crate::codec::{self, Compression};
 use crate::error::Result;
 use crate::pack::format::EntryInfo;
 use crate::pack::{stored_cost, Appended, Lane};
@@ -77,6 +78,10 @@ pub struct GcReport {
     /// Data keys retired because no pack used them any more.
     #[serde(default)]
     pub keys_retired: u64,
+    /// Pack dictionaries retired because data they were made from is gone; every pack that
+    /// carries one is rewritten without it (`engine::dicts`).
+    #[serde(default)]
+    pub dictionaries_retired: u64,
 }
 
 /// Share of a pack's entry bytes that are live. A pack's header, table and trailer are not
@@ -89,21 +94,31 @@ pub fn live_share(rec: &PackRecord) -> f64 {
     rec.live_bytes as f64 / data as f64
 }
 
-/// Every quiet pack with its record, and the live entries of each pack.
-type Liveness = (Vec<(u64, PackRecord)>, HashMap<u64, Vec<EntryInfo>>);
+/// What phase 2 finds.
+struct Liveness {
+    /// Every quiet pack with its record.
+    records: Vec<(u64, PackRecord)>,
+    /// The live entries of each pack.
+    live: HashMap<u64, Vec<EntryInfo>>,
+    /// The dictionary each quiet pack carries, if it carries one.
+    dicts: HashMap<u64, ChunkId>,
+}
 
 impl Engine {
     /// One full collection. Blocking; safe while the server serves.
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport> {
         let _one_at_a_time = self.inner.gc_lock.lock().expect("gc lock poisoned");
         let started = Instant::now();
-        let mut report = GcReport { chunks_freed: self.forget_garbage(opts.grace_secs)?, ..Default::default() };
+        let horizon = self.clock().now_secs().saturating_sub(opts.grace_secs);
+        let mut report = GcReport { chunks_freed: self.forget_garbage(horizon)?, ..Default::default() };
+        let (recorded, retired) = self.judge_dictionaries(horizon, None)?;
+        report.dictionaries_retired = retired;
         // Seal the uploads' open pack, so that everything written before this run can be
-        // compacted.
+        // compacted (and so that it takes no more chunks against a dictionary just retired).
         if let Some(p) = self.packs().seal_lane(Lane::Uploads)? {
             self.record_sealed(&p)?;
         }
-        let compacted = self.compact(opts, &mut report);
+        let compacted = self.compact(opts, &recorded, horizon, &mut report);
         // Seal our own pack whatever happened, so the next run can judge it; a compaction
         // error is the one to report.
         let sealed = self.packs().seal_lane(Lane::Compaction);
@@ -129,19 +144,21 @@ impl Engine {
         m.gc_seconds.observe(took.as_secs_f64());
     }
 
-    /// Phases 2 and 3.
-    fn compact(&self, opts: GcOptions, report: &mut GcReport) -> Result<()> {
+    /// Phases 2 and 3. `recorded`: the dictionaries not retired; a pack carrying another is
+    /// rewritten whatever its live share, its chunks compressed again without it.
+    fn compact(&self, opts: GcOptions, recorded: &HashSet<ChunkId>, horizon: u64, report: &mut GcReport) -> Result<()> {
         let mut pace = Pacer::new(opts.copy_rate);
         // Quiet packs are taken before the index is scanned: a pack an upload is still
         // indexing into must not look empty to us.
         let quiet = self.packs().quiet()?;
-        let (records, live) = self.pack_liveness(&quiet)?;
-        for (pack, rec) in &records {
-            let entries = live.get(pack).map(Vec::as_slice).unwrap_or_default();
+        let liveness = self.pack_liveness(&quiet)?;
+        for (pack, rec) in &liveness.records {
+            let entries = liveness.live.get(pack).map(Vec::as_slice).unwrap_or_default();
             let sparse = entries.is_empty() || live_share(rec) < opts.compact_below;
-            let stale = !sparse && opts.rekey && self.packs().stale(*pack)?;
-            if sparse || stale {
-                let copied = self.rewrite_pack(*pack, entries, &mut pace)?;
+            let retired = liveness.dicts.get(pack).is_some_and(|d| !recorded.contains(d));
+            let stale = !sparse && !retired && opts.rekey && self.packs().stale(*pack)?;
+            if sparse || stale || retired {
+                let copied = self.rewrite_pack(*pack, entries, retired, &mut pace)?;
                 if !entries.is_empty() {
                     report.packs_rewritten += 1;
                 }
@@ -150,12 +167,16 @@ impl Engine {
                 report.bytes_freed += rec.size.saturating_sub(copied);
             }
         }
+        // Records of dictionaries no quiet pack carried and no lane uses are dropped (a
+        // dictionary made but never used, or whose packs were all rewritten).
+        let carried: HashSet<ChunkId> = liveness.dicts.values().copied().collect();
+        let (_, retired) = self.judge_dictionaries(horizon, Some(&carried))?;
+        report.dictionaries_retired += retired;
         Ok(())
     }
 
     /// Phase 1. Returns how many chunks left the index.
-    fn forget_garbage(&self, grace_secs: u64) -> Result<u64> {
-        let horizon = self.clock().now_secs().saturating_sub(grace_secs);
+    fn forget_garbage(&self, horizon: u64) -> Result<u64> {
         let db = self.db();
         let mut candidates = Vec::new();
         for item in db.raw().iterator_cf(db.cf(CF_CHUNKS), IteratorMode::Start) {
@@ -201,7 +222,7 @@ impl Engine {
                 live.entry(rec.pack).or_default().push(rec.entry);
             }
         }
-        let mut records = Vec::new();
+        let (mut records, mut dicts) = (Vec::new(), HashMap::new());
         let mut batch = WriteBatch::default();
         // Records of packs that are gone (deleted by a run that crashed before its last step).
         // Records are read before the directory, so a pack sealed meanwhile is on disk by then;
@@ -228,7 +249,11 @@ impl Engine {
             // A pack's dictionary counts as live while any chunk is: it is overhead of the
             // live chunks, not garbage. Counted dead, a small pack with a 110 KiB dictionary
             // would look sparse and be rewritten by every run, into another small pack.
-            let dict = table.first().filter(|e| e.compression == Compression::Dictionary).map_or(0, stored_cost);
+            let dict_entry = table.first().filter(|e| e.compression == Compression::Dictionary);
+            if let Some(d) = dict_entry {
+                dicts.insert(pack, d.id);
+            }
+            let dict = dict_entry.map_or(0, stored_cost);
             let live_bytes = live
                 .get(&pack)
                 .filter(|es| !es.is_empty())
@@ -238,16 +263,17 @@ impl Engine {
             records.push((pack, rec));
         }
         db.commit(batch)?;
-        Ok((records, live))
+        Ok(Liveness { records, live, dicts })
     }
 
     /// Phase 3 for one pack: copy `entries` out, move their index entries, delete the pack.
+    /// `undict`: the pack's dictionary is retired, so copies are not compressed against it.
     /// Returns the stored bytes written into the new pack.
-    fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo], pace: &mut Pacer) -> Result<u64> {
+    fn rewrite_pack(&self, pack: u64, entries: &[EntryInfo], undict: bool, pace: &mut Pacer) -> Result<u64> {
         let mut copied = 0;
         for group in entries.chunks(FORGET_BATCH) {
             let mut appended = Vec::with_capacity(group.len());
-            let result = self.copy_group(pack, group, &mut appended, pace);
+            let result = self.copy_group(pack, group, undict, &mut appended, pace);
             // Indexed or abandoned as dead bytes, these copies no longer keep their pack from
             // being quiet; on every path, also when a read, an append or a sync failed.
             self.packs().settle(&appended);
@@ -271,6 +297,7 @@ impl Engine {
         &self,
         pack: u64,
         group: &[EntryInfo],
+        undict: bool,
         appended: &mut Vec<Appended>,
         pace: &mut Pacer,
     ) -> Result<u64> {
@@ -280,7 +307,11 @@ impl Engine {
             // Copy the stored form as it is, after checking it; the store seals it anew if it
             // is not under the current key, and compresses it again if it was compressed
             // against another dictionary than the new pack's (`pack::dicts`).
-            let chunk = self.packs().copy_out(pack, e)?;
+            let mut chunk = self.packs().copy_out(pack, e)?;
+            if undict && chunk.dict.is_some() {
+                // Compressed afresh (against compaction's dictionary, if its pack has one).
+                chunk = codec::seal(chunk.raw.clone(), self.config().zstd_level);
+            }
             let (a, sealed_pack) = self.packs().append(Lane::Compaction, &chunk)?;
             appended.push(a.clone());
             if let Some(p) = sealed_pack {

@@ -511,6 +511,11 @@ impl<A: Admit> Writer<A> {
                 return Err(e);
             }
         };
+        // This chunk may have completed the lane's next dictionary: recorded before any chunk
+        // is compressed against it (`engine::dicts`).
+        if let Err(e) = self.engine.record_dictionary() {
+            tracing::warn!(error = %e, "cannot record a new pack dictionary; the lane makes another");
+        }
         let stored = appended.entry.end() - appended.entry.offset;
         self.new_chunks += 1;
         self.new_stored_bytes += stored;

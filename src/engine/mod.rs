@@ -1,6 +1,7 @@
 //! The storage engine: chunks in, chunks out, durably. One cheap `Engine` handle (an `Arc`) is
 //! shared by every request; everything it owns is behind it.
 
+mod dicts;
 mod gc;
 mod ingest;
 mod migrate;
@@ -47,6 +48,9 @@ pub struct EngineConfig {
     pub zstd_level: i32,
     /// Compress chunks against a per-pack dictionary (`pack::dicts`; docs/decisions.md).
     pub pack_dictionary: bool,
+    /// Bytes of compressed chunks stored against one dictionary before the next is made
+    /// (`pack::dicts::DEFAULT_SPAN`: what bounds the rewrite when one is retired).
+    pub dictionary_span: u64,
     pub pack_target_size: u64,
     pub pack_idle_seal: Duration,
     /// BLAKE3-check every chunk on the hot read path. fsck and GC always check.
@@ -71,7 +75,8 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             chunking: ChunkingParams::default(),
             zstd_level: 3,
-            pack_dictionary: false,
+            pack_dictionary: true,
+            dictionary_span: crate::pack::dicts::DEFAULT_SPAN,
             pack_target_size: 64 << 20,
             pack_idle_seal: Duration::from_secs(60),
             verify_reads: true,
@@ -134,6 +139,7 @@ impl Engine {
             &metrics.registry,
         )?;
         packs.dictionaries().configure(config.pack_dictionary, config.zstd_level);
+        packs.dictionaries().set_span(config.dictionary_span);
         let inner = Inner {
             config,
             cutter,

@@ -4,33 +4,39 @@
 //! it lands in. So the dictionary belongs to the lane, not to the pack being filled, and packs
 //! follow it:
 //!
-//! - The uploads' lane has one dictionary for the life of the process: the first `DICT_LEN`
-//!   bytes of compressible chunks appended to it (raw content, no training). Workers compress
-//!   against the lane's dictionary as soon as there is one (`LaneDicts::current`).
-//! - A pack's dictionary is fixed at its first append: the dictionary of that first chunk if
-//!   it has one, else the lane's current one, else none; it is written as the pack's first
-//!   entry, before that chunk (`Packs::append_in`).
-//! - Once a lane has a dictionary, a compressed chunk for a pack of that lane with entries but
-//!   no dictionary (a pack opened before) closes that pack as if it were full: the next pack
-//!   starts with the dictionary. Once per lane per process.
+//! - The uploads' lane makes a dictionary from the first `DICT_LEN` bytes of compressible
+//!   chunks appended to it (raw content, no training), and the next one the same way once
+//!   `DEFAULT_SPAN` bytes have been stored against the current one. A dictionary is used only
+//!   after the engine has recorded it with the chunks it came from (`LaneDicts::record_made`):
+//!   GC retires it when one of those chunks leaves the index (`engine::gc`), so deleted data
+//!   does not live on in a dictionary. Workers compress against the lane's current dictionary
+//!   (`LaneDicts::current`).
+//! - A pack's dictionary is fixed at its first append (`for_new_pack`); it is written as the
+//!   pack's first entry, before that chunk (`Packs::append_in`).
+//! - A compressed chunk for an uploads pack whose dictionary is not the lane's current one (a
+//!   pack opened before the lane made it) closes that pack as if it were full, so the next
+//!   pack starts with the current dictionary (`closes_pack`). Once per dictionary.
 //! - A compressed chunk that was not compressed against its pack's dictionary is compressed
 //!   again from its raw bytes, against it, under the lane's lock: the rare path. On the
-//!   uploads' lane these are the batches in flight when the lane got its dictionary (at most
-//!   ~7 MiB, once per process, ~30 ms of the writer's time), and the rule keeps them from going
-//!   without; on compaction's, chunks copied from packs with another dictionary or none. It
-//!   stays compressed (or becomes raw if it no longer shrinks), and compaction's index move
-//!   records the new form.
+//!   uploads' lane these are the batches in flight when the lane got a new dictionary (at most
+//!   ~7 MiB, ~30 ms of the writer's time), and the rule keeps them from going without; on
+//!   compaction's, chunks copied from packs with another dictionary or none. It stays
+//!   compressed (or becomes raw if it no longer shrinks), and compaction's index move records
+//!   the new form.
 //!
-//! Invariant (the one every reader relies on): an entry with tag 2 in pack P was compressed
-//! against exactly the dictionary that is P's first entry. The dictionary lives and dies with
-//! its pack, so GC needs no references to it; it is never indexed.
+//! Invariants:
+//! - (every reader relies on it) an entry with tag 2 in pack P was compressed against exactly
+//!   the dictionary that is P's first entry. The dictionary lives and dies with its pack; it is
+//!   never indexed.
+//! - (deletion relies on it) a dictionary some pack carries either has a record naming its
+//!   sources, or is retired, and GC rewrites every quiet pack that carries a retired one.
 //!
 //! Readers load a pack's dictionary on first need, check it against its id (its BLAKE3) and
 //! keep it in a bounded cache: a 4 KiB range read costs one entry read plus, once per pack per
 //! process, the dictionary's (~110 KiB).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -39,8 +45,9 @@ use super::format::{self, EntryInfo, ENTRY_HEADER_LEN, HEADER_LEN};
 use super::keyring::KeySet;
 use super::sealed;
 use super::Lane;
+use crate::chunk::ChunkId;
 use crate::codec::{Compression, SealedChunk};
-use crate::dictionary::{Builder, Dictionary, MAX_DICT_LEN};
+use crate::dictionary::{self, Builder, Dictionary, Made, MAX_DICT_LEN};
 use crate::error::{Error, Result};
 
 /// Packs whose dictionary is kept in memory. Packs of one process share one dictionary (one
@@ -48,12 +55,36 @@ use crate::error::{Error, Result};
 /// (~14 MiB with zstd's copy of each).
 pub const CACHE_CAPACITY: usize = 64;
 
+/// Bytes of compressed chunks the uploads' lane stores against one dictionary before it makes
+/// the next. Retiring a dictionary rewrites every pack that carries it, so this bounds that
+/// work (and a server's first dictionary would otherwise be its only one until restart); a new
+/// one costs the writer one re-compression of the batches in flight (~7 MiB, `dicts` above),
+/// under 0.2% of 4 GiB.
+pub const DEFAULT_SPAN: u64 = 4 << 30;
+
 /// The dictionary of each lane, and whether dictionaries are used at all.
 pub struct LaneDicts {
     enabled: AtomicBool,
     level: AtomicI32,
+    span: AtomicU64,
     current: [RwLock<Option<Arc<Dictionary>>>; 2],
-    builder: Mutex<Builder>,
+    /// The uploads' lane's next dictionary. A std Mutex: taken on the writer's blocking thread
+    /// for a few field updates per compressible chunk, and across one synced database write
+    /// once per dictionary (`record_made`).
+    next: Mutex<Next>,
+    /// Whether `next` holds a dictionary waiting for its record: checked after every append, so
+    /// an atomic rather than the lock.
+    made_waiting: AtomicBool,
+}
+
+/// What the uploads' lane gathers towards its next dictionary.
+#[derive(Default)]
+struct Next {
+    builder: Builder,
+    /// Made, not yet recorded, so not yet used.
+    made: Option<Made>,
+    /// Raw bytes of compressed chunks appended since the current dictionary became current.
+    used: u64,
 }
 
 impl Default for LaneDicts {
@@ -61,8 +92,10 @@ impl Default for LaneDicts {
         LaneDicts {
             enabled: AtomicBool::new(false),
             level: AtomicI32::new(3),
+            span: AtomicU64::new(DEFAULT_SPAN),
             current: Default::default(),
-            builder: Mutex::default(),
+            next: Mutex::default(),
+            made_waiting: AtomicBool::new(false),
         }
     }
 }
@@ -75,6 +108,11 @@ impl LaneDicts {
     pub fn configure(&self, enabled: bool, level: i32) {
         self.level.store(level, Ordering::Relaxed);
         self.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Bytes stored against one dictionary before the next is made (`DEFAULT_SPAN`).
+    pub fn set_span(&self, bytes: u64) {
+        self.span.store(bytes.max(1), Ordering::Relaxed);
     }
 
     pub fn enabled(&self) -> bool {
@@ -93,31 +131,96 @@ impl LaneDicts {
         self.current[lane as usize].read().expect("dictionary lock poisoned").clone()
     }
 
-    /// Called with every chunk appended: the uploads' lane gathers its dictionary from the
-    /// first compressible chunks; a lane without one adopts the first dictionary it is given
-    /// (compaction, copying tag 2 chunks).
+    /// Called with every chunk appended. The uploads' lane gathers its next dictionary from
+    /// compressible chunks while it has none, or once the current one has served its span; it
+    /// is used only after `record_made`. Compaction's lane adopts the first dictionary it is
+    /// given (copying tag 2 chunks, whose dictionaries GC has checked are still recorded).
     pub(crate) fn observe(&self, lane: Lane, chunk: &SealedChunk) {
-        if lane == Lane::Uploads && !self.enabled() {
-            return;
-        }
-        let slot = &self.current[lane as usize];
-        if slot.read().expect("dictionary lock poisoned").is_some() {
-            return;
-        }
-        let made = match (&chunk.dict, chunk.compression, lane) {
-            (Some(d), _, _) => Some(d.clone()),
-            (None, Compression::Zstd, Lane::Uploads) => {
-                self.builder.lock().expect("dictionary builder poisoned").offer(&chunk.raw)
+        if lane == Lane::Compaction {
+            if let Some(d) = &chunk.dict {
+                let mut current = self.current[lane as usize].write().expect("dictionary lock poisoned");
+                current.get_or_insert_with(|| d.clone());
             }
-            _ => None,
+            return;
+        }
+        if !self.enabled() || !chunk.compression.is_compressed() {
+            return;
+        }
+        let has_current = self.current[lane as usize].read().expect("dictionary lock poisoned").is_some();
+        let mut next = self.next.lock().expect("dictionary builder poisoned");
+        if has_current {
+            next.used += chunk.raw.len() as u64;
+            if next.used < self.span.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        if next.made.is_none() {
+            next.made = next.builder.offer(chunk.id, &chunk.raw);
+            self.made_waiting.store(next.made.is_some(), Ordering::Release);
+        }
+    }
+
+    /// Write down the dictionary the uploads' lane has made (with `record`: its id, its
+    /// sources), and only then make it the lane's current one, so that no chunk is ever
+    /// compressed against a dictionary GC does not know how to retire. A failed `record`
+    /// drops the dictionary; the lane gathers another.
+    pub fn record_made(&self, record: impl FnOnce(&Made) -> Result<()>) -> Result<()> {
+        if !self.made_waiting.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut next = self.next.lock().expect("dictionary builder poisoned");
+        self.made_waiting.store(false, Ordering::Release);
+        let Some(made) = next.made.take() else {
+            return Ok(());
         };
-        if let Some(d) = made {
+        record(&made)?;
+        let d = made.dict;
+        tracing::info!(dictionary = %d.id(), sources = made.sources.len(), "new packs of uploads get a new dictionary");
+        *self.current[Lane::Uploads as usize].write().expect("dictionary lock poisoned") = Some(d);
+        next.used = 0;
+        Ok(())
+    }
+
+    /// Stop using the dictionaries `gone` names (GC found one of their sources gone): a lane
+    /// whose current dictionary is among them has none until it makes (uploads) or adopts
+    /// (compaction) another.
+    pub fn retire(&self, gone: &HashSet<ChunkId>) {
+        for slot in &self.current {
             let mut current = slot.write().expect("dictionary lock poisoned");
-            if current.is_none() {
-                tracing::info!(lane = ?lane, dictionary = %d.id(), "packs of this lane now get a dictionary");
-                *current = Some(d);
+            if current.as_ref().is_some_and(|d| gone.contains(d.id())) {
+                *current = None;
             }
         }
+    }
+}
+
+/// Whether a compressed chunk closes `lane`'s open pack, whose dictionary is `pack`, so that
+/// the next pack carries another: on the uploads' lane, when that is not the lane's current
+/// dictionary (the lane made a new one since the pack was opened); on compaction's, when the
+/// pack has none and the chunk or the lane has one.
+pub(crate) fn closes_pack(
+    lane: Lane,
+    pack: Option<&Arc<Dictionary>>,
+    chunk: Option<&Arc<Dictionary>>,
+    current: Option<&Arc<Dictionary>>,
+) -> bool {
+    match lane {
+        Lane::Uploads => current.is_some() && !dictionary::same(pack, current),
+        Lane::Compaction => pack.is_none() && (chunk.is_some() || current.is_some()),
+    }
+}
+
+/// The dictionary a new pack of `lane` starts with, given its first chunk's: the uploads'
+/// lane's current one (never a chunk's, which may be one just retired); compaction's, the
+/// chunk's if it has one, for a copy that needs no re-compression.
+pub(crate) fn for_new_pack(
+    lane: Lane,
+    chunk: Option<&Arc<Dictionary>>,
+    current: Option<Arc<Dictionary>>,
+) -> Option<Arc<Dictionary>> {
+    match lane {
+        Lane::Uploads => current,
+        Lane::Compaction => chunk.cloned().or(current),
     }
 }
 
@@ -209,6 +312,104 @@ pub(crate) fn from_entry(e: &EntryInfo, stored: &[u8]) -> std::result::Result<Ar
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec;
+    use crate::dictionary::DICT_LEN;
+
+    fn text_chunk(seed: u8, d: Option<&Arc<Dictionary>>) -> SealedChunk {
+        let words: Vec<u8> =
+            (0..64 << 10).map(|i: usize| b"the quick brown fox "[(i * 7 + seed as usize) % 20]).collect();
+        codec::seal_with(Bytes::from(words), 3, d)
+    }
+
+    /// Offer chunks to the uploads' lane until it has made a dictionary; returns their ids.
+    fn feed_until_made(l: &LaneDicts, seed: u8) -> Vec<ChunkId> {
+        let mut ids = Vec::new();
+        for i in 0..=(DICT_LEN / (64 << 10)) as u8 + 1 {
+            let c = text_chunk(seed.wrapping_add(i), l.current(Lane::Uploads).as_ref());
+            ids.push(c.id);
+            l.observe(Lane::Uploads, &c);
+            if l.made_waiting.load(Ordering::Acquire) {
+                return ids;
+            }
+        }
+        panic!("no dictionary made");
+    }
+
+    #[test]
+    fn a_dictionary_is_used_only_once_recorded_with_its_sources() {
+        let l = LaneDicts::default();
+        l.configure(true, 3);
+        let ids = feed_until_made(&l, 0);
+        assert!(l.current(Lane::Uploads).is_none(), "made, not recorded: not used");
+        // A failed record drops it: the lane gathers another.
+        assert!(l.record_made(|_| Err(Error::corrupt("disk gone"))).is_err());
+        assert!(l.current(Lane::Uploads).is_none());
+        let ids = [ids, feed_until_made(&l, 10)].concat();
+        let mut recorded = None;
+        l.record_made(|m| {
+            recorded = Some((*m.dict.id(), m.sources.clone()));
+            Ok(())
+        })
+        .unwrap();
+        let (id, sources) = recorded.expect("recorded");
+        assert_eq!(l.current(Lane::Uploads).map(|d| *d.id()), Some(id));
+        assert!(!sources.is_empty() && sources.iter().all(|s| ids[2..].contains(s)), "{sources:?}");
+        // Nothing waiting: the next call records nothing.
+        l.record_made(|_| panic!("nothing to record")).unwrap();
+    }
+
+    #[test]
+    fn the_lane_makes_its_next_dictionary_after_its_span() {
+        let l = LaneDicts::default();
+        l.configure(true, 3);
+        l.set_span(3 << 16);
+        feed_until_made(&l, 0);
+        l.record_made(|_| Ok(())).unwrap();
+        let first = *l.current(Lane::Uploads).unwrap().id();
+        // Within the span the builder is not fed; past it, the next dictionary is gathered.
+        for seed in 0..3 {
+            l.observe(Lane::Uploads, &text_chunk(50 + seed, l.current(Lane::Uploads).as_ref()));
+            l.record_made(|_| panic!("still within the span")).unwrap();
+        }
+        feed_until_made(&l, 100);
+        assert_eq!(l.current(Lane::Uploads).map(|d| *d.id()), Some(first), "the old one until recorded");
+        l.record_made(|_| Ok(())).unwrap();
+        assert_ne!(l.current(Lane::Uploads).map(|d| *d.id()), Some(first));
+    }
+
+    #[test]
+    fn a_retired_dictionary_leaves_every_lane() {
+        let l = LaneDicts::default();
+        l.configure(true, 3);
+        feed_until_made(&l, 0);
+        l.record_made(|_| Ok(())).unwrap();
+        let d = l.current(Lane::Uploads).unwrap();
+        l.observe(Lane::Compaction, &text_chunk(7, Some(&d)));
+        assert!(l.current(Lane::Compaction).is_some(), "compaction adopted it");
+        l.retire(&HashSet::from([ChunkId([9; 32])]));
+        assert!(l.current(Lane::Uploads).is_some(), "another dictionary's retirement changes nothing");
+        l.retire(&HashSet::from([*d.id()]));
+        assert!(l.current(Lane::Uploads).is_none() && l.current(Lane::Compaction).is_none());
+        // An uploads pack never starts with a chunk's own (possibly retired) dictionary.
+        assert!(for_new_pack(Lane::Uploads, Some(&d), None).is_none());
+        assert_eq!(for_new_pack(Lane::Compaction, Some(&d), None).map(|x| *x.id()), Some(*d.id()));
+        // Made again from new chunks.
+        feed_until_made(&l, 30);
+        l.record_made(|_| Ok(())).unwrap();
+        assert!(l.current(Lane::Uploads).is_some_and(|n| n.id() != d.id()));
+    }
+
+    #[test]
+    fn an_uploads_pack_closes_when_its_dictionary_is_not_the_lanes() {
+        let a = Dictionary::new(Bytes::from_static(b"one dictionary")).unwrap();
+        let b = Dictionary::new(Bytes::from_static(b"another")).unwrap();
+        assert!(closes_pack(Lane::Uploads, None, None, Some(&a)));
+        assert!(closes_pack(Lane::Uploads, Some(&a), Some(&a), Some(&b)));
+        assert!(!closes_pack(Lane::Uploads, Some(&a), Some(&b), Some(&a)), "b's chunk is compressed again");
+        assert!(!closes_pack(Lane::Uploads, Some(&a), None, None), "a lane with none keeps its pack");
+        assert!(closes_pack(Lane::Compaction, None, Some(&a), None));
+        assert!(!closes_pack(Lane::Compaction, Some(&a), Some(&b), Some(&a)));
+    }
 
     #[test]
     fn the_cache_is_bounded_and_shares_equal_dictionaries() {

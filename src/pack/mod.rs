@@ -248,7 +248,7 @@ impl Packs {
     /// compaction copying from other packs).
     fn fit_dictionary<'c>(&self, lane: Lane, p: &mut OpenPack, chunk: &'c SealedChunk) -> Result<Cow<'c, SealedChunk>> {
         if p.entries.is_empty() && p.dict.is_none() {
-            if let Some(d) = chunk.dict.clone().or_else(|| self.dicts.current(lane)) {
+            if let Some(d) = dicts::for_new_pack(lane, chunk.dict.as_ref(), self.dicts.current(lane)) {
                 let entry = SealedChunk {
                     id: *d.id(),
                     raw: d.bytes().clone(),
@@ -468,15 +468,15 @@ impl PackStore for Packs {
         let chunk = self.sealed_for(chunk)?;
         let chunk = chunk.as_ref();
         self.dicts.observe(lane, chunk);
-        let lane_has_dict = self.dicts.current(lane).is_some();
+        let lane_dict = self.dicts.current(lane);
         let mut slot = self.lane(lane);
         let mut full = None;
         if let Some(p) = slot.as_ref() {
             let size = p.sealed_size() + OpenPack::entry_cost(chunk) + format::TABLE_RECORD_LEN as u64;
-            // A pack opened before its lane had a dictionary is closed by the first
+            // A pack opened before its lane had its dictionary is closed by the first
             // compressible chunk after, so that the next pack can carry it (`dicts`).
-            let wants_dict =
-                chunk.compression.is_compressed() && p.dict.is_none() && (chunk.dict.is_some() || lane_has_dict);
+            let wants_dict = chunk.compression.is_compressed()
+                && dicts::closes_pack(lane, p.dict.as_ref(), chunk.dict.as_ref(), lane_dict.as_ref());
             if !p.entries.is_empty() && (size > self.target_size || wants_dict) {
                 full = slot.take();
             }
@@ -1168,15 +1168,23 @@ mod tests {
         codec::seal_with(text(seed, 64 << 10), 3, p.dicts.current(Lane::Uploads).as_ref())
     }
 
-    /// Dictionaries on; `n` text chunks appended: the first goes in plain, the second gives
-    /// the lane its dictionary and opens a pack that carries it, with every chunk after.
-    /// Returns the appends stored against the dictionary.
+    /// An append to the uploads' lane, then the engine's part: a dictionary the chunk
+    /// completed is recorded (here: nowhere) and becomes the lane's.
+    fn append_recorded(p: &Packs, c: &SealedChunk) -> Appended {
+        let (a, _) = p.append(Lane::Uploads, c).unwrap();
+        p.dicts.record_made(|_| Ok(())).unwrap();
+        a
+    }
+
+    /// Dictionaries on; `n` text chunks appended: the first two go in plain (the second
+    /// completes the lane's dictionary), the third opens a pack that carries it, with every
+    /// chunk after. Returns the appends stored against the dictionary.
     fn dictionary_pack(p: &Packs, n: u64) -> Vec<(Appended, SealedChunk)> {
         p.dicts.configure(true, 3);
         let mut out = Vec::new();
         for seed in 0..n {
             let c = text_chunk(p, seed);
-            let (a, _) = p.append(Lane::Uploads, &c).unwrap();
+            let a = append_recorded(p, &c);
             p.sync(&a).unwrap();
             p.settle(std::slice::from_ref(&a));
             if a.entry.compression == Compression::ZstdDict {
@@ -1191,14 +1199,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = packs(dir.path(), 64 << 20);
         let appended = dictionary_pack(&p, 6);
-        assert_eq!(appended.len(), 5, "the first chunk went in plain, the rest against the dictionary");
+        assert_eq!(appended.len(), 4, "the first two went in plain, the rest against the dictionary");
         let pack = appended[0].0.pack_id;
         assert!(appended.iter().all(|(a, _)| a.pack_id == pack), "one pack, opened with the dictionary");
         let dict = p.dicts.current(Lane::Uploads).unwrap();
         // Chunks 2 to 5, which are not in the dictionary themselves.
         let plain_size: usize = (2..6).map(|s| codec::seal(text(s, 64 << 10), 3).stored.len()).sum();
-        let dict_size: usize =
-            appended[1..].iter().map(|(a, _)| (a.entry.stored_len - sealed::OVERHEAD) as usize).sum();
+        let dict_size: usize = appended.iter().map(|(a, _)| (a.entry.stored_len - sealed::OVERHEAD) as usize).sum();
         assert!(dict_size * 10 < plain_size * 9, "{dict_size} against {plain_size} without the dictionary");
         for (a, c) in &appended {
             assert_eq!(p.read_chunk(pack, &a.entry, false).unwrap(), c.raw);
@@ -1312,12 +1319,13 @@ mod tests {
         // Compressed before the lane has a dictionary, as the batches in flight are.
         let early: Vec<_> = (0..4).map(|seed| text_chunk(&p, seed)).collect();
         assert!(early.iter().all(|c| c.compression == Compression::Zstd));
-        let appended: Vec<_> = early.iter().map(|c| p.append(Lane::Uploads, c).unwrap().0).collect();
+        let appended: Vec<_> = early.iter().map(|c| append_recorded(&p, c)).collect();
         p.settle(&appended);
         assert!(p.dicts.current(Lane::Uploads).is_some(), "the first two made the dictionary");
-        assert_eq!(appended[0].entry.compression, Compression::Zstd);
-        assert_ne!(appended[1].pack_id, appended[0].pack_id, "the pack without one was closed");
-        for (a, c) in appended[1..].iter().zip(&early[1..]) {
+        assert_eq!(appended[1].entry.compression, Compression::Zstd);
+        assert_eq!(appended[1].pack_id, appended[0].pack_id);
+        assert_ne!(appended[2].pack_id, appended[0].pack_id, "the pack without one was closed");
+        for (a, c) in appended[2..].iter().zip(&early[2..]) {
             assert_eq!(a.entry.compression, Compression::ZstdDict);
             assert!(a.entry.stored_len < c.stored.len() as u32 + sealed::OVERHEAD);
             p.sync(a).unwrap();

@@ -295,6 +295,46 @@ pub fn decode_pack(v: &[u8]) -> Option<PackRecord> {
     r.done().then_some(p)
 }
 
+// ---- dictionaries: dictionary id -> when it was made, and the chunks it was made from ---------
+
+const DICT_V1: u8 = 1;
+/// More sources than a 110 KiB dictionary can have (one byte from each is the least a chunk
+/// gives): more is damage, and must not make a decoder allocate much.
+const MAX_DICT_SOURCES: u32 = 1 << 17;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DictRecord {
+    /// Seconds since the epoch: GC judges a dictionary's sources only once it is older than
+    /// the grace period, as it does chunks (a source may still be on its way into the index).
+    pub made_secs: u64,
+    pub sources: Vec<ChunkId>,
+}
+
+pub fn encode_dict(d: &DictRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(13 + 32 * d.sources.len());
+    b.push(DICT_V1);
+    b.extend_from_slice(&d.made_secs.to_le_bytes());
+    b.extend_from_slice(&(d.sources.len() as u32).to_le_bytes());
+    for id in &d.sources {
+        b.extend_from_slice(&id.0);
+    }
+    b
+}
+
+pub fn decode_dict(v: &[u8]) -> Option<DictRecord> {
+    let mut r = Reader(v);
+    if r.u8()? != DICT_V1 {
+        return None;
+    }
+    let made_secs = r.u64()?;
+    let n = r.u32()?;
+    if n > MAX_DICT_SOURCES || r.0.len() != n as usize * 32 {
+        return None;
+    }
+    let sources = (0..n).map(|_| r.take(32).and_then(|b| b.try_into().ok()).map(ChunkId)).collect::<Option<_>>()?;
+    r.done().then_some(DictRecord { made_secs, sources })
+}
+
 // ---- account_chunks: account ++ chunk -> references within the account ------------------------
 
 pub fn account_chunk_key(a: &AccountId, id: &ChunkId) -> [u8; 48] {

@@ -48,8 +48,12 @@ pub const CF_META: &str = "meta";
 /// The highest object version handed out: the floor for versions after a restart, so that
 /// they stay unique even if the clock went back meanwhile.
 pub const META_LAST_VERSION: &[u8] = b"last_version";
+/// Pack dictionaries in use: dictionary id -> `keys::DictRecord` (when it was made, and the
+/// chunks its bytes came from). A dictionary without a record is retired: GC rewrites every
+/// pack that carries one (`engine::gc`).
+pub const CF_DICTS: &str = "dictionaries";
 
-pub const ALL_CFS: [&str; 18] = [
+pub const ALL_CFS: [&str; 19] = [
     CF_CHUNKS,
     CF_PACKS,
     CF_ACCOUNT_CHUNKS,
@@ -68,6 +72,7 @@ pub const ALL_CFS: [&str; 18] = [
     CF_LIMITS,
     CF_UPLOADS,
     CF_PROPS,
+    CF_DICTS,
 ];
 
 pub struct Db {
