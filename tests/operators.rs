@@ -62,7 +62,8 @@ async fn admin_api_guards_validation_and_figures() {
         s.client.post(s.url("/admin/gc")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(
         gc,
-        json!({ "chunks_freed": 0, "bytes_freed": 0, "packs_rewritten": 0, "packs_deleted": 0, "packs_rekeyed": 0, "keys_retired": 0 })
+        json!({ "chunks_freed": 0, "bytes_freed": 0, "packs_rewritten": 0, "packs_deleted": 0, "packs_rekeyed": 0, "keys_retired": 0,
+            "dictionaries_retired": 0 })
     );
     let m = s.client.get(s.url("/metrics")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("cairn_gc_runs_total 1"), "{m}");

@@ -226,7 +226,8 @@ impl Packs {
         let chunk = self.sealed_for(chunk)?;
         let chunk = chunk.as_ref();
         if lane == Lane::Uploads {
-            self.space.admit(OpenPack::entry_cost(chunk)).map_err(|low| Error::DiskFull { reserve: low.reserve })?;
+            let cost = OpenPack::entry_cost(chunk) + self.dictionary_cost(slot.as_ref());
+            self.space.admit(cost).map_err(|low| Error::DiskFull { reserve: low.reserve })?;
         }
         if slot.is_none() {
             *slot = Some(match lane {
@@ -271,6 +272,14 @@ impl Packs {
         }
         let again = codec::seal_with(chunk.raw.clone(), self.dicts.level(), p.dict.as_ref());
         Ok(Cow::Owned(self.sealed_for(&again)?.into_owned()))
+    }
+
+    /// Bytes the uploads' dictionary adds to an append that opens a pack (`fit_dictionary`
+    /// writes it first), for the free-space check.
+    fn dictionary_cost(&self, open: Option<&OpenPack>) -> u64 {
+        let opens = open.is_none_or(|p| p.entries.is_empty() && p.dict.is_none());
+        let dict = self.dicts.current(Lane::Uploads).filter(|_| opens);
+        dict.map_or(0, |d| (ENTRY_HEADER_LEN + d.bytes().len()) as u64)
     }
 
     /// The dictionary a read of `e` needs: its pack's, for a tag 2 entry.
