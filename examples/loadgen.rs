@@ -113,6 +113,7 @@ struct DownloadArgs {
     settle_secs: f64,
     /// Record each download with `perf record -g` into this directory: the server's process
     /// for HTTP steps, this process for the engine's (and the hyper and reqwest clients').
+    /// The machine's CPU figures then include perf's; the server's and clients' do not.
     #[arg(long)]
     perf_dir: Option<PathBuf>,
 }
@@ -884,6 +885,13 @@ async fn download_bench(a: DownloadArgs) -> Result<()> {
                     (format!("{}, {c}", label(i)), s)
                 }
             };
+            let cpu = [
+                server_pid.as_deref().map_or(0.0, proc_cpu_secs) - before.0,
+                proc_cpu_secs("self") - before.1,
+                children_cpu_secs() - before.2,
+                machine_busy_secs() - before.3,
+            ];
+            // Stopped (and reaped) after the CPU figures, which then leave perf's own out.
             if let Some(mut child) = perf {
                 // SAFETY: signalling our own child by its pid.
                 unsafe {
@@ -891,12 +899,6 @@ async fn download_bench(a: DownloadArgs) -> Result<()> {
                 }
                 child.wait()?;
             }
-            let cpu = [
-                server_pid.as_deref().map_or(0.0, proc_cpu_secs) - before.0,
-                proc_cpu_secs("self") - before.1,
-                children_cpu_secs() - before.2,
-                machine_busy_secs() - before.3,
-            ];
             let per_gb = cpu.map(|c| c / (big as f64 / 1e9));
             cpu_gb.entry(name.clone()).or_default().push(per_gb);
             this.push((name, s));
