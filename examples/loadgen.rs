@@ -57,6 +57,9 @@ enum Cmd {
     /// WebDAV: MOVE of a folder of many files against one of one file, and downloads over DAV
     /// against `/v1/files`.
     Dav(DavArgs),
+    /// One big download, over HTTP (three clients: curl, a raw hyper client, reqwest) against
+    /// the engine's in-process read of the same bytes; rounds alternate the order.
+    Download(DownloadArgs),
     /// Internal: collections on a store `gc` built, in a fresh process.
     #[command(hide = true)]
     GcChild {
@@ -88,6 +91,31 @@ struct DriveArgs {
     /// Rounds of HTTP then engine, alternating which goes first.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// The `cairn` binary to start (a release build). Given twice or more, each is started and
+    /// measured in every round (an A/B of server builds in one invocation).
+    #[arg(long, required = true)]
+    cairn: Vec<PathBuf>,
+    /// Size of the file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    big_mib: u64,
+    /// Rounds; each reads the file once per client and once in-process.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Which HTTP clients to run, comma-separated: curl, hyper, reqwest.
+    #[arg(long, value_delimiter = ',', default_value = "curl,hyper,reqwest")]
+    clients: Vec<String>,
+    /// Seconds to sleep before each timed download (lets the page cache writeback settle).
+    #[arg(long, default_value_t = 0.0)]
+    settle_secs: f64,
+    /// Record each download with `perf record -g` into this directory: the server's process
+    /// for HTTP steps, this process for the engine's (and the hyper and reqwest clients').
+    /// The machine's CPU figures then include perf's; the server's and clients' do not.
+    #[arg(long)]
+    perf_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -163,6 +191,7 @@ fn main() -> Result<()> {
         Cmd::Sync(a) => rt.block_on(sync_bench(a)),
         Cmd::Gc(a) => gc_bench(&rt, a),
         Cmd::Dav(a) => rt.block_on(dav_bench(a)),
+        Cmd::Download(a) => rt.block_on(download_bench(a)),
         Cmd::GcChild { dir, runs } => gc_child(&dir, &runs),
     }
 }
@@ -645,6 +674,290 @@ async fn read_object(e: &Engine, acct: AccountId, name: String) -> Result<u64> {
         got += piece?.len() as u64;
     }
     Ok(got)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13: one big download, HTTP against the engine
+
+/// `curl -o /dev/null`: a client whose receive path is a read into one buffer and nothing
+/// else. Returns the seconds from the request to the last byte, as curl counts them.
+fn curl_download(url: &str, token: &str, size: u64) -> Result<f64> {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = text.split_whitespace().collect();
+    ensure!(f.len() == 3 && f[0] == "200", "curl: {text:?}");
+    ensure!(f[1].parse::<u64>()? == size, "curl got {} bytes", f[1]);
+    Ok(f[2].parse()?)
+}
+
+/// A raw hyper HTTP/1.1 client on one connection that drops each frame as it arrives.
+async fn hyper_download(url: &str, token: &str, size: u64) -> Result<f64> {
+    use http_body_util::{BodyExt, Empty};
+    let uri: hyper::Uri = url.parse()?;
+    let addr = format!("{}:{}", uri.host().context("host")?, uri.port_u16().context("port")?);
+    let t = Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(uri.path())
+        .header("host", uri.authority().context("authority")?.as_str())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    ensure!(resp.status() == 200, "hyper download: {}", resp.status());
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            got += data.len() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    ensure!(got == size, "hyper download gave {got} bytes");
+    drop(send);
+    let _ = conn.await;
+    Ok(secs)
+}
+
+/// loadgen's client until issue 13's third pass: reqwest, `bytes_stream()`.
+async fn reqwest_download(s: &Server, token: &str, size: u64) -> Result<f64> {
+    let t = Instant::now();
+    let r = s.client.get(s.url("/v1/files/big.bin")).bearer_auth(token).send().await?;
+    ensure!(r.status() == 200, "big download: {}", r.status());
+    let mut got = 0u64;
+    let mut body = r.bytes_stream();
+    while let Some(piece) = body.next().await {
+        got += piece?.len() as u64;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    ensure!(got == size, "reqwest download gave {got} bytes");
+    Ok(secs)
+}
+
+/// CPU seconds (user + system) of a process so far, from `/proc/PID/stat`.
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if f.len() > 13 {
+        (f[11] + f[12]) / hz
+    } else {
+        0.0
+    }
+}
+
+/// CPU seconds of the children this process has waited for (curl's, here).
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Busy CPU seconds of the whole machine so far (every process, interrupts included), from
+/// `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / hz
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+async fn download_bench(a: DownloadArgs) -> Result<()> {
+    let big = a.big_mib << 20;
+    let mb = big as f64 / MB;
+    for c in &a.clients {
+        ensure!(["curl", "hyper", "reqwest"].contains(&c.as_str()), "unknown client {c}");
+    }
+    // The engine's copy of the file, in this process (as `drive` measures it).
+    let tmp = tempfile::Builder::new().prefix("cairn-bench-engine-").tempdir()?;
+    let engine = Engine::open(EngineConfig::new(tmp.path()), Arc::new(Metrics::new()))?;
+    let acct = AccountId([4; 16]);
+    let ing = engine.ingest(NoiseStream::new(1, big, 256 << 10), AdmitAll).await?;
+    commit(&engine, acct, "big.bin".into(), ing).await?;
+    // One server per binary, each with the same file uploaded over HTTP.
+    let mut servers = Vec::new();
+    for (i, cairn) in a.cairn.iter().enumerate() {
+        let server = Server::start(cairn, SERVER_CONFIG)?;
+        let token = server.sign_up(&format!("download{i}@bench.example")).await?;
+        let r = server
+            .client
+            .put(server.url("/v1/files/big.bin"))
+            .bearer_auth(&token)
+            .header("content-length", big)
+            .body(reqwest::Body::wrap_stream(NoiseStream::new(1, big, 256 << 10)))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "big upload: {} {}", r.status(), r.text().await?);
+        servers.push((server, token));
+    }
+    let label =
+        |i: usize| if a.cairn.len() == 1 { "HTTP".to_string() } else { format!("HTTP {}", (b'A' + i as u8) as char) };
+    // Every (server, client) pair, then the engine; each round reverses the order.
+    let mut order: Vec<Option<(usize, String)>> = vec![None];
+    for i in 0..servers.len() {
+        for c in &a.clients {
+            order.push(Some((i, c.clone())));
+        }
+    }
+    let mut secs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut ratios: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // CPU seconds per GB of each step: server, this process, curl, the whole machine.
+    let mut cpu_gb: std::collections::BTreeMap<String, Vec<[f64; 4]>> = Default::default();
+    for round in 0..a.rounds.max(1) {
+        let mut this: Vec<(String, f64)> = Vec::new();
+        let mut steps = order.clone();
+        if round % 2 == 1 {
+            steps.reverse();
+        }
+        for step in steps {
+            if a.settle_secs > 0.0 {
+                tokio::time::sleep(Duration::from_secs_f64(a.settle_secs)).await;
+            }
+            let server_pid = step.as_ref().map(|(i, _)| servers[*i].0.child.id().to_string());
+            let perf = match &a.perf_dir {
+                Some(dir) => {
+                    let pid = server_pid.clone().unwrap_or_else(|| std::process::id().to_string());
+                    let what = match &step {
+                        None => "engine".to_string(),
+                        Some((i, c)) => format!("server{i}-{c}"),
+                    };
+                    let child = Command::new("perf")
+                        .args(["record", "-q", "-g", "-F", "999", "-p", &pid, "-o"])
+                        .arg(dir.join(format!("r{round}-{what}.data")))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .context("starting perf")?;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some(child)
+                }
+                None => None,
+            };
+            let before = (
+                server_pid.as_deref().map_or(0.0, proc_cpu_secs),
+                proc_cpu_secs("self"),
+                children_cpu_secs(),
+                machine_busy_secs(),
+            );
+            let (name, s) = match step {
+                None => {
+                    let t = Instant::now();
+                    let got = read_object(&engine, acct, "big.bin".into()).await?;
+                    ensure!(got == big, "engine read gave {got} bytes");
+                    ("engine".to_string(), t.elapsed().as_secs_f64())
+                }
+                Some((i, c)) => {
+                    let (server, token) = &servers[i];
+                    let url = server.url("/v1/files/big.bin");
+                    let s = match c.as_str() {
+                        "curl" => {
+                            let (url, token) = (url.clone(), token.clone());
+                            tokio::task::spawn_blocking(move || curl_download(&url, &token, big)).await??
+                        }
+                        "hyper" => hyper_download(&url, token, big).await?,
+                        _ => reqwest_download(server, token, big).await?,
+                    };
+                    (format!("{}, {c}", label(i)), s)
+                }
+            };
+            let cpu = [
+                server_pid.as_deref().map_or(0.0, proc_cpu_secs) - before.0,
+                proc_cpu_secs("self") - before.1,
+                children_cpu_secs() - before.2,
+                machine_busy_secs() - before.3,
+            ];
+            // Stopped (and reaped) after the CPU figures, which then leave perf's own out.
+            if let Some(mut child) = perf {
+                // SAFETY: signalling our own child by its pid.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGINT);
+                }
+                child.wait()?;
+            }
+            let per_gb = cpu.map(|c| c / (big as f64 / 1e9));
+            cpu_gb.entry(name.clone()).or_default().push(per_gb);
+            this.push((name, s));
+        }
+        let engine_s = this.iter().find(|(n, _)| n == "engine").map(|(_, s)| *s).expect("engine ran");
+        let line: Vec<String> = this.iter().map(|(n, s)| format!("{n} {:.0}", mb / s)).collect();
+        eprintln!("round {round} (MB/s): {}", line.join(", "));
+        for (n, s) in this {
+            if n != "engine" {
+                ratios.entry(n.clone()).or_default().push(engine_s / s);
+            }
+            secs.entry(n).or_default().push(s);
+        }
+    }
+    let engine_mbs = mb / median(&secs["engine"]);
+    let mut rows = vec![vec!["engine, in-process read_stream".into(), f1(engine_mbs), "1.00".into(), String::new()]];
+    for (n, s) in &secs {
+        if n == "engine" {
+            continue;
+        }
+        let per: Vec<String> = ratios[n].iter().map(|r| f2(*r)).collect();
+        rows.push(vec![n.clone(), f1(mb / median(s)), f2(median(&ratios[n])), per.join(" / ")]);
+    }
+    print_table(
+        &format!(
+            "Download of {} MiB (issue 13): HTTP on loopback vs the engine in-process, medians of {} rounds",
+            a.big_mib,
+            a.rounds.max(1)
+        ),
+        &["reader", "MB/s (median)", "HTTP/engine (median of rounds)", "HTTP/engine per round"],
+        &rows,
+    );
+    let cpu_rows: Vec<Vec<String>> = cpu_gb
+        .iter()
+        .map(|(n, v)| {
+            let m = |k: usize| f2(median(&v.iter().map(|x| x[k]).collect::<Vec<_>>()));
+            let client = if n.ends_with("curl") { m(2) } else { m(1) };
+            let server = if n == "engine" { "-".to_string() } else { m(0) };
+            let secs = median(&secs[n]);
+            vec![
+                n.clone(),
+                server,
+                client,
+                m(3),
+                f2(median(&v.iter().map(|x| x[3]).collect::<Vec<_>>()) * (big as f64 / 1e9) / secs),
+            ]
+        })
+        .collect();
+    print_table(
+        "CPU seconds per GB moved, medians (engine: the loadgen process, read thread and consumer; machine: every process on it, so other load too)",
+        &["reader", "server", "client (engine: in-process)", "machine", "cores busy"],
+        &cpu_rows,
+    );
+    for (mut server, _) in servers {
+        server.stop()?;
+    }
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.close()).await??;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

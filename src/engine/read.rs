@@ -93,11 +93,14 @@ impl Engine {
             let to = (range.end.min(start + u64::from(len)) - start) as usize;
             raw.slice(from..to)
         };
-        // Look the batch up; a lookup that fails ends it after the pieces before it.
+        // Look the batch up, in one call to the index; a lookup that fails ends it after the
+        // pieces before it.
+        let ids: Vec<ChunkId> = batch.iter().map(|(id, _, _)| *id).collect();
+        let looked = self.db().chunks_each(&ids);
         let mut found = Vec::with_capacity(batch.len());
         let mut failed = None;
-        for (id, len, _) in batch {
-            match self.db().chunk(id) {
+        for ((id, len, _), rec) in batch.iter().zip(looked) {
+            match rec {
                 Ok(Some(rec)) if rec.entry.raw_len == *len => found.push(rec),
                 Ok(Some(rec)) => {
                     failed = Some(Error::corrupt(format!(

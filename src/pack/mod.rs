@@ -588,8 +588,7 @@ impl PackStore for Packs {
         };
         debug_assert!(run.windows(2).all(|w| w[0].end() == w[1].offset), "a run is back to back");
         let file = self.reader(pack_id)?;
-        let mut buf = vec![0u8; (last.end() - first.offset) as usize];
-        file.read_exact_at(&mut buf, first.offset)?;
+        let buf = read_exact_at_uninit(&file, (last.end() - first.offset) as usize, first.offset)?;
         self.open_run(pack_id, run, first.offset, buf)
     }
 
@@ -706,6 +705,37 @@ impl Packs {
         let buf = Bytes::from(buf);
         Ok(ranges.into_iter().map(|r| buf.slice(r)).collect())
     }
+}
+
+/// `len` bytes of `file` at `at`, read into a buffer that is not zero-filled first (a
+/// download's read thread reads about 1 MiB at a time; zeroing it cost as much as a tenth of
+/// the copy). A file that ends before `len` is `UnexpectedEof`, as `read_exact_at`.
+fn read_exact_at_uninit(file: &File, len: usize, mut at: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = Vec::<u8>::with_capacity(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`, memory this
+        // vector owns; `set_len` below covers only what it wrote.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at as libc::off_t) };
+        match n {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => {
+                // SAFETY: the first `buf.len() + n` bytes are initialised: the old ones, then
+                // the `n` the read just wrote.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                at += n as u64;
+            }
+        }
+    }
+    Ok(buf)
 }
 
 /// Seal a chunk under the current key (on whatever thread calls it: ingest's workers do, so

@@ -196,6 +196,23 @@ impl Db {
             .collect()
     }
 
+    /// `chunk` of each id, in one call to the database, each answer on its own (a download's
+    /// read thread looks up about 1 MiB of chunks at a time).
+    pub fn chunks_each(&self, ids: &[ChunkId]) -> Vec<Result<Option<ChunkRecord>>> {
+        let keys: Vec<[u8; 32]> = ids.iter().map(keys::chunk_key).collect();
+        let found = self.db.batched_multi_get_cf(self.cf(CF_CHUNKS), &keys, false);
+        ids.iter()
+            .zip(found)
+            .map(|(id, v)| match v? {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) => keys::decode_chunk(*id, &v)
+                    .map(Some)
+                    .ok_or_else(|| Error::corrupt(format!("index record of chunk {id} is unreadable"))),
+            })
+            .collect()
+    }
+
     pub fn flush(&self) -> Result<()> {
         for name in ALL_CFS {
             self.db.flush_cf(self.cf(name))?;
