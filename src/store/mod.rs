@@ -182,18 +182,7 @@ impl Db {
     }
 
     pub fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkRecord>>> {
-        let cf = self.cf(CF_CHUNKS);
-        let found = self.db.multi_get_cf(ids.iter().map(|id| (cf, keys::chunk_key(id))));
-        ids.iter()
-            .zip(found)
-            .map(|(id, v)| match v? {
-                None => Ok(None),
-                Some(v) if v.is_empty() => Ok(None),
-                Some(v) => keys::decode_chunk(*id, &v)
-                    .map(Some)
-                    .ok_or_else(|| Error::corrupt(format!("index record of chunk {id} is unreadable"))),
-            })
-            .collect()
+        self.chunks_each(ids).into_iter().collect()
     }
 
     /// `chunk` of each id, in one call to the database, each answer on its own (a download's
