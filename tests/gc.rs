@@ -14,6 +14,8 @@ use cairn::store::keys::{AccountId, Namespace};
 fn open(dir: &std::path::Path) -> Engine {
     let mut cfg = EngineConfig::new(dir);
     cfg.pack_target_size = 1 << 20;
+    // Off by default until the crash failure in docs/decisions.md is found; on here.
+    cfg.pack_dictionary = true;
     common::s3::configure(&mut cfg);
     Engine::open(cfg, Arc::new(Metrics::new())).unwrap()
 }
@@ -221,10 +223,7 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = EngineConfig::new(dir.path());
-    cfg.pack_target_size = 1 << 20;
-    common::s3::configure(&mut cfg);
-    let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
+    let e = open(dir.path());
     let a = AccountId([3; 16]);
     let keep = text(3 << 20, 1);
     rt().block_on(async {
@@ -329,6 +328,7 @@ fn dictionaries_take_turns_and_retiring_one_rewrites_only_its_packs() {
     let mut cfg = EngineConfig::new(dir.path());
     cfg.pack_target_size = 1 << 20;
     cfg.dictionary_span = 2 << 20;
+    cfg.pack_dictionary = true;
     common::s3::configure(&mut cfg);
     let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     let (a, b) = (AccountId([6; 16]), AccountId([7; 16]));
