@@ -78,8 +78,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub chunking: ChunkingParams,
     pub zstd_level: i32,
-    /// Compress chunks against a per-pack dictionary (`pack::dicts`). Off by default (see
-    /// docs/decisions.md); off, new packs get none; packs that have one read the same.
+    /// Compress chunks against a per-pack dictionary (`pack::dicts`). On by default; off, new
+    /// packs get none; packs that have one read the same.
     pub pack_dictionary: bool,
     pub pack_target_size: ByteSize,
     pub pack_idle_seal_secs: u64,

@@ -271,7 +271,7 @@ fn a_damaged_pack_dictionary_is_reported_and_never_serves_wrong_bytes() {
     use cairn::codec::Compression;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
-    cfg.pack_dictionary = true; // off by default (docs/decisions.md)
+    cfg.pack_dictionary = true; // the default, said here because the test needs it
     let e = Engine::open(cfg, Arc::new(Metrics::new())).unwrap();
     // More than the pipeline holds in flight (~6 MiB, compressed before the lane has its
     // dictionary), so that later chunks are compressed against it.

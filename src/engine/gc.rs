@@ -330,7 +330,10 @@ impl Engine {
                 from_offset: e.offset,
                 to_pack: a.pack_id,
                 to_offset: a.entry.offset,
-                stored_len: (a.entry.stored_len != e.stored_len).then_some(a.entry.stored_len),
+                // A new form always carries its length, also when it happens to be the old one
+                // (operand 6 has no "unchanged" length).
+                stored_len: (a.entry.stored_len != e.stored_len || a.entry.compression != e.compression)
+                    .then_some(a.entry.stored_len),
                 compression: (a.entry.compression != e.compression).then_some(a.entry.compression),
             };
             batch.merge_cf(self.db().cf(CF_CHUNKS), keys::chunk_key(&e.id), keys::encode_op(&op));

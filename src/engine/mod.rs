@@ -75,7 +75,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             chunking: ChunkingParams::default(),
             zstd_level: 3,
-            pack_dictionary: false,
+            pack_dictionary: true,
             dictionary_span: crate::pack::dicts::DEFAULT_SPAN,
             pack_target_size: 64 << 20,
             pack_idle_seal: Duration::from_secs(60),

@@ -189,7 +189,10 @@ pub fn encode_op(op: &ChunkOp) -> Vec<u8> {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             if let Some(c) = compression {
-                // Op 6 always carries both: a new form has a new length.
+                // Op 6 always carries both. A move that changes the compression without saying
+                // the length would read back as length 0: a caller's bug (it was one: a
+                // re-compressed copy of the same length made the chunk unreadable).
+                debug_assert!(stored_len.is_some(), "a move that changes compression must give the length");
                 b.extend_from_slice(&stored_len.unwrap_or(0).to_le_bytes());
                 b.push(*c as u8);
             } else if let Some(len) = stored_len {
