@@ -93,6 +93,36 @@ fn zstd3(c: &mut Criterion) {
     g.finish();
 }
 
+/// zstd level 3 against a raw-content dictionary of `DICT_LEN` bytes of other text, as the
+/// uploads lane compresses text: zstd's default for a 64 KiB input copies the dictionary's
+/// prepared tables into the context per call ("copy"); forcing it to search them in place is
+/// "attach". "none" is the same pieces without a dictionary, the baseline.
+fn zstd3_dict(c: &mut Criterion) {
+    use zstd::zstd_safe::{CCtx, CDict, CParameter, DictAttachPref};
+    let mut g = c.benchmark_group("zstd3_64k_dict");
+    g.throughput(throughput(STAGE_INPUT));
+    let dict_bytes = input(Kind::Text, DICT_LEN);
+    let cdict = CDict::create(&dict_bytes[..], LEVEL);
+    let data: Bytes = gen::generate(Kind::Text, STAGE_INPUT + DICT_LEN, 7).split_off(DICT_LEN).into();
+    let mut out = vec![0u8; zstd::zstd_safe::compress_bound(PIECE)];
+    for (name, pref) in
+        [("none", None), ("copy", Some(DictAttachPref::DefaultAttach)), ("attach", Some(DictAttachPref::ForceAttach))]
+    {
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(LEVEL)).unwrap();
+        if let Some(pref) = pref {
+            cctx.set_parameter(CParameter::ForceAttachDict(pref)).unwrap();
+            cctx.ref_cdict(&cdict).unwrap();
+        }
+        let mut run = |data: &Bytes| {
+            data.chunks(PIECE).map(|p| cctx.compress2(&mut out[..], black_box(p)).unwrap()).sum::<usize>()
+        };
+        eprintln!("zstd3_64k_dict/{name}: ratio {:.3}", STAGE_INPUT as f64 / run(&data) as f64);
+        g.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, data| b.iter(|| run(data)));
+    }
+    g.finish();
+}
+
 /// `codec::seal`: BLAKE3 + zstd-3 (raw when that does not shrink), what a pipeline worker runs.
 fn seal(c: &mut Criterion) {
     let mut g = c.benchmark_group("seal_64k");
@@ -211,6 +241,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = stages;
     config = config();
-    targets = chunking, hashing, zstd3, seal, single_thread, disk, pipeline
+    targets = chunking, hashing, zstd3, zstd3_dict, seal, single_thread, disk, pipeline
 }
 criterion_main!(stages);
