@@ -93,26 +93,23 @@ fn zstd3(c: &mut Criterion) {
     g.finish();
 }
 
-/// zstd level 3 against a raw-content dictionary of `DICT_LEN` bytes of other text, as the
-/// uploads lane compresses text: zstd's default for a 64 KiB input copies the dictionary's
-/// prepared tables into the context per call ("copy"); forcing it to search them in place is
-/// "attach". "none" is the same pieces without a dictionary, the baseline.
+/// zstd level 3 against a raw-content dictionary of `DICT_LEN` bytes of earlier text, as the
+/// uploads lane compresses text. A chunk takes its parameters from the prepared dictionary, so
+/// the level that dictionary is made at decides the cost: "dict_level_3" and "dict_level_2"
+/// (what `dictionary::level_against_dictionary` picks for 3). "none" is the same pieces
+/// without a dictionary, the baseline.
 fn zstd3_dict(c: &mut Criterion) {
-    use zstd::zstd_safe::{CCtx, CDict, CParameter, DictAttachPref};
+    use zstd::zstd_safe::{CCtx, CDict, CParameter};
     let mut g = c.benchmark_group("zstd3_64k_dict");
     g.throughput(throughput(STAGE_INPUT));
-    let dict_bytes = input(Kind::Text, DICT_LEN);
-    let cdict = CDict::create(&dict_bytes[..], LEVEL);
-    let data: Bytes = gen::generate(Kind::Text, STAGE_INPUT + DICT_LEN, 7).split_off(DICT_LEN).into();
+    let (dict_bytes, data) = text_after_dictionary();
     let mut out = vec![0u8; zstd::zstd_safe::compress_bound(PIECE)];
-    for (name, pref) in
-        [("none", None), ("copy", Some(DictAttachPref::DefaultAttach)), ("attach", Some(DictAttachPref::ForceAttach))]
-    {
+    for (name, dict_level) in [("none", None), ("dict_level_3", Some(3)), ("dict_level_2", Some(2))] {
+        let cdict = dict_level.map(|level| CDict::create(&dict_bytes[..], level));
         let mut cctx = CCtx::create();
         cctx.set_parameter(CParameter::CompressionLevel(LEVEL)).unwrap();
-        if let Some(pref) = pref {
-            cctx.set_parameter(CParameter::ForceAttachDict(pref)).unwrap();
-            cctx.ref_cdict(&cdict).unwrap();
+        if let Some(cdict) = &cdict {
+            cctx.ref_cdict(cdict).unwrap();
         }
         let mut run = |data: &Bytes| {
             data.chunks(PIECE).map(|p| cctx.compress2(&mut out[..], black_box(p)).unwrap()).sum::<usize>()
@@ -133,15 +130,27 @@ fn seal(c: &mut Criterion) {
         eprintln!("seal_64k/{}: stored ratio {:.2}", kind.name(), STAGE_INPUT as f64 / stored as f64);
         g.bench_with_input(BenchmarkId::from_parameter(kind.name()), &data, |b, data| b.iter(|| seal_all(data, None)));
     }
-    // Against a pack dictionary made as the uploads lane makes one: the first DICT_LEN bytes of
-    // text (taken from another stream, so the pieces are not in it verbatim).
-    let dict = Dictionary::new(input(Kind::Text, DICT_LEN).slice(..DICT_LEN)).unwrap();
-    let data: Bytes = gen::generate(Kind::Text, STAGE_INPUT + DICT_LEN, 7).split_off(DICT_LEN).into();
+    // Against a pack dictionary made as the uploads lane makes one.
+    let (dict_bytes, data) = text_after_dictionary();
+    let dict = Dictionary::new(dict_bytes).unwrap();
     eprintln!("seal_64k/text_dict: stored ratio {:.2}", STAGE_INPUT as f64 / seal_all(&data, Some(&dict)) as f64);
     g.bench_with_input(BenchmarkId::from_parameter("text_dict"), &data, |b, data| {
         b.iter(|| seal_all(data, Some(&dict)))
     });
     g.finish();
+}
+
+/// A dictionary as the uploads lane makes one (the first `DICT_LEN` bytes of text), and
+/// `STAGE_INPUT` bytes of the text that follows it: same vocabulary (the generator's vocabulary
+/// comes from its seed), other sentences.
+/// `CAIRN_BENCH_TEXT=FILE` takes the text from a file instead (at least `DICT_LEN +
+/// STAGE_INPUT` bytes), e.g. the text of `../shared/bench/peers.py`, whose vocabulary is larger.
+fn text_after_dictionary() -> (Bytes, Bytes) {
+    let mut all = match std::env::var_os("CAIRN_BENCH_TEXT") {
+        Some(file) => Bytes::from(std::fs::read(file).unwrap()).slice(..DICT_LEN + STAGE_INPUT),
+        None => Bytes::from(gen::generate(Kind::Text, DICT_LEN + STAGE_INPUT, 42)),
+    };
+    (all.split_to(DICT_LEN), all)
 }
 
 /// Stored bytes of `data` sealed in `PIECE`s.
@@ -208,14 +217,18 @@ fn pipeline(c: &mut Criterion) {
     g.throughput(throughput(PIPELINE_INPUT));
     g.sampling_mode(SamplingMode::Flat);
     g.measurement_time(Duration::from_secs(8));
-    for kind in KINDS {
+    // "text_plain": text without pack dictionaries, the baseline of what they cost.
+    for (name, kind, dictionaries) in
+        [("noise", Kind::Noise, true), ("text", Kind::Text, true), ("text_plain", Kind::Text, false)]
+    {
         let data = input(kind, PIPELINE_INPUT);
-        g.bench_with_input(BenchmarkId::from_parameter(kind.name()), &data, |b, data| {
+        g.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, data| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let dir = tempfile::tempdir().unwrap();
-                    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+                    let config = EngineConfig { pack_dictionary: dictionaries, ..EngineConfig::new(dir.path()) };
+                    let engine = Engine::open(config, Arc::new(Metrics::new())).unwrap();
                     let frames = (0..data.len())
                         .step_by(FRAME)
                         .map(|at| Ok::<_, std::convert::Infallible>(data.slice(at..(at + FRAME).min(data.len()))));

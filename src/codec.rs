@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zstd::zstd_safe::{CCtx, CParameter, DCtx, DictAttachPref};
+use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
 use crate::chunk::ChunkId;
 use crate::dictionary::Dictionary;
@@ -183,12 +183,6 @@ fn compress_against(w: &mut Worker, dict: &Arc<Dictionary>, raw: &[u8], limit: u
         w.dict = None; // the old context lets go of its dictionary first
         let mut cctx = CCtx::create();
         cctx.set_parameter(CParameter::ChecksumFlag(true)).ok()?;
-        // Search the dictionary's prepared tables where they are. For inputs over 16 KiB (all
-        // but the smallest chunks) zstd's default copies them into the context on every call:
-        // 768 KiB per 64 KiB chunk. Measured (benches/pipeline.rs, zstd3_64k_dict, one run):
-        // against a dictionary, copy took 1.30x the time of no dictionary, attach 1.14x, and
-        // both stored the same bytes.
-        cctx.set_parameter(CParameter::ForceAttachDict(DictAttachPref::ForceAttach)).ok()?;
         cctx.ref_cdict(dict.cdict(w.level)?).ok()?;
         w.dict = Some(DictWorker { cctx, dict: dict.clone() });
     }
