@@ -95,8 +95,8 @@ fn zstd3(c: &mut Criterion) {
 
 /// zstd level 3 against a raw-content dictionary of `DICT_LEN` bytes of earlier text, as the
 /// uploads lane compresses text. A chunk takes its parameters from the prepared dictionary, so
-/// the level that dictionary is made at decides the cost: "dict_level_3" and "dict_level_2"
-/// (what `dictionary::level_against_dictionary` picks for 3). "none" is the same pieces
+/// the level that dictionary is made at decides the cost: "dict_level_3" (what the lane does)
+/// and "dict_level_2" (measured and not taken, docs/benchmarks.md). "none" is the same pieces
 /// without a dictionary, the baseline.
 fn zstd3_dict(c: &mut Criterion) {
     use zstd::zstd_safe::{CCtx, CDict, CParameter};

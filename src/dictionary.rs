@@ -94,27 +94,12 @@ impl Dictionary {
         &self.ddict
     }
 
-    /// The prepared form for compressing at `level` (made at `level_against_dictionary`);
-    /// `None` if zstd refused it, or if this dictionary was first used at another level (one
-    /// process uses one).
+    /// The prepared form for compressing at `level`; `None` if zstd refused it, or if this
+    /// dictionary was first used at another level (one process uses one).
     pub(crate) fn cdict(&self, level: i32) -> Option<&CDict<'static>> {
-        let made = self
-            .cdict
-            .get_or_init(|| CDict::try_create(&self.bytes, level_against_dictionary(level)).map(|c| (level, c)));
+        let made = self.cdict.get_or_init(|| CDict::try_create(&self.bytes, level).map(|c| (level, c)));
         made.as_ref().filter(|(l, _)| *l == level).map(|(_, c)| c)
     }
-}
-
-/// The zstd level a chunk is compressed at against a dictionary, for the configured `level`:
-/// one lower, but not below 2 (nor above `level`). A chunk takes its parameters from the
-/// prepared dictionary, and zstd copies the dictionary's match tables into the context for
-/// every chunk over 16 KiB. At level 3 (dfast: two tables) that copy and the search made a
-/// chunk cost 1.71x the time of no dictionary, on the peers text; at level 2 (fast: one
-/// table), 1.27x, for 1% more stored bytes (2.324 against 2.348 times smaller; no dictionary:
-/// 1.963). Searching the tables in place (zstd's "attach") was slower still: 1.88x.
-/// Measured in one run of `benches/pipeline.rs` (`zstd3_64k_dict`, docs/benchmarks.md).
-pub fn level_against_dictionary(level: i32) -> i32 {
-    (level - 1).max(2).min(level)
 }
 
 /// Whether two optional dictionaries are the same one (by id).
@@ -161,12 +146,6 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_against_a_dictionary_go_one_level_lower_but_not_below_two() {
-        let levels: Vec<i32> = [1, 2, 3, 4, 19].into_iter().map(level_against_dictionary).collect();
-        assert_eq!(levels, [1, 2, 2, 3, 18]);
-    }
 
     #[test]
     fn a_dictionary_is_named_by_its_bytes_and_checked() {
