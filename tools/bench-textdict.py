@@ -27,14 +27,17 @@ import argparse, importlib.util, json, os, re, shutil, statistics, subprocess, s
 def pack_bytes_read(pid, request, log):
     """Bytes that `pid` reads from pack files while `request()` runs, by strace."""
     tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-e", "trace=pread64,preadv,preadv2,read",
-                               "-p", str(pid), "-o", log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "-p", str(pid), "-o", log], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # attached to every thread by then
     try:
         request()
         time.sleep(0.2)
     finally:
         tracer.terminate()
-        tracer.wait()
+        _, err = tracer.communicate()
+    if not os.path.exists(log):
+        # Seen once: strace exited at once and wrote no log; say why rather than a bare ENOENT.
+        raise RuntimeError(f"strace wrote no log (exit {tracer.returncode}): {err.strip()}")
     total = 0
     with open(log) as f:
         for line in f:
