@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn::codec::Compression;
 use cairn::engine::{fsck, Engine, EngineConfig, Precondition};
 use cairn::metrics::Metrics;
 use cairn::store::keys::{AccountId, Namespace};
@@ -103,6 +104,22 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
     eprintln!("{} acknowledged objects survived {rounds} kills", acked.len());
     assert!(acked.len() as u64 > rounds, "the child acknowledged too little to prove anything: {}", acked.len());
+    // Dictionaries are on (the default): the kills must also have landed among chunks
+    // compressed against a pack's dictionary, or this test says nothing about them.
+    let engine = Engine::open(config(tmp.path()), Arc::new(Metrics::new())).unwrap();
+    let (dict_packs, dict_chunks) = dictionary_use(&engine);
+    eprintln!("{dict_packs} packs carry a dictionary, {dict_chunks} chunks were compressed against one");
+    assert!(dict_packs > 1 && dict_chunks > 0, "the kills never met a dictionary pack");
+}
+
+/// Packs that carry a dictionary, and chunks compressed against one.
+fn dictionary_use(engine: &Engine) -> (usize, usize) {
+    let packs = engine.packs().list().unwrap();
+    let tables = packs.iter().map(|p| engine.packs().table(*p).unwrap());
+    tables.fold((0, 0), |(packs, chunks), t| {
+        let carries = t.first().is_some_and(|e| e.compression == Compression::Dictionary);
+        (packs + usize::from(carries), chunks + t.iter().filter(|e| e.compression == Compression::ZstdDict).count())
+    })
 }
 
 #[test]
