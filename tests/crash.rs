@@ -114,9 +114,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 
 /// Packs that carry a dictionary, and chunks compressed against one.
 fn dictionary_use(engine: &Engine) -> (usize, usize) {
-    let packs = engine.packs().list().unwrap();
-    let tables = packs.iter().map(|p| engine.packs().table(*p).unwrap());
-    tables.fold((0, 0), |(packs, chunks), t| {
+    common::pack_tables(engine).iter().fold((0, 0), |(packs, chunks), t| {
         let carries = t.first().is_some_and(|e| e.compression == Compression::Dictionary);
         (packs + usize::from(carries), chunks + t.iter().filter(|e| e.compression == Compression::ZstdDict).count())
     })

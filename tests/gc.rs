@@ -260,13 +260,8 @@ fn compaction_of_dictionary_packs_keeps_text_readable_and_small() {
 
 /// The dictionary each pack carries, if any.
 fn carried(e: &Engine) -> Vec<Option<cairn::chunk::ChunkId>> {
-    let packs = e.packs().list().unwrap();
-    packs
-        .iter()
-        .map(|p| {
-            e.packs().table(*p).unwrap().first().filter(|en| en.compression == Compression::Dictionary).map(|en| en.id)
-        })
-        .collect()
+    let tables = common::pack_tables(e);
+    tables.iter().map(|t| t.first().filter(|en| en.compression == Compression::Dictionary).map(|en| en.id)).collect()
 }
 
 /// Deleting data deletes the copy of it a pack dictionary holds: the dictionary made from the

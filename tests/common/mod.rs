@@ -253,3 +253,10 @@ pub async fn write_ack_delete_forever(
         }
     }
 }
+
+/// Every pack's table of entries, in pack order: what the dictionary tests inspect (a pack's
+/// dictionary is its first entry, tag `Dictionary`).
+pub fn pack_tables(e: &cairn::engine::Engine) -> Vec<Vec<cairn::pack::format::EntryInfo>> {
+    let packs = e.packs().list().unwrap();
+    packs.iter().map(|p| e.packs().table(*p).unwrap()).collect()
+}
